@@ -1,0 +1,370 @@
+//! Embedded SQLite with group commit.
+//!
+//! The one key decision: **all writes go through one writer thread** that takes every job
+//! waiting in its queue (up to [`DbConfig::batch_max`]), runs each inside its own savepoint of a
+//! single transaction, commits once, and only then answers each caller. One fsync thus makes a
+//! whole batch of concurrent requests durable, and an acknowledged write is always on disk
+//! (`journal_mode=WAL`, `synchronous=FULL`: the WAL is fsynced at every commit). A job that
+//! fails rolls back to its savepoint without disturbing the others in its batch.
+//!
+//! Jobs are plain synchronous closures, so a database lock can never be held across a network
+//! call or an `.await`. Reads run on a small pool of read-only connections, which in WAL mode
+//! never block on the writer.
+
+use rusqlite::{Connection, OpenFlags};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+pub use rusqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database writer has stopped")]
+    WriterGone,
+    #[error("database job panicked: {0}")]
+    JobPanicked(String),
+    #[error("cannot open database at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// Most jobs committed in one transaction.
+    pub batch_max: usize,
+    /// Read-only connections.
+    pub n_readers: usize,
+    /// How long a connection waits on a lock held by another process.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig {
+            batch_max: 512,
+            n_readers: 4,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+type Completer = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completer + Send>;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    readers_ready: std::sync::Condvar,
+    path: PathBuf,
+}
+
+fn configure(conn: &Connection, busy_timeout_ms: u64) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+    )?;
+    Ok(())
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and applies `schema` (idempotent DDL,
+    /// e.g. `CREATE TABLE IF NOT EXISTS …`) in one transaction.
+    pub fn open(path: &Path, schema: &str, config: DbConfig) -> Result<Db, DbError> {
+        let open_err = |source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut writer = Connection::open(path).map_err(open_err)?;
+        configure(&writer, config.busy_timeout_ms).map_err(open_err)?;
+        {
+            let tx = writer.transaction()?;
+            tx.execute_batch(schema)?;
+            tx.commit()?;
+        }
+        let mut readers = Vec::with_capacity(config.n_readers);
+        for _ in 0..config.n_readers.max(1) {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            r.busy_timeout(Duration::from_millis(config.busy_timeout_ms))?;
+            readers.push(r);
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let batch_max = config.batch_max.max(1);
+        let handle = std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer_loop(writer, rx, batch_max))
+            .map_err(|e| DbError::JobPanicked(e.to_string()))?;
+        Ok(Db {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                readers: Mutex::new(readers),
+                readers_ready: std::sync::Condvar::new(),
+                path: path.to_path_buf(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn submit<R, E, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R, E>>, E>
+    where
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    {
+        let (done_tx, done_rx) = oneshot::channel::<Result<R, E>>();
+        let job: Job = Box::new(move |conn: &Connection| -> Completer {
+            let outcome = run_in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), String>| {
+                let result = match (outcome, commit) {
+                    (Ok(r), Ok(())) => Ok(r),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(msg)) => Err(E::from(DbError::JobPanicked(msg))),
+                };
+                let _ = done_tx.send(result);
+            })
+        });
+        let guard = self.inner.writer.lock().expect("writer lock poisoned");
+        let sender = guard.as_ref().ok_or(E::from(DbError::WriterGone))?;
+        sender.send(job).map_err(|_| E::from(DbError::WriterGone))?;
+        Ok(done_rx)
+    }
+
+    /// Runs `f` in the next group-commit transaction and returns its result once committed.
+    /// If `f` returns an error its changes are rolled back and the error is returned.
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    {
+        let rx = self.submit(f)?;
+        rx.await.unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+    }
+
+    /// [`Db::write`] for synchronous callers (CLI tools, tests). Must not be called on an async
+    /// runtime thread.
+    pub fn write_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    {
+        let rx = self.submit(f)?;
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+    }
+
+    /// Runs a read on a pooled read-only connection, off the async threads.
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.read_blocking(f))
+            .await
+            .unwrap_or_else(|e| Err(E::from(DbError::JobPanicked(e.to_string()))))
+    }
+
+    /// [`Db::read`] for synchronous callers.
+    pub fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&Connection) -> Result<R, E>,
+    {
+        let conn = {
+            let mut pool = self.inner.readers.lock().expect("reader pool poisoned");
+            loop {
+                if let Some(c) = pool.pop() {
+                    break c;
+                }
+                pool = self
+                    .inner
+                    .readers_ready
+                    .wait(pool)
+                    .expect("reader pool poisoned");
+            }
+        };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)));
+        self.inner
+            .readers
+            .lock()
+            .expect("reader pool poisoned")
+            .push(conn);
+        self.inner.readers_ready.notify_one();
+        result.unwrap_or_else(|p| Err(E::from(DbError::JobPanicked(panic_text(&p)))))
+    }
+
+    /// Stops the writer after the jobs already queued, and waits for it.
+    pub fn close(&self) {
+        self.inner.writer.lock().expect("writer lock poisoned").take();
+        if let Some(h) = self
+            .inner
+            .writer_thread
+            .lock()
+            .expect("writer thread lock poisoned")
+            .take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+fn run_in_savepoint<R, E, F>(conn: &Connection, f: F) -> Result<R, E>
+where
+    E: From<DbError>,
+    F: FnOnce(&Connection) -> Result<R, E>,
+{
+    conn.execute_batch("SAVEPOINT job")
+        .map_err(|e| E::from(DbError::Sqlite(e)))?;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|p| Err(E::from(DbError::JobPanicked(panic_text(&p)))));
+    let end = match outcome {
+        Ok(_) => conn.execute_batch("RELEASE job"),
+        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job"),
+    };
+    match end {
+        Ok(()) => outcome,
+        Err(e) => Err(E::from(DbError::Sqlite(e))),
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_max: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < batch_max {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = format!("cannot begin transaction: {e}");
+            tracing::error!(error = %e, "group commit could not begin");
+            for job in jobs {
+                // The job never ran; tell its caller through the commit outcome.
+                let completer = run_never(job, &conn);
+                completer(Err(msg.clone()));
+            }
+            continue;
+        }
+        let completers: Vec<Completer> = jobs.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+            tracing::error!(error = %e, "group commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            format!("commit failed: {e}")
+        });
+        for c in completers {
+            c(commit.clone());
+        }
+    }
+}
+
+/// Runs a job inside a transaction that is then rolled back: used only when `BEGIN` failed, so
+/// that the caller still gets an answer. Its changes never persist.
+fn run_never(job: Job, conn: &Connection) -> Completer {
+    let _ = conn.execute_batch("BEGIN");
+    let c = job(conn);
+    let _ = conn.execute_batch("ROLLBACK");
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum TestError {
+        #[error(transparent)]
+        Db(#[from] DbError),
+        #[error("refused")]
+        Refused,
+    }
+
+    fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(
+            &dir.path().join("t.db"),
+            "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+            DbConfig::default(),
+        )
+        .unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_commit_and_a_failing_job_leaves_the_others_alone() {
+        let (_dir, db) = open();
+        let mut tasks = Vec::new();
+        for i in 0..200i64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", (format!("k{i}"), i))
+                        .map_err(DbError::from)?;
+                    if i % 10 == 0 {
+                        return Err(TestError::Refused);
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 180);
+        let (n, sum): (i64, i64) = db
+            .read(|c| {
+                c.query_row("SELECT COUNT(*), SUM(v) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(|e| TestError::Db(e.into()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 180);
+        assert_eq!(sum, (0..200).filter(|i| i % 10 != 0).sum::<i64>());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_not_a_dead_writer() {
+        let (_dir, db) = open();
+        let r: Result<(), TestError> = db.write(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(TestError::Db(DbError::JobPanicked(_)))));
+        let r: Result<usize, TestError> = db
+            .write(|c| Ok(c.execute("INSERT INTO t VALUES ('a', 1)", []).map_err(DbError::from)?))
+            .await;
+        assert_eq!(r.unwrap(), 1);
+    }
+}

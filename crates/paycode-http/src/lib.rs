@@ -1,0 +1,355 @@
+//! Signed HTTP for every paycode boundary (merchant API, MPP API, notifications).
+//!
+//! - Server side: [`SignedRequest`] is an axum extractor that keeps the exact path and bytes
+//!   as received (for verification) and the headers the scheme needs; [`signed_response`] builds
+//!   the HTTP 200 answer with the lower-case `signature`, `response-time` and `client-id`
+//!   headers the SDKs require.
+//! - Client side: [`SignedClient`] signs a JSON request, sends it, and verifies the answer's
+//!   signature when it knows the peer's key. Its errors separate "certainly not delivered"
+//!   ([`CallError::NotDelivered`]) from "outcome unknown" ([`CallError::Unknown`]): the two
+//!   must be handled differently by anything that moves money.
+//!
+//! RSA signing costs about a millisecond, so it always runs on the blocking pool, never on an
+//! async worker thread.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use paycode_sign::{PrivateKey, PublicKey, SignError, SignatureHeader};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use paycode_sign;
+
+/// The current time as the APIs write it: ISO-8601 with offset, millisecond precision.
+pub fn now_iso() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A request of the signed APIs, as received. Nothing is verified yet: the service looks up the
+/// caller's key by `client_id` and the header's key version, then calls [`SignedRequest::verify`].
+#[derive(Debug, Clone)]
+pub struct SignedRequest {
+    /// Path and query exactly as received (path component of an absolute-form target).
+    pub path: String,
+    pub client_id: Option<String>,
+    pub request_time: Option<String>,
+    pub signature: Option<String>,
+    pub agent_token: Option<String>,
+    pub body: Bytes,
+}
+
+impl SignedRequest {
+    /// Parses the `Signature` header.
+    pub fn signature_header(&self) -> Result<SignatureHeader, SignError> {
+        let raw = self
+            .signature
+            .as_deref()
+            .ok_or(SignError::HeaderMalformed("Signature header is missing"))?;
+        SignatureHeader::parse(raw)
+    }
+
+    pub fn verify(&self, header: &SignatureHeader, key: &PublicKey) -> Result<(), SignError> {
+        paycode_sign::verify(
+            key,
+            header,
+            &self.path,
+            self.client_id.as_deref().unwrap_or(""),
+            self.request_time.as_deref().unwrap_or(""),
+            &self.body,
+        )
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// The body could not be read (too large, or the connection failed). Carries what is needed
+/// to answer with a signed `PARAM_ILLEGAL`.
+#[derive(Debug)]
+pub struct BodyRejection {
+    pub path: String,
+    pub client_id: Option<String>,
+    pub message: String,
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        (StatusCode::PAYLOAD_TOO_LARGE, self.message).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for SignedRequest {
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let uri = req.uri();
+        let path = uri
+            .path_and_query()
+            .map(|pq| pq.as_str().to_string())
+            .unwrap_or_else(|| uri.path().to_string());
+        let headers = req.headers();
+        let client_id = header_text(headers, "client-id");
+        let request_time = header_text(headers, "request-time");
+        let signature = header_text(headers, "signature");
+        let agent_token = header_text(headers, "agent-token");
+        let body = match Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(BodyRejection {
+                    path,
+                    client_id,
+                    message: e.body_text(),
+                });
+            }
+        };
+        Ok(SignedRequest {
+            path,
+            client_id,
+            request_time,
+            signature,
+            agent_token,
+            body,
+        })
+    }
+}
+
+/// A private key with its version, shared by all the signing done by one party.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    key: Arc<PrivateKey>,
+    key_version: u32,
+}
+
+impl Signer {
+    pub fn new(key: PrivateKey, key_version: u32) -> Signer {
+        Signer {
+            key: Arc::new(key),
+            key_version,
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    pub fn private_key(&self) -> &PrivateKey {
+        &self.key
+    }
+
+    /// Signs on the blocking pool and returns the `Signature` header value.
+    pub async fn sign(
+        &self,
+        path: String,
+        client_id: String,
+        time: String,
+        body: Bytes,
+    ) -> Result<String, SignError> {
+        let key = self.key.clone();
+        let version = self.key_version;
+        tokio::task::spawn_blocking(move || {
+            paycode_sign::sign(&key, version, &path, &client_id, &time, &body)
+        })
+        .await
+        .unwrap_or(Err(SignError::SigningFailed))
+    }
+}
+
+/// The HTTP 200 JSON answer with the signed lower-case headers. `path` is the request path as
+/// received and `client_id` the request's client id (echoed back).
+pub async fn signed_response(signer: &Signer, path: &str, client_id: &str, body: Vec<u8>) -> Response {
+    let time = now_iso();
+    let body = Bytes::from(body);
+    let signature = signer
+        .sign(path.to_string(), client_id.to_string(), time.clone(), body.clone())
+        .await;
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&time) {
+        h.insert("response-time", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(client_id) {
+        h.insert("client-id", v);
+    }
+    match signature.ok().and_then(|s| HeaderValue::from_str(&s).ok()) {
+        Some(v) => {
+            h.insert("signature", v);
+        }
+        None => tracing::error!("could not sign a response"),
+    }
+    resp
+}
+
+/// Failure of a signed call, split by what it means for the outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request certainly did not reach the peer (connection refused, bad URL, signing
+    /// failed before sending): safe to treat as "nothing happened".
+    #[error("not delivered: {0}")]
+    NotDelivered(String),
+    /// The request may have been processed (timeout, reset, garbled or unsigned answer): the
+    /// outcome is unknown and must be found out by inquiry.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl CallError {
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, CallError::Unknown(_))
+    }
+}
+
+/// A client that signs requests as `client_id` and verifies answers with `peer_key`.
+#[derive(Clone)]
+pub struct SignedClient {
+    http: reqwest::Client,
+    client_id: String,
+    signer: Signer,
+    peer_key: Option<PublicKey>,
+}
+
+impl std::fmt::Debug for SignedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedClient")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed answer: its body bytes, and whether its signature verified.
+#[derive(Debug)]
+pub struct SignedAnswer {
+    pub body: Bytes,
+    pub status: u16,
+}
+
+impl SignedClient {
+    pub fn new(
+        client_id: &str,
+        signer: Signer,
+        peer_key: Option<PublicKey>,
+        timeout: Duration,
+    ) -> SignedClient {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("the HTTP client configuration is static and valid");
+        SignedClient {
+            http,
+            client_id: client_id.to_string(),
+            signer,
+            peer_key,
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// [`SignedClient::post_raw`] signing as another client id (notifications carry the
+    /// merchant's client id).
+    pub async fn post_raw_as(
+        &self,
+        client_id: &str,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<SignedAnswer, CallError> {
+        let mut c = self.clone();
+        c.client_id = client_id.to_string();
+        c.post_raw(url, body).await
+    }
+
+    /// Signs and posts `body` to `url`, returning the raw answer. The signed path is the URL's
+    /// path and query. Any HTTP status is returned; the answer's signature is checked when the
+    /// peer key is known and the status is 200.
+    pub async fn post_raw(&self, url: &str, body: Vec<u8>) -> Result<SignedAnswer, CallError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| CallError::NotDelivered(format!("bad URL {url:?}: {e}")))?;
+        let path = match parsed.query() {
+            Some(q) => format!("{}?{}", parsed.path(), q),
+            None => parsed.path().to_string(),
+        };
+        let time = now_iso();
+        let body = Bytes::from(body);
+        let signature = self
+            .signer
+            .sign(path.clone(), self.client_id.clone(), time.clone(), body.clone())
+            .await
+            .map_err(|e| CallError::NotDelivered(format!("cannot sign: {e}")))?;
+        let resp = self
+            .http
+            .post(parsed)
+            .header("Content-Type", "application/json; charset=UTF-8")
+            .header("Client-Id", &self.client_id)
+            .header("Request-Time", &time)
+            .header("Signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() || e.is_builder() {
+                    CallError::NotDelivered(e.to_string())
+                } else {
+                    CallError::Unknown(e.to_string())
+                }
+            })?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Unknown(format!("reading answer: {e}")))?;
+        if status == 200
+            && let Some(key) = &self.peer_key
+        {
+            verify_answer(key, &headers, &path, &body)
+                .map_err(|e| CallError::Unknown(format!("answer signature: {e}")))?;
+        }
+        Ok(SignedAnswer { body, status })
+    }
+
+    /// Posts a JSON request and parses a JSON answer (which must be HTTP 200 and, when the peer
+    /// key is known, correctly signed).
+    pub async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        url: &str,
+        req: &Req,
+    ) -> Result<Resp, CallError> {
+        let body = serde_json::to_vec(req)
+            .map_err(|e| CallError::NotDelivered(format!("cannot encode request: {e}")))?;
+        let answer = self.post_raw(url, body).await?;
+        if answer.status != 200 {
+            return Err(CallError::Unknown(format!("HTTP status {}", answer.status)));
+        }
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| CallError::Unknown(format!("answer is not the expected JSON: {e}")))
+    }
+}
+
+/// Verifies an answer signed with the `signature` / `response-time` / `client-id` headers.
+pub fn verify_answer(
+    key: &PublicKey,
+    headers: &reqwest::header::HeaderMap,
+    path: &str,
+    body: &[u8],
+) -> Result<(), SignError> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let sig = get("signature").ok_or(SignError::HeaderMalformed("signature header is missing"))?;
+    let time = get("response-time").ok_or(SignError::HeaderMalformed("response-time is missing"))?;
+    let client_id = get("client-id").ok_or(SignError::HeaderMalformed("client-id is missing"))?;
+    let header = SignatureHeader::parse(sig)?;
+    paycode_sign::verify(key, &header, path, client_id, time, body)
+}

@@ -1,0 +1,72 @@
+//! The `paycode` binary: a thin layer of commands over the library crates.
+//!
+//! - `serve`: the acquirer and the demo wallets (or one of them with `--role`).
+//! - `pos`: the merchant's POS terminal. `wallet`: the customer's phone app. `demo`: the story.
+//! - `bench`: signed payment load against a running `serve`.
+//!
+//! Every error reaches the user as one line (what, why, what to do); nothing panics.
+
+mod app;
+mod bench;
+mod demo;
+mod demo_file;
+mod pos;
+mod render;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "paycode", version, about = "User-presented mode payments: acquirer, wallets, POS and customer app")]
+struct Cli {
+    /// Data directory (store, keys, demo.json).
+    #[arg(long, global = true, env = "PAYCODE_DATA_DIR", default_value = "paycode-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the acquirer and the demo wallets (demo data on first start).
+    Serve(serve::ServeArgs),
+    /// The merchant's POS terminal.
+    Pos(pos::PosArgs),
+    /// The customer's wallet app.
+    Wallet(app::WalletArgs),
+    /// Narrate the whole story against a running `serve`.
+    Demo(demo::DemoArgs),
+    /// Drive signed pay calls against a running `serve` and print throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(&cli.data_dir, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Pos(args) => pos::run(&cli.data_dir, args).await,
+            Command::Wallet(args) => app::run(&cli.data_dir, args).await,
+            Command::Demo(args) => demo::run(&cli.data_dir, args).await,
+            Command::Bench(args) => bench::run(&cli.data_dir, args).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of contexts, outermost first.
+            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Drawing and scanning payment codes (QR and Code 128).
