@@ -64,7 +64,8 @@ impl PaymentCode {
 
     /// The UIN of a standard code.
     pub fn uin(&self) -> Option<&str> {
-        self.is_standard().then(|| &self.digits[CII_LEN + BTI_LEN..])
+        self.is_standard()
+            .then(|| &self.digits[CII_LEN + BTI_LEN..])
     }
 
     /// The full digits: for the wallet call and the code check only, never for logs.
@@ -108,13 +109,27 @@ mod tests {
         assert_eq!(c.cii(), Some("281001"));
         assert_eq!(c.uin(), Some("1234567890123456"));
         assert_eq!(format!("{c:?}"), "PaymentCode(********************3456)");
-        assert!(PaymentCode::parse("28123456789012345").unwrap().cii().is_none());
-        assert_eq!(PaymentCode::parse("2810010312345678901234567"), Err(CodeError::BadLength(25)));
+        assert!(
+            PaymentCode::parse("28123456789012345")
+                .unwrap()
+                .cii()
+                .is_none()
+        );
+        assert_eq!(
+            PaymentCode::parse("2810010312345678901234567"),
+            Err(CodeError::BadLength(25))
+        );
         assert_eq!(
             PaymentCode::parse("281001031234567890123456"),
             Err(CodeError::NotAPaymentCode("03".into()))
         );
-        assert_eq!(PaymentCode::parse("28100102123456789012345a"), Err(CodeError::NotDigits));
-        assert_eq!(PaymentCode::parse("12345678901234567"), Err(CodeError::BadLength(17)));
+        assert_eq!(
+            PaymentCode::parse("28100102123456789012345a"),
+            Err(CodeError::NotDigits)
+        );
+        assert_eq!(
+            PaymentCode::parse("12345678901234567"),
+            Err(CodeError::BadLength(17))
+        );
     }
 }

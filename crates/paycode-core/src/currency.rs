@@ -62,7 +62,14 @@ mod tests {
 
     #[test]
     fn exponents_come_from_the_iso_table() {
-        for (code, exp) in [("JPY", 0), ("SGD", 2), ("CNY", 2), ("KWD", 3), ("BHD", 3), ("KRW", 0)] {
+        for (code, exp) in [
+            ("JPY", 0),
+            ("SGD", 2),
+            ("CNY", 2),
+            ("KWD", 3),
+            ("BHD", 3),
+            ("KRW", 0),
+        ] {
             assert_eq!(Currency::parse(code).unwrap().exponent(), exp, "{code}");
         }
         assert!(Currency::parse("sgd").is_err());

@@ -30,13 +30,17 @@ impl Account {
     /// The stored name for this account in `currency`.
     pub fn name(&self, currency: Currency) -> String {
         match self {
-            Account::WalletReceivable { wallet } => format!("wallet_receivable:{wallet}:{currency}"),
+            Account::WalletReceivable { wallet } => {
+                format!("wallet_receivable:{wallet}:{currency}")
+            }
             Account::MerchantPayable { merchant } => {
                 format!("merchant_payable:{merchant}:{currency}")
             }
             Account::FeeRevenue => format!("fee_revenue::{currency}"),
             Account::FxPosition => format!("fx_position::{currency}"),
-            Account::SettlementPaid { merchant } => format!("settlement_paid:{merchant}:{currency}"),
+            Account::SettlementPaid { merchant } => {
+                format!("settlement_paid:{merchant}:{currency}")
+            }
             Account::WalletCleared { wallet } => format!("wallet_cleared:{wallet}:{currency}"),
         }
     }
@@ -166,7 +170,10 @@ impl JournalEntry {
     ) -> Result<JournalEntry, LedgerError> {
         JournalEntry::new(
             kind,
-            vec![Posting::debit(debit, amount), Posting::credit(credit, amount)],
+            vec![
+                Posting::debit(debit, amount),
+                Posting::credit(credit, amount),
+            ],
         )
     }
 
@@ -215,8 +222,12 @@ mod tests {
 
     #[test]
     fn entries_must_balance_per_currency() {
-        let w = Account::WalletReceivable { wallet: "sgpay".into() };
-        let m = Account::MerchantPayable { merchant: "M1".into() };
+        let w = Account::WalletReceivable {
+            wallet: "sgpay".into(),
+        };
+        let m = Account::MerchantPayable {
+            merchant: "M1".into(),
+        };
         let e = JournalEntry::transfer("payment", &w, &m, sgd(1250)).unwrap();
         assert_eq!(e.postings().len(), 2);
         assert_eq!(
@@ -226,18 +237,30 @@ mod tests {
         let r = e.reversed("reversal");
         assert_eq!(r.postings()[0].side(), Side::Credit);
         assert!(matches!(
-            JournalEntry::new("x", vec![Posting::debit(&w, sgd(2)), Posting::credit(&m, sgd(1))]),
+            JournalEntry::new(
+                "x",
+                vec![Posting::debit(&w, sgd(2)), Posting::credit(&m, sgd(1))]
+            ),
             Err(LedgerError::Unbalanced { .. })
         ));
         let cny = Money::new(2, Currency::parse("CNY").unwrap());
         assert!(matches!(
-            JournalEntry::new("x", vec![Posting::debit(&w, sgd(2)), Posting::credit(&m, cny)]),
+            JournalEntry::new(
+                "x",
+                vec![Posting::debit(&w, sgd(2)), Posting::credit(&m, cny)]
+            ),
             Err(LedgerError::Unbalanced { .. })
         ));
         assert_eq!(
-            JournalEntry::new("x", vec![Posting::debit(&w, sgd(0)), Posting::credit(&m, sgd(0))]),
+            JournalEntry::new(
+                "x",
+                vec![Posting::debit(&w, sgd(0)), Posting::credit(&m, sgd(0))]
+            ),
             Err(LedgerError::NonPositive(sgd(0)))
         );
-        assert_eq!(JournalEntry::new("x", vec![]), Err(LedgerError::TooFewPostings));
+        assert_eq!(
+            JournalEntry::new("x", vec![]),
+            Err(LedgerError::TooFewPostings)
+        );
     }
 }

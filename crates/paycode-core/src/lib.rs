@@ -10,11 +10,14 @@
 
 pub mod code;
 pub mod currency;
+pub mod ecb;
+pub mod fee;
 pub mod fx;
 pub mod ledger;
 pub mod money;
 pub mod payment;
 pub mod result_code;
+pub mod settlement;
 
 pub use currency::Currency;
 pub use money::{Money, MoneyError};

@@ -73,8 +73,7 @@ impl Money {
         if whole.is_empty() && frac.is_empty() {
             return Err(bad());
         }
-        if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
+        if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         if text.ends_with('.') {
@@ -127,7 +126,10 @@ impl Money {
     }
 
     pub fn checked_neg(self) -> Result<Money, MoneyError> {
-        let amount_minor = self.amount_minor.checked_neg().ok_or(MoneyError::Overflow)?;
+        let amount_minor = self
+            .amount_minor
+            .checked_neg()
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount_minor, self.currency))
     }
 
@@ -170,7 +172,9 @@ mod tests {
     #[test]
     fn decimal_parsing_is_exact_or_an_error() {
         let check = |text: &str, c: &str, expect: Result<i64, ()>| {
-            let got = Money::from_decimal_str(text, cur(c)).map(|m| m.amount_minor()).map_err(|_| ());
+            let got = Money::from_decimal_str(text, cur(c))
+                .map(|m| m.amount_minor())
+                .map_err(|_| ());
             assert_eq!(got, expect, "{text} {c}");
         };
         check("12.50", "SGD", Ok(1250));
@@ -191,7 +195,12 @@ mod tests {
 
     #[test]
     fn minor_strings_are_plain_digits() {
-        assert_eq!(Money::from_minor_str("1250", cur("SGD")).unwrap().amount_minor(), 1250);
+        assert_eq!(
+            Money::from_minor_str("1250", cur("SGD"))
+                .unwrap()
+                .amount_minor(),
+            1250
+        );
         for bad in ["", "-1", "+1", "1.0", "1e2", " 1", "1234567890123456789"] {
             assert!(Money::from_minor_str(bad, cur("SGD")).is_err(), "{bad}");
         }
@@ -200,7 +209,10 @@ mod tests {
     #[test]
     fn arithmetic_is_checked() {
         let a = Money::new(i64::MAX, cur("SGD"));
-        assert_eq!(a.checked_add(Money::new(1, cur("SGD"))), Err(MoneyError::Overflow));
+        assert_eq!(
+            a.checked_add(Money::new(1, cur("SGD"))),
+            Err(MoneyError::Overflow)
+        );
         assert!(matches!(
             Money::new(1, cur("SGD")).checked_add(Money::new(1, cur("CNY"))),
             Err(MoneyError::CurrencyMismatch(..))

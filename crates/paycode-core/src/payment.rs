@@ -170,7 +170,11 @@ pub enum CancelDecision {
 }
 
 /// Merchant cancel rules (SPEC §2.5).
-pub fn decide_cancel(state: PaymentState, within_window: bool, has_refunds: bool) -> CancelDecision {
+pub fn decide_cancel(
+    state: PaymentState,
+    within_window: bool,
+    has_refunds: bool,
+) -> CancelDecision {
     match state {
         PaymentState::Processing => CancelDecision::AskWallet,
         PaymentState::Success if has_refunds => CancelDecision::Reject(ResultCode::PROCESS_FAIL),
@@ -330,7 +334,10 @@ CANCELLED + ExpiryCancelConfirmed: ignored
     #[test]
     fn cancel_rules() {
         use CancelDecision::*;
-        assert_eq!(decide_cancel(PaymentState::Processing, false, false), AskWallet);
+        assert_eq!(
+            decide_cancel(PaymentState::Processing, false, false),
+            AskWallet
+        );
         assert_eq!(decide_cancel(PaymentState::Success, true, false), AskWallet);
         assert_eq!(
             decide_cancel(PaymentState::Success, false, false),
@@ -340,13 +347,19 @@ CANCELLED + ExpiryCancelConfirmed: ignored
             decide_cancel(PaymentState::Success, true, true),
             Reject(ResultCode::PROCESS_FAIL)
         );
-        assert_eq!(decide_cancel(PaymentState::Cancelled, true, false), AlreadyClosed);
+        assert_eq!(
+            decide_cancel(PaymentState::Cancelled, true, false),
+            AlreadyClosed
+        );
     }
 
     #[test]
     fn refund_reaches_one_final_state() {
         let s = refund_transition(RefundState::Processing, RefundEvent::WalletRefunded).unwrap();
         assert_eq!(s, RefundState::Success);
-        assert_eq!(refund_transition(s, RefundEvent::WalletRefundFailed(ResultCode::PROCESS_FAIL)), None);
+        assert_eq!(
+            refund_transition(s, RefundEvent::WalletRefundFailed(ResultCode::PROCESS_FAIL)),
+            None
+        );
     }
 }

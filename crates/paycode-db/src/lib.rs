@@ -145,7 +145,7 @@ impl Db {
             })
         });
         let guard = self.inner.writer.lock().expect("writer lock poisoned");
-        let sender = guard.as_ref().ok_or(E::from(DbError::WriterGone))?;
+        let sender = guard.as_ref().ok_or_else(|| E::from(DbError::WriterGone))?;
         sender.send(job).map_err(|_| E::from(DbError::WriterGone))?;
         Ok(done_rx)
     }
@@ -159,7 +159,8 @@ impl Db {
         F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
     {
         let rx = self.submit(f)?;
-        rx.await.unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+        rx.await
+            .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
     }
 
     /// [`Db::write`] for synchronous callers (CLI tools, tests). Must not be called on an async
@@ -219,7 +220,11 @@ impl Db {
 
     /// Stops the writer after the jobs already queued, and waits for it.
     pub fn close(&self) {
-        self.inner.writer.lock().expect("writer lock poisoned").take();
+        self.inner
+            .writer
+            .lock()
+            .expect("writer lock poisoned")
+            .take();
         if let Some(h) = self
             .inner
             .writer_thread
@@ -348,8 +353,10 @@ mod tests {
         assert_eq!(ok, 180);
         let (n, sum): (i64, i64) = db
             .read(|c| {
-                c.query_row("SELECT COUNT(*), SUM(v) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(|e| TestError::Db(e.into()))
+                c.query_row("SELECT COUNT(*), SUM(v) FROM t", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .map_err(|e| TestError::Db(e.into()))
             })
             .await
             .unwrap();
@@ -363,7 +370,10 @@ mod tests {
         let r: Result<(), TestError> = db.write(|_| panic!("boom")).await;
         assert!(matches!(r, Err(TestError::Db(DbError::JobPanicked(_)))));
         let r: Result<usize, TestError> = db
-            .write(|c| Ok(c.execute("INSERT INTO t VALUES ('a', 1)", []).map_err(DbError::from)?))
+            .write(|c| {
+                Ok(c.execute("INSERT INTO t VALUES ('a', 1)", [])
+                    .map_err(DbError::from)?)
+            })
             .await;
         assert_eq!(r.unwrap(), 1);
     }

@@ -164,11 +164,21 @@ impl Signer {
 
 /// The HTTP 200 JSON answer with the signed lower-case headers. `path` is the request path as
 /// received and `client_id` the request's client id (echoed back).
-pub async fn signed_response(signer: &Signer, path: &str, client_id: &str, body: Vec<u8>) -> Response {
+pub async fn signed_response(
+    signer: &Signer,
+    path: &str,
+    client_id: &str,
+    body: Vec<u8>,
+) -> Response {
     let time = now_iso();
     let body = Bytes::from(body);
     let signature = signer
-        .sign(path.to_string(), client_id.to_string(), time.clone(), body.clone())
+        .sign(
+            path.to_string(),
+            client_id.to_string(),
+            time.clone(),
+            body.clone(),
+        )
         .await;
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
@@ -259,6 +269,13 @@ impl SignedClient {
         &self.client_id
     }
 
+    /// The same client (sharing its connection pool) verifying answers with `key`.
+    pub fn with_peer_key(&self, key: PublicKey) -> SignedClient {
+        let mut c = self.clone();
+        c.peer_key = Some(key);
+        c
+    }
+
     /// [`SignedClient::post_raw`] signing as another client id (notifications carry the
     /// merchant's client id).
     pub async fn post_raw_as(
@@ -286,7 +303,12 @@ impl SignedClient {
         let body = Bytes::from(body);
         let signature = self
             .signer
-            .sign(path.clone(), self.client_id.clone(), time.clone(), body.clone())
+            .sign(
+                path.clone(),
+                self.client_id.clone(),
+                time.clone(),
+                body.clone(),
+            )
             .await
             .map_err(|e| CallError::NotDelivered(format!("cannot sign: {e}")))?;
         let resp = self
@@ -348,7 +370,8 @@ pub fn verify_answer(
 ) -> Result<(), SignError> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let sig = get("signature").ok_or(SignError::HeaderMalformed("signature header is missing"))?;
-    let time = get("response-time").ok_or(SignError::HeaderMalformed("response-time is missing"))?;
+    let time =
+        get("response-time").ok_or(SignError::HeaderMalformed("response-time is missing"))?;
     let client_id = get("client-id").ok_or(SignError::HeaderMalformed("client-id is missing"))?;
     let header = SignatureHeader::parse(sig)?;
     paycode_sign::verify(key, &header, path, client_id, time, body)

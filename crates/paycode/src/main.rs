@@ -7,22 +7,35 @@
 //! Every error reaches the user as one line (what, why, what to do); nothing panics.
 
 mod app;
+mod app_device;
 mod bench;
 mod demo;
 mod demo_file;
 mod pos;
+mod pos_receipt;
+mod pos_schedule;
 mod render;
 mod serve;
+mod tools_common;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "paycode", version, about = "User-presented mode payments: acquirer, wallets, POS and customer app")]
+#[command(
+    name = "paycode",
+    version,
+    about = "User-presented mode payments: acquirer, wallets, POS and customer app"
+)]
 struct Cli {
     /// Data directory (store, keys, demo.json).
-    #[arg(long, global = true, env = "PAYCODE_DATA_DIR", default_value = "paycode-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYCODE_DATA_DIR",
+        default_value = "paycode-data"
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -44,7 +57,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -53,18 +69,26 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(&cli.data_dir, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(&cli.data_dir, args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Pos(args) => pos::run(&cli.data_dir, args).await,
             Command::Wallet(args) => app::run(&cli.data_dir, args).await,
             Command::Demo(args) => demo::run(&cli.data_dir, args).await,
-            Command::Bench(args) => bench::run(&cli.data_dir, args).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(args) => bench::run(&cli.data_dir, args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             // One line: the chain of contexts, outermost first.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
+            let msg = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }

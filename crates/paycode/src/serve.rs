@@ -1,10 +1,519 @@
-//! `paycode serve`: the acquirer and the demo wallets in one process.
+//! `paycode serve`: the acquirer and the demo wallets, each on its own port, talking real signed
+//! HTTP to each other, with their stores in the data directory.
+//!
+//! With no `--config` it runs in demo mode: keys are created once under `<data-dir>/keys/`, the
+//! demo merchant, wallets, routes and users are seeded (idempotently) on every start, and
+//! `<data-dir>/demo.json` is written once every listener is bound, so tools and tests can wait
+//! for that file. `--role acquirer` and `--role wallet --wallet NAME` run the parts apart (the
+//! wallets then listen on `--wallet-port-base` + their index).
 
-use std::path::Path;
+use crate::demo_file::{DemoFile, DemoUser, DemoWallet};
+use anyhow::{Context, bail};
+use paycode_acquirer::registry::{self, NewClient, NewMerchant, NewWallet};
+use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
+use paycode_core::Currency;
+use paycode_http::Signer;
+use paycode_sign::PrivateKey;
+use paycode_wallet::demo::{DemoWalletSpec, demo_wallets};
+use paycode_wallet::{Wallet, WalletConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-#[derive(clap::Args)]
-pub struct ServeArgs {}
+pub const ACQUIRER_CLIENT_ID: &str = "paycode-acquirer";
+pub const DEMO_CLIENT_ID: &str = "SANDBOX_PAYCODE_DEMO";
+pub const DEMO_MERCHANT_ID: &str = "M-KOPI-001";
+pub const DEMO_MERCHANT_NAME: &str = "Kopi & Co";
+pub const DEMO_STORE_ID: &str = "S-RAFFLES-01";
+pub const DEMO_STORE_NAME: &str = "Kopi & Co Raffles Place";
+pub const DEMO_MCC: &str = "5814";
 
-pub async fn run(_data_dir: &Path, _args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("paycode serve is not built yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The acquirer and every demo wallet in one process.
+    All,
+    Acquirer,
+    Wallet,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the acquirer's HTTP listener (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "PAYCODE_LISTEN")]
+    listen: String,
+    /// Which part to run.
+    #[arg(long, value_enum, default_value = "all")]
+    role: Role,
+    /// The wallet to run with `--role wallet`.
+    #[arg(long)]
+    wallet: Option<String>,
+    /// Wallet N listens on this port + N (0: free ports, only with `--role all`).
+    #[arg(long, default_value_t = 8081)]
+    wallet_port_base: u16,
+    /// Base URL at which wallets reach the acquirer (default: from --listen).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Serve the acquirer over HTTPS with this PEM certificate chain.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long (seconds) to let in-flight requests finish on shutdown.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_s: u64,
+}
+
+/// Loads `<data-dir>/keys/<name>.key` (bare base64 PKCS#8) or creates it (mode 0600).
+pub fn load_or_create_key(data_dir: &Path, name: &str) -> anyhow::Result<PrivateKey> {
+    let dir = data_dir.join("keys");
+    let path = dir.join(format!("{name}.key"));
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading key {}", path.display()))?;
+        return PrivateKey::parse(&text)
+            .with_context(|| format!("key {} is not valid", path.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = PrivateKey::generate().context("generating an RSA key")?;
+    write_private(&path, &key.to_pkcs8_base64())?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    let mut b = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    write_private(&path, &token)?;
+    Ok(token)
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another paycode already running? use --listen)")
+    })
+}
+
+struct RunningWallet {
+    spec: DemoWalletSpec,
+    url: String,
+    wallet: Wallet,
+    listener: TcpListener,
+}
+
+async fn start_wallets(
+    data_dir: &Path,
+    specs: Vec<DemoWalletSpec>,
+    port_of: impl Fn(usize, &str) -> Option<String>,
+    acquirer_public_key: &paycode_sign::PublicKey,
+) -> anyhow::Result<Vec<RunningWallet>> {
+    let mut out = Vec::new();
+    for (idx, spec) in specs.into_iter().enumerate() {
+        let Some(addr) = port_of(idx, spec.name) else {
+            continue;
+        };
+        let listener = bind(&addr).await?;
+        let local = listener.local_addr()?;
+        let key = load_or_create_key(data_dir, &format!("wallet-{}", spec.name))?;
+        let currency = Currency::parse(spec.currency).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config = WalletConfig::new(
+            spec.name,
+            spec.cii,
+            currency,
+            data_dir.join(format!("wallet-{}.db", spec.name)),
+            spec.name,
+            Signer::new(key, 1),
+            ACQUIRER_CLIENT_ID,
+            acquirer_public_key.clone(),
+        );
+        let wallet = tokio::task::spawn_blocking(move || Wallet::open(config))
+            .await
+            .context("opening a wallet")??;
+        for u in &spec.users {
+            wallet
+                .create_user(u.user.clone())
+                .await
+                .with_context(|| format!("seeding user {} of {}", u.user.name, spec.name))?;
+        }
+        out.push(RunningWallet {
+            url: format!("http://{local}"),
+            spec,
+            wallet,
+            listener,
+        });
+    }
+    Ok(out)
+}
+
+async fn seed_acquirer(
+    acq: &Acquirer,
+    merchant_key: &PrivateKey,
+    wallets: &[(DemoWalletSpec, String, paycode_sign::PublicKey)],
+) -> anyhow::Result<()> {
+    let merchant_public = merchant_key.public_key();
+    let wallets: Vec<_> = wallets.to_vec();
+    let now = acq.clock().now_ms();
+    acq.db()
+        .write(move |c| {
+            registry::upsert_client(
+                c,
+                &NewClient {
+                    client_id: DEMO_CLIENT_ID,
+                    name: DEMO_MERCHANT_NAME,
+                    notify_url: None,
+                },
+                now,
+            )?;
+            registry::upsert_client_key(c, DEMO_CLIENT_ID, 1, &merchant_public, true)?;
+            registry::upsert_merchant(
+                c,
+                &NewMerchant {
+                    client_id: DEMO_CLIENT_ID,
+                    reference_merchant_id: DEMO_MERCHANT_ID,
+                    name: DEMO_MERCHANT_NAME,
+                    mcc: DEMO_MCC,
+                    currencies: &["SGD".to_string()],
+                    settlement_currency: "SGD",
+                    max_amount_minor: Some(1_000_000),
+                    notify_url: None,
+                    active: true,
+                },
+            )?;
+            registry::upsert_store(
+                c,
+                DEMO_CLIENT_ID,
+                DEMO_MERCHANT_ID,
+                &registry::Store {
+                    reference_store_id: DEMO_STORE_ID.into(),
+                    name: DEMO_STORE_NAME.into(),
+                    mcc: DEMO_MCC.into(),
+                },
+            )?;
+            for (spec, url, key) in &wallets {
+                registry::upsert_wallet(
+                    c,
+                    &NewWallet {
+                        name: spec.name,
+                        psp_name: spec.name,
+                        base_url: url,
+                        public_key: key,
+                        currencies: &[spec.currency.to_string()],
+                        enabled: true,
+                    },
+                )?;
+                registry::upsert_route(c, "CII", spec.cii, spec.name, 100)?;
+            }
+            Ok::<_, paycode_acquirer::ApiError>(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the acquirer: {}", e.message))?;
+    acq.registry()
+        .reload(acq.db())
+        .await
+        .context("reloading reference data")?;
+    Ok(())
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            r = ctrl_c => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot listen for Ctrl-C; stop with SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            },
+            _ = term => {},
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let acquirer_signer = Signer::new(load_or_create_key(data_dir, "acquirer")?, 1);
+    let acquirer_public_key = acquirer_signer.public_key();
+    let merchant_key = load_or_create_key(data_dir, "merchant")?;
+    let specs = demo_wallets();
+    let shutdown = shutdown_signal();
+    let mut tasks = tokio::task::JoinSet::new();
+    let base = args.wallet_port_base;
+    let host = args
+        .listen
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    if args.role == Role::Wallet && args.wallet.is_none() {
+        bail!(
+            "--role wallet needs --wallet NAME (one of: {})",
+            specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if args.role != Role::All && base == 0 {
+        bail!(
+            "--wallet-port-base 0 only works with --role all: the parts must know each other's ports"
+        );
+    }
+    let wallet_addr = |idx: usize, name: &str| -> Option<String> {
+        let wanted = match args.role {
+            Role::All => true,
+            Role::Wallet => args.wallet.as_deref() == Some(name),
+            Role::Acquirer => false,
+        };
+        let port = if base == 0 { 0 } else { base as usize + idx };
+        wanted.then(|| format!("{host}:{port}"))
+    };
+    let running = start_wallets(data_dir, specs.clone(), wallet_addr, &acquirer_public_key).await?;
+    if args.role == Role::Wallet && running.is_empty() {
+        bail!(
+            "no demo wallet is called {:?}",
+            args.wallet.unwrap_or_default()
+        );
+    }
+    let mut banner = Vec::new();
+    let mut demo_wallets_out = Vec::new();
+    for w in running {
+        banner.push(format!(
+            "  wallet {:<6} {}  {}  CII {}",
+            w.spec.name, w.spec.currency, w.url, w.spec.cii
+        ));
+        demo_wallets_out.push((
+            w.spec.clone(),
+            w.url.clone(),
+            w.wallet.config().signer.public_key(),
+        ));
+        let router = w.wallet.router();
+        let bg = w.wallet.spawn_background();
+        let sd = shutdown.clone();
+        let wallet = w.wallet.clone();
+        let listener = w.listener;
+        tasks.spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(wait_for(sd))
+                .await;
+            bg.abort();
+            wallet.close();
+            r.context("wallet server")
+        });
+    }
+
+    if args.role != Role::Wallet {
+        let listener = bind(&args.listen).await?;
+        let local: SocketAddr = listener.local_addr()?;
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{local}"));
+        let config = AcquirerConfig {
+            db_path: data_dir.join("acquirer.db"),
+            public_url: public_url.clone(),
+            client_id_at_wallets: ACQUIRER_CLIENT_ID.into(),
+            signer: acquirer_signer.clone(),
+            admin_token: Some(admin_token(data_dir)?),
+            time_zone: chrono_tz::Asia::Singapore,
+            limits: Limits::default(),
+        };
+        let acq = Acquirer::open(config).await?;
+        // With --role acquirer, wallets run elsewhere on their fixed ports.
+        let wallets_for_registry: Vec<_> = if args.role == Role::Acquirer {
+            specs
+                .iter()
+                .enumerate()
+                .map(|(idx, s)| {
+                    let key = load_or_create_key(data_dir, &format!("wallet-{}", s.name))?;
+                    Ok((
+                        s.clone(),
+                        format!("http://{host}:{}", base as usize + idx),
+                        key.public_key(),
+                    ))
+                })
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            demo_wallets_out.clone()
+        };
+        seed_acquirer(&acq, &merchant_key, &wallets_for_registry).await?;
+        let demo = DemoFile {
+            acquirer_url: public_url.clone(),
+            client_id: DEMO_CLIENT_ID.into(),
+            merchant_private_key: merchant_key.to_pkcs8_base64(),
+            acquirer_public_key: acquirer_public_key.to_base64(),
+            reference_merchant_id: DEMO_MERCHANT_ID.into(),
+            merchant_name: DEMO_MERCHANT_NAME.into(),
+            reference_store_id: DEMO_STORE_ID.into(),
+            store_name: DEMO_STORE_NAME.into(),
+            merchant_mcc: DEMO_MCC.into(),
+            currency: "SGD".into(),
+            wallets: wallets_for_registry
+                .iter()
+                .map(|(s, url, _)| DemoWallet {
+                    name: s.name.into(),
+                    url: url.clone(),
+                    cii: s.cii.into(),
+                    currency: s.currency.into(),
+                })
+                .collect(),
+            users: wallets_for_registry
+                .iter()
+                .flat_map(|(s, _, _)| {
+                    s.users.iter().map(|u| DemoUser {
+                        name: u.user.name.clone(),
+                        wallet: s.name.into(),
+                        currency: s.currency.into(),
+                        password: u.user.password.clone(),
+                        role: u.role.into(),
+                    })
+                })
+                .collect(),
+            notify_url: None,
+        };
+        let bg = acq.spawn_background();
+        let router = paycode_acquirer::router(acq.clone());
+        let grace = Duration::from_secs(args.shutdown_grace_s);
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "loading TLS certificate {} and key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?;
+                let handle = axum_server::Handle::new();
+                let h2 = handle.clone();
+                let sd = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for(sd).await;
+                    h2.graceful_shutdown(Some(grace));
+                });
+                let std_listener = listener.into_std()?;
+                let acq2 = acq.clone();
+                tasks.spawn(async move {
+                    let r = axum_server::from_tcp_rustls(std_listener, tls)
+                        .context("TLS listener")?
+                        .handle(handle)
+                        .serve(router.into_make_service())
+                        .await;
+                    bg.abort();
+                    acq2.db().close();
+                    r.context("acquirer server")
+                });
+            }
+            _ => {
+                let sd = shutdown.clone();
+                let acq2 = acq.clone();
+                tasks.spawn(async move {
+                    let r = axum::serve(listener, router)
+                        .with_graceful_shutdown(wait_for(sd))
+                        .await;
+                    bg.abort();
+                    acq2.db().close();
+                    r.context("acquirer server")
+                });
+            }
+        }
+        write_demo_file(data_dir, &demo)?;
+        println!("paycode is running");
+        println!(
+            "  acquirer        {public_url}  (merchant API /ams/api/v1/payments/…, admin /admin/v1, /metrics)"
+        );
+        for line in &banner {
+            println!("{line}");
+        }
+        println!("  data            {}", data_dir.display());
+        println!("  quick start     {}", DemoFile::path(data_dir).display());
+        println!(
+            "  merchant        {DEMO_CLIENT_ID} / {DEMO_MERCHANT_ID} ({DEMO_MERCHANT_NAME}), SGD"
+        );
+        println!(
+            "try: paycode wallet code --user alice   then   paycode pos charge 4.50 SGD --code <digits>"
+        );
+    } else {
+        println!("paycode wallet is running");
+        for line in &banner {
+            println!("{line}");
+        }
+    }
+
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => bail!("a server task failed: {e}"),
+        }
+    }
+    println!("paycode stopped");
+    Ok(())
+}
+
+fn write_demo_file(data_dir: &Path, demo: &DemoFile) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(demo).context("encoding demo.json")?;
+    write_private(&DemoFile::path(data_dir), &text)
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PAYCODE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

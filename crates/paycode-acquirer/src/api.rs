@@ -1,0 +1,687 @@
+//! The HTTP edge of the acquirer: the merchant API, the wallets' `notifyPayment`, and the
+//! operator endpoints (health, metrics, admin).
+//!
+//! The merchant API answers **every** request — unknown paths, bad signatures, oversized or
+//! malformed bodies included — with HTTP 200, a JSON `result`, and the signed lower-case
+//! headers, because the SDKs treat anything else as a transport failure. Wire DTOs are turned
+//! into validated domain input here, naming the offending field in every error; this is the only
+//! module that knows about HTTP status codes.
+
+use crate::service::{Acquirer, ApiError, PayInput, RefundInput};
+use crate::wire;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use paycode_core::code::PaymentCode;
+use paycode_core::{Currency, Money, ResultCode};
+use paycode_http::{BodyRejection, SignedRequest, signed_response};
+use paycode_proto::{ResultInfo, merchant, mpp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Instant;
+
+const MERCHANT_PREFIXES: [&str; 2] = ["/ams/api/v1/payments/", "/ams/sandbox/api/v1/payments/"];
+
+/// Parses JSON, naming the path of the first offending field.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body" } else { path.as_str() };
+        let inner = e.inner().to_string();
+        let why = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
+        ApiError::param(field, why)
+    })
+}
+
+fn error_body(e: &ApiError) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Only {
+        result: ResultInfo,
+    }
+    serde_json::to_vec(&Only {
+        result: wire::result(e.code, &e.message),
+    })
+    .expect("result serializes")
+}
+
+fn to_body<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("wire types always serialize")
+}
+
+/// The merchant API: one handler for every path, so that unknown ones still get a signed answer.
+pub async fn merchant_api(
+    State(acq): State<Acquirer>,
+    req: Result<SignedRequest, BodyRejection>,
+) -> Response {
+    let started = Instant::now();
+    let (path, client_id, outcome, op) = match req {
+        Err(rej) => (
+            rej.path,
+            rej.client_id.unwrap_or_default(),
+            Err(ApiError::param(
+                "body",
+                format!(
+                    "cannot read the request body ({}); at most {} bytes are accepted",
+                    rej.message,
+                    acq.config().limits.request_body_max_bytes
+                ),
+            )),
+            "unreadable",
+        ),
+        Ok(req) => {
+            let op = operation(&req.path);
+            let outcome = handle_merchant(&acq, &req, op).await;
+            (
+                req.path,
+                req.client_id.unwrap_or_default(),
+                outcome,
+                op.unwrap_or("unknown"),
+            )
+        }
+    };
+    let (body, code) = match outcome {
+        Ok((body, code)) => (body, code),
+        Err(e) => {
+            if e.code.status() != paycode_core::ResultStatus::U {
+                tracing::info!(op, code = %e.code, message = %e.message, "request refused");
+            }
+            (error_body(&e), e.code.as_str().to_string())
+        }
+    };
+    metrics::counter!("paycode_requests_total", "op" => op, "code" => code).increment(1);
+    metrics::histogram!("paycode_request_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    signed_response(&acq.config().signer, &path, &client_id, body).await
+}
+
+/// The operation named by a merchant API path (query string ignored).
+fn operation(path: &str) -> Option<&'static str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let rest = MERCHANT_PREFIXES
+        .iter()
+        .find_map(|p| path.strip_prefix(p))?;
+    match rest {
+        "pay" => Some("pay"),
+        "inquiryPayment" => Some("inquiryPayment"),
+        "cancel" => Some("cancel"),
+        "refund" => Some("refund"),
+        "inquiryRefund" => Some("inquiryRefund"),
+        "inquireExchangeRate" => Some("inquireExchangeRate"),
+        _ => None,
+    }
+}
+
+/// Checks the client and the signature; returns the client id.
+fn authenticate(acq: &Acquirer, req: &SignedRequest) -> Result<String, ApiError> {
+    let client_id = req
+        .client_id
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ResultCode::CLIENT_INVALID,
+                "the Client-Id header is missing",
+            )
+        })?;
+    let snap = acq.snapshot();
+    let client = snap.clients.get(&client_id).ok_or_else(|| {
+        ApiError::new(
+            ResultCode::CLIENT_INVALID,
+            format!("client id {client_id:?} is not registered"),
+        )
+    })?;
+    if !client.active {
+        return Err(ApiError::new(
+            ResultCode::CLIENT_INVALID,
+            format!("client {client_id} is suspended"),
+        ));
+    }
+    let header = req.signature_header().map_err(|e| {
+        ApiError::new(
+            ResultCode::SIGNATURE_INVALID,
+            format!("Signature header: {e}"),
+        )
+    })?;
+    let key = client.keys.get(&header.key_version).ok_or_else(|| {
+        ApiError::new(
+            ResultCode::KEY_NOT_FOUND,
+            format!(
+                "no active key version {} for client {client_id}",
+                header.key_version
+            ),
+        )
+    })?;
+    if req.request_time.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::new(
+            ResultCode::PARAM_ILLEGAL,
+            "the Request-Time header is missing",
+        ));
+    }
+    req.verify(&header, key).map_err(|_| {
+        ApiError::new(
+            ResultCode::SIGNATURE_INVALID,
+            "signature does not match POST <path>\\n<client-id>.<request-time>.<body>",
+        )
+    })?;
+    Ok(client_id)
+}
+
+async fn handle_merchant(
+    acq: &Acquirer,
+    req: &SignedRequest,
+    op: Option<&'static str>,
+) -> Result<(Vec<u8>, String), ApiError> {
+    let op = op.ok_or_else(|| {
+        ApiError::new(
+            ResultCode::INVALID_API,
+            format!("no API at {}", req.path.split('?').next().unwrap_or("")),
+        )
+    })?;
+    let client_id = authenticate(acq, req)?;
+    match op {
+        "pay" => {
+            let wire: merchant::PayRequest = parse_json(&req.body)?;
+            let input = pay_input(client_id, wire)?;
+            let p = acq.pay(input).await?;
+            let resp = wire::pay_response(&p);
+            let code = resp
+                .result
+                .as_ref()
+                .map(|r| r.result_code.clone())
+                .unwrap_or_default();
+            Ok((to_body(&resp), code))
+        }
+        "inquiryPayment" => {
+            let wire: merchant::PaymentRef = parse_json(&req.body)?;
+            let p = acq
+                .find_payment(
+                    &client_id,
+                    wire.payment_id.as_deref(),
+                    wire.payment_request_id.as_deref(),
+                )
+                .await?;
+            let refunds = acq.refunds_of(&p.payment_id).await?;
+            Ok((
+                to_body(&wire::inquiry_response(&p, &refunds)),
+                "SUCCESS".into(),
+            ))
+        }
+        "cancel" => {
+            let wire: merchant::PaymentRef = parse_json(&req.body)?;
+            let p = acq
+                .find_payment(
+                    &client_id,
+                    wire.payment_id.as_deref(),
+                    wire.payment_request_id.as_deref(),
+                )
+                .await?;
+            let (p, at) = acq.cancel(p).await?;
+            let resp = merchant::CancelResponse {
+                result: Some(wire::result(ResultCode::SUCCESS, "")),
+                payment_request_id: Some(p.payment_request_id.clone()),
+                payment_id: Some(p.payment_id.clone()),
+                cancel_time: Some(wire::iso(at)),
+            };
+            Ok((to_body(&resp), "SUCCESS".into()))
+        }
+        "refund" => {
+            let wire: merchant::RefundRequest = parse_json(&req.body)?;
+            let input = refund_input(client_id, wire)?;
+            let r = acq.refund(input).await?;
+            let resp = wire::refund_response(&r);
+            let code = resp
+                .result
+                .as_ref()
+                .map(|r| r.result_code.clone())
+                .unwrap_or_default();
+            Ok((to_body(&resp), code))
+        }
+        "inquiryRefund" => {
+            let wire: merchant::InquiryRefundRequest = parse_json(&req.body)?;
+            let r = acq
+                .find_refund(
+                    &client_id,
+                    wire.refund_id.as_deref(),
+                    wire.refund_request_id.as_deref(),
+                )
+                .await?;
+            Ok((
+                to_body(&wire::refund_inquiry_response(&r)),
+                "SUCCESS".into(),
+            ))
+        }
+        "inquireExchangeRate" => Err(ApiError::new(
+            ResultCode::PROCESS_FAIL,
+            "no exchange rates are configured on this acquirer",
+        )),
+        other => Err(ApiError::new(
+            ResultCode::INVALID_API,
+            format!("no API {other}"),
+        )),
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::param(field, "must not be empty"));
+    }
+    if value.chars().count() > 64 {
+        return Err(ApiError::param(field, "must be at most 64 characters"));
+    }
+    Ok(())
+}
+
+fn parse_currency(field: &str, code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).map_err(|e| ApiError::param(field, e))
+}
+
+fn parse_positive_amount(field: &str, a: &paycode_proto::Amount) -> Result<Money, ApiError> {
+    let currency = parse_currency(&format!("{field}.currency"), &a.currency)?;
+    let m = Money::from_minor_str(&a.value, currency).map_err(|_| {
+        ApiError::param(
+            &format!("{field}.value"),
+            format!(
+                "{:?} is not a whole number of {currency} minor units",
+                a.value
+            ),
+        )
+    })?;
+    if !m.is_positive() {
+        return Err(ApiError::param(
+            &format!("{field}.value"),
+            "must be greater than zero",
+        ));
+    }
+    Ok(m)
+}
+
+fn check_url(field: &str, url: &Option<String>) -> Result<(), ApiError> {
+    match url.as_deref() {
+        None | Some("") => Ok(()),
+        Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() <= 1024 => {
+            Ok(())
+        }
+        Some(_) => Err(ApiError::param(
+            field,
+            "must be an http(s) URL of at most 1024 characters",
+        )),
+    }
+}
+
+fn pay_input(client_id: String, w: merchant::PayRequest) -> Result<PayInput, ApiError> {
+    if w.product_code != "IN_STORE_PAYMENT" {
+        return Err(ApiError::param("productCode", "must be IN_STORE_PAYMENT"));
+    }
+    if let Some(s) = w
+        .payment_factor
+        .as_ref()
+        .and_then(|f| f.in_store_payment_scenario.as_deref())
+        && s != "PaymentCode"
+    {
+        return Err(ApiError::param(
+            "paymentFactor.inStorePaymentScenario",
+            "must be PaymentCode (user-presented mode)",
+        ));
+    }
+    check_id("paymentRequestId", &w.payment_request_id)?;
+    let amount = parse_positive_amount("paymentAmount", &w.payment_amount)?;
+    if w.payment_method.payment_method_type != "CONNECT_WALLET" {
+        return Err(ApiError::param(
+            "paymentMethod.paymentMethodType",
+            "must be CONNECT_WALLET",
+        ));
+    }
+    let code = PaymentCode::parse(w.payment_method.payment_method_id.trim()).map_err(|e| {
+        ApiError::new(
+            ResultCode::INVALID_CODE,
+            format!("paymentMethod.paymentMethodId: {e}"),
+        )
+    })?;
+    check_id(
+        "order.merchant.referenceMerchantId",
+        &w.order.merchant.reference_merchant_id,
+    )?;
+    if let Some(s) = &w.order.merchant.store {
+        check_id(
+            "order.merchant.store.referenceStoreId",
+            &s.reference_store_id,
+        )?;
+    }
+    check_url("paymentNotifyUrl", &w.payment_notify_url)?;
+    let expiry_ms = match w.payment_expiry_time.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    ApiError::param("paymentExpiryTime", format!("{t:?} is not ISO-8601: {e}"))
+                })?
+                .timestamp_millis(),
+        ),
+    };
+    let settlement_currency = match w
+        .settlement_strategy
+        .as_ref()
+        .and_then(|s| s.settlement_currency.as_deref())
+    {
+        None | Some("") => None,
+        Some(c) => Some(parse_currency("settlementStrategy.settlementCurrency", c)?),
+    };
+    Ok(PayInput {
+        client_id,
+        payment_request_id: w.payment_request_id,
+        amount,
+        code,
+        order: w.order,
+        notify_url: w.payment_notify_url.filter(|u| !u.is_empty()),
+        expiry_ms,
+        settlement_currency,
+    })
+}
+
+fn refund_input(client_id: String, w: merchant::RefundRequest) -> Result<RefundInput, ApiError> {
+    check_id("refundRequestId", &w.refund_request_id)?;
+    check_id("paymentId", &w.payment_id)?;
+    let amount = parse_positive_amount("refundAmount", &w.refund_amount)?;
+    check_url("refundNotifyUrl", &w.refund_notify_url)?;
+    if w.refund_reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 256)
+    {
+        return Err(ApiError::param(
+            "refundReason",
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(RefundInput {
+        client_id,
+        refund_request_id: w.refund_request_id,
+        payment_id: w.payment_id,
+        amount,
+        reason: w.refund_reason,
+        notify_url: w.refund_notify_url.filter(|u| !u.is_empty()),
+    })
+}
+
+/// `notifyPayment` from a wallet, signed with the wallet's key (its `Client-Id` is its name).
+pub async fn wallet_notify(
+    State(acq): State<Acquirer>,
+    req: Result<SignedRequest, BodyRejection>,
+) -> Response {
+    let (path, client_id, outcome) = match req {
+        Err(rej) => (
+            rej.path,
+            rej.client_id.unwrap_or_default(),
+            Err(ApiError::param("body", rej.message)),
+        ),
+        Ok(req) => {
+            let outcome = handle_wallet_notify(&acq, &req).await;
+            (req.path, req.client_id.unwrap_or_default(), outcome)
+        }
+    };
+    let body = match outcome {
+        Ok(()) => to_body(&merchant::NotifyAck {
+            result: ResultInfo::success(),
+        }),
+        Err(e) => {
+            tracing::warn!(wallet = %client_id, code = %e.code, message = %e.message, "wallet notification refused");
+            error_body(&e)
+        }
+    };
+    signed_response(&acq.config().signer, &path, &client_id, body).await
+}
+
+async fn handle_wallet_notify(acq: &Acquirer, req: &SignedRequest) -> Result<(), ApiError> {
+    let wallet_name = req.client_id.clone().unwrap_or_default();
+    let wallet = acq
+        .snapshot()
+        .wallets
+        .get(&wallet_name)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                ResultCode::CLIENT_INVALID,
+                format!("{wallet_name:?} is not a registered wallet"),
+            )
+        })?;
+    let header = req.signature_header().map_err(|e| {
+        ApiError::new(
+            ResultCode::SIGNATURE_INVALID,
+            format!("Signature header: {e}"),
+        )
+    })?;
+    req.verify(&header, &wallet.public_key)
+        .map_err(|_| ApiError::new(ResultCode::SIGNATURE_INVALID, "signature does not match"))?;
+    let n: mpp::NotifyPayment = parse_json(&req.body)?;
+    acq.wallet_notified(&wallet.name, n).await
+}
+
+// ------------------------------------------------------------------ operator endpoints
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(acq): State<Acquirer>) -> Response {
+    match acq
+        .db()
+        .read(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))
+        })
+        .await
+    {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
+    }
+}
+
+pub async fn metrics_text() -> Response {
+    match crate::metrics_handle() {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable",
+        )
+            .into_response(),
+    }
+}
+
+fn admin_allowed(acq: &Acquirer, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = acq.config().admin_token.as_deref() else {
+        return Err(Box::new(
+            (StatusCode::NOT_FOUND, "the admin API is disabled").into_response(),
+        ));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison of the token.
+    if given.is_some_and(|g| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), token.as_bytes()).is_ok()
+    }) {
+        Ok(())
+    } else {
+        Err(Box::new(
+            (StatusCode::UNAUTHORIZED, "admin token missing or wrong").into_response(),
+        ))
+    }
+}
+
+fn admin_error(e: ApiError) -> Response {
+    let status = match e.code {
+        ResultCode::ORDER_NOT_EXIST => StatusCode::NOT_FOUND,
+        ResultCode::PARAM_ILLEGAL => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (
+        status,
+        Json(serde_json::json!({"error": e.code.as_str(), "message": e.message})),
+    )
+        .into_response()
+}
+
+/// A payment's whole story for operators: the row, its timeline, postings, refunds and
+/// notifications.
+pub async fn admin_payment(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let result = acq
+        .db()
+        .read(move |c| {
+            use crate::store::*;
+            let p = payment_by_id(c, &id)?.ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
+            let events = events_of_payment(c, &id)?;
+            let postings = postings_of_payment(c, &id)?;
+            let refunds = refunds_of_payment(c, &id)?;
+            let notes = notifications_of_payment(c, &id)?;
+            Ok::<_, ApiError>(serde_json::json!({
+                "payment": wire::inquiry_response(&p, &refunds),
+                "merchant": {"clientId": p.client_id, "referenceMerchantId": p.reference_merchant_id,
+                             "referenceStoreId": p.reference_store_id, "terminalId": p.terminal_id},
+                "wallet": p.wallet, "code": p.code_masked,
+                "timeline": events.iter().map(|e| serde_json::json!({"time": wire::iso(e.at_ms), "kind": e.kind, "detail": e.detail})).collect::<Vec<_>>(),
+                "postings": postings.iter().map(|x| serde_json::json!({"entryId": x.entry_id, "kind": x.kind, "account": x.account, "side": x.side, "amountMinor": x.amount_minor, "currency": x.currency})).collect::<Vec<_>>(),
+                "notifications": notes.iter().map(notification_json).collect::<Vec<_>>(),
+            }))
+        })
+        .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
+fn notification_json(n: &crate::store::OutboxRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": n.outbox_id, "kind": n.kind, "paymentId": n.payment_id, "refundId": n.refund_id,
+        "url": n.url, "status": n.status, "attempts": n.n_attempts,
+        "nextAttempt": wire::iso(n.next_attempt_ms), "lastError": n.last_error,
+        "deliveredAt": n.delivered_ms.map(wire::iso),
+    })
+}
+
+#[derive(serde::Deserialize)]
+pub struct NotificationQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn admin_notifications(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Query(q): Query<NotificationQuery>,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let limit = q.limit.unwrap_or(100).min(1000);
+    match acq
+        .db()
+        .read(move |c| {
+            crate::store::notifications(c, q.status.as_deref(), limit).map_err(ApiError::from)
+        })
+        .await
+    {
+        Ok(rows) => Json(rows.iter().map(notification_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
+pub async fn admin_resend(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let now = acq.clock().now_ms();
+    match acq
+        .db()
+        .write(move |c| crate::store::resend_notification(c, id, now).map_err(ApiError::from))
+        .await
+    {
+        Ok(true) => Json(serde_json::json!({"id": id, "status": "PENDING"})).into_response(),
+        Ok(false) => admin_error(ApiError::new(
+            ResultCode::ORDER_NOT_EXIST,
+            "no such notification",
+        )),
+        Err(e) => admin_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct LookupQuery {
+    code: String,
+}
+
+/// "Which wallet is this code?" for operators and the POS tool.
+pub async fn admin_route_lookup(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Query(q): Query<LookupQuery>,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let code = match PaymentCode::parse(q.code.trim()) {
+        Ok(c) => c,
+        Err(e) => return admin_error(ApiError::param("code", e)),
+    };
+    let snap = acq.snapshot();
+    match snap.route(&code) {
+        Some(w) => Json(serde_json::json!({
+            "code": code.masked(), "wallet": w.name, "pspName": w.psp_name,
+            "enabled": w.enabled, "currencies": w.currencies,
+        }))
+        .into_response(),
+        None => admin_error(ApiError::new(
+            ResultCode::ORDER_NOT_EXIST,
+            "no wallet issues this code",
+        )),
+    }
+}
+
+pub async fn admin_balances(State(acq): State<Acquirer>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let result = acq
+        .db()
+        .read(|c| {
+            let mut stmt = c
+                .prepare("SELECT account, currency, balance_minor FROM account_balances ORDER BY account")
+                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(serde_json::json!({"account": r.get::<_, String>(0)?, "currency": r.get::<_, String>(1)?, "balanceMinor": r.get::<_, i64>(2)?}))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))?;
+            Ok::<_, ApiError>(rows)
+        })
+        .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => admin_error(e),
+    }
+}

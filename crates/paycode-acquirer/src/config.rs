@@ -1,0 +1,102 @@
+//! The acquirer's configuration: one typed struct, every limit and timeout named with its unit,
+//! validated once at start-up.
+
+use paycode_http::Signer;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct AcquirerConfig {
+    /// SQLite file of the acquirer's store.
+    pub db_path: PathBuf,
+    /// Base URL wallets use to reach us (for `paymentNotifyUrl`), e.g. `http://127.0.0.1:8080`.
+    pub public_url: String,
+    /// Our `Client-Id` when we call wallets, and the `client-id` of our MPP answers.
+    pub client_id_at_wallets: String,
+    /// Signs merchant responses, notifications and wallet requests.
+    pub signer: Signer,
+    /// Bearer token for `/admin/v1/…`; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    /// The acquirer's time zone, for the cancel window.
+    pub time_zone: chrono_tz::Tz,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted on any endpoint.
+    pub request_body_max_bytes: usize,
+    /// `paymentExpiryTime` when the merchant gives none.
+    pub payment_expiry_default_s: i64,
+    /// Latest `paymentExpiryTime` accepted, counted from the request.
+    pub payment_expiry_max_s: i64,
+    /// How long the synchronous wallet `pay` call may take before the outcome counts as unknown.
+    pub wallet_pay_timeout_ms: u64,
+    /// Timeout of inquiry, cancel and refund calls to a wallet.
+    pub wallet_call_timeout_ms: u64,
+    /// The cancel window ends at this local time on the day after the payment (`00:15`).
+    pub cancel_window_next_day_minutes: u32,
+    /// Refunds are accepted for this long after payment.
+    pub refund_window_days: i64,
+    /// Pause between reconciler inquiries of a payment still processing at the wallet.
+    pub reconcile_interval_ms: i64,
+    /// How long a claimed reconciler or notifier item stays claimed.
+    pub work_lease_ms: i64,
+    /// Items one background pass takes at most.
+    pub background_batch_max: usize,
+    /// Delays before each notification attempt; after the last one the notification is parked.
+    pub notify_schedule_s: Vec<i64>,
+    /// Timeout of one notification POST.
+    pub notify_timeout_ms: u64,
+    /// Pause of the background loop when it found no work.
+    pub background_idle_ms: u64,
+    /// How often other processes' reference-data changes are picked up.
+    pub registry_reload_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_body_max_bytes: 64 * 1024,
+            payment_expiry_default_s: 60,
+            payment_expiry_max_s: 600,
+            wallet_pay_timeout_ms: 10_000,
+            wallet_call_timeout_ms: 10_000,
+            cancel_window_next_day_minutes: 15,
+            refund_window_days: 365,
+            reconcile_interval_ms: 2_000,
+            work_lease_ms: 30_000,
+            background_batch_max: 64,
+            notify_schedule_s: vec![0, 120, 600, 600, 3_600, 7_200, 21_600, 54_000],
+            notify_timeout_ms: 5_000,
+            background_idle_ms: 200,
+            registry_reload_s: 10,
+        }
+    }
+}
+
+impl AcquirerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.payment_expiry_default_s <= 0 || l.payment_expiry_default_s > l.payment_expiry_max_s {
+            return Err(
+                "payment_expiry_default_s must be positive and at most payment_expiry_max_s".into(),
+            );
+        }
+        if l.notify_schedule_s.is_empty() {
+            return Err("notify_schedule_s needs at least one attempt".into());
+        }
+        if l.cancel_window_next_day_minutes >= 24 * 60 {
+            return Err("cancel_window_next_day_minutes must be less than a day".into());
+        }
+        if l.background_batch_max == 0 {
+            return Err("background_batch_max must be positive".into());
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            return Err(format!(
+                "public_url {:?} must be an http(s) URL",
+                self.public_url
+            ));
+        }
+        Ok(())
+    }
+}

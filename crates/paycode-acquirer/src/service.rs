@@ -1,0 +1,1280 @@
+//! The acquirer's use cases: pay, inquire, cancel, refund, and applying what wallets report.
+//!
+//! Every change of a payment goes through [`Acquirer::apply`], which runs the core transition
+//! table and writes the new state with its journal entry, its outbox notification and its
+//! timeline event in one group-commit job. No database work is ever held across a wallet call:
+//! a use case writes its intent (a `PROCESSING` row), calls the wallet, then writes the outcome.
+//! If the process dies in between, the row's `next_check_ms` hands it to the reconciler.
+
+use crate::config::AcquirerConfig;
+use crate::registry::{Registry, Snapshot, Wallet};
+use crate::store::{self, NewNotification, PaymentRow, RefundRow, StoreError};
+use crate::wallet_client::WalletClient;
+use crate::wire;
+use paycode_core::code::PaymentCode;
+use paycode_core::ledger::{Account, JournalEntry, Posting};
+use paycode_core::payment::{
+    self, CancelDecision, Effect, Outcome, PaymentEvent, PaymentState, RefundEvent, RefundState,
+};
+use paycode_core::{Currency, Money, ResultCode};
+use paycode_db::{Db, DbError};
+use paycode_http::{CallError, SignedClient};
+use paycode_proto::{Amount, Quote, merchant, mpp};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A wire-level failure: the result code and a message naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ResultCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResultCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `PARAM_ILLEGAL` naming the field.
+    pub fn param(field: &str, why: impl std::fmt::Display) -> ApiError {
+        ApiError::new(ResultCode::PARAM_ILLEGAL, format!("{field}: {why}"))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        ApiError::new(
+            ResultCode::UNKNOWN_EXCEPTION,
+            "internal error; retry with the same parameters",
+        )
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        ApiError::from(StoreError::Db(e))
+    }
+}
+
+/// Wall-clock time with an adjustable offset, so tests can move through windows and expiries.
+#[derive(Clone, Default, Debug)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// Unique ids: 14-digit UTC time, 4-digit random node, 6-digit per-process sequence.
+#[derive(Debug)]
+struct IdGen {
+    node: u64,
+    seq: AtomicU64,
+}
+
+impl IdGen {
+    fn new() -> IdGen {
+        let mut b = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut b).expect("the system random source is available");
+        IdGen {
+            node: u64::from_le_bytes(b) % 10_000,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self, now_ms: i64) -> String {
+        let t = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+        format!("{}{:04}{:06}", t.format("%Y%m%d%H%M%S"), self.node, seq)
+    }
+}
+
+/// A validated pay request.
+#[derive(Debug, Clone)]
+pub struct PayInput {
+    pub client_id: String,
+    pub payment_request_id: String,
+    pub amount: Money,
+    pub code: PaymentCode,
+    pub order: merchant::Order,
+    pub notify_url: Option<String>,
+    pub expiry_ms: Option<i64>,
+    pub settlement_currency: Option<Currency>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundInput {
+    pub client_id: String,
+    pub refund_request_id: String,
+    pub payment_id: String,
+    pub amount: Money,
+    pub reason: Option<String>,
+    pub notify_url: Option<String>,
+}
+
+/// What the wallet told us besides the state.
+#[derive(Debug, Clone, Default)]
+pub struct WalletFacts {
+    pub wallet_payment_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Amounts of a payment in the wallet's and the settlement currency.
+#[derive(Debug, Clone)]
+struct Pricing {
+    pay_to: Money,
+    payment_quote: Option<Quote>,
+    settle: Money,
+    settlement_quote: Option<Quote>,
+}
+
+pub(crate) struct Inner {
+    pub config: AcquirerConfig,
+    pub db: Db,
+    pub registry: Registry,
+    pub wallets: WalletClient,
+    pub notifier: SignedClient,
+    pub clock: Clock,
+    ids: IdGen,
+}
+
+/// The acquirer: cheap to clone, shared by the HTTP handlers and the background workers.
+#[derive(Clone)]
+pub struct Acquirer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn sha256_hex(parts: &[&str]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
+        ctx.update(&[0x1f]);
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(crate) fn merchant_account(p: &PaymentRow) -> Account {
+    Account::MerchantPayable {
+        merchant: format!("{}/{}", p.client_id, p.reference_merchant_id),
+    }
+}
+
+fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
+    let c = Currency::parse(currency)
+        .map_err(|e| StoreError::Corrupt(format!("stored currency: {e}")))?;
+    Ok(Money::new(minor, c))
+}
+
+/// The journal entry of a paid payment: the wallet owes us what the user paid; we owe the
+/// merchant the settlement amount; any currency difference passes through the FX position.
+pub(crate) fn payment_entry(p: &PaymentRow) -> Result<JournalEntry, StoreError> {
+    let wallet = Account::WalletReceivable {
+        wallet: p.wallet.clone(),
+    };
+    let pay_to = money(p.pay_to_minor, &p.pay_to_currency)?;
+    let settle = money(p.settle_minor, &p.settle_currency)?;
+    let postings = if pay_to == settle {
+        vec![
+            Posting::debit(&wallet, pay_to),
+            Posting::credit(&merchant_account(p), settle),
+        ]
+    } else {
+        vec![
+            Posting::debit(&wallet, pay_to),
+            Posting::credit(&Account::FxPosition, pay_to),
+            Posting::debit(&Account::FxPosition, settle),
+            Posting::credit(&merchant_account(p), settle),
+        ]
+    };
+    JournalEntry::new("PAYMENT", postings).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The journal entry of a successful refund: the reverse of a payment entry for its amounts.
+pub(crate) fn refund_entry(p: &PaymentRow, r: &RefundRow) -> Result<JournalEntry, StoreError> {
+    let wallet = Account::WalletReceivable {
+        wallet: p.wallet.clone(),
+    };
+    let to_user = money(r.wallet_amount_minor, &r.wallet_currency)?;
+    let from_merchant = money(r.settle_minor, &r.settle_currency)?;
+    let postings = if to_user == from_merchant {
+        vec![
+            Posting::debit(&merchant_account(p), from_merchant),
+            Posting::credit(&wallet, to_user),
+        ]
+    } else {
+        vec![
+            Posting::debit(&merchant_account(p), from_merchant),
+            Posting::credit(&Account::FxPosition, from_merchant),
+            Posting::debit(&Account::FxPosition, to_user),
+            Posting::credit(&wallet, to_user),
+        ]
+    };
+    JournalEntry::new("REFUND", postings).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+enum Inserted<T> {
+    Created(T),
+    Existing(T),
+}
+
+impl Acquirer {
+    pub async fn open(config: AcquirerConfig) -> anyhow::Result<Acquirer> {
+        use anyhow::Context;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
+        let db = Db::open(
+            &config.db_path,
+            store::SCHEMA,
+            paycode_db::DbConfig::default(),
+        )
+        .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
+        let registry = Registry::default();
+        registry
+            .reload(&db)
+            .await
+            .context("loading reference data")?;
+        let wallets = WalletClient::new(
+            &config.client_id_at_wallets,
+            config.signer.clone(),
+            Duration::from_millis(config.limits.wallet_pay_timeout_ms),
+            Duration::from_millis(config.limits.wallet_call_timeout_ms),
+        );
+        let notifier = SignedClient::new(
+            &config.client_id_at_wallets,
+            config.signer.clone(),
+            None,
+            Duration::from_millis(config.limits.notify_timeout_ms),
+        );
+        Ok(Acquirer {
+            inner: Arc::new(Inner {
+                config,
+                db,
+                registry,
+                wallets,
+                notifier,
+                clock: Clock::default(),
+                ids: IdGen::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &AcquirerConfig {
+        &self.inner.config
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.registry.snapshot()
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn wallet_of(&self, p: &PaymentRow) -> Result<Wallet, ApiError> {
+        self.snapshot()
+            .wallets
+            .get(&p.wallet)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    ResultCode::UNKNOWN_EXCEPTION,
+                    format!(
+                        "wallet {} of this payment is no longer registered",
+                        p.wallet
+                    ),
+                )
+            })
+    }
+
+    fn price(
+        &self,
+        amount: Money,
+        wallet: &Wallet,
+        settlement: Currency,
+    ) -> Result<Pricing, ApiError> {
+        let wallet_currency = wallet.currencies.first().cloned().unwrap_or_default();
+        if wallet_currency != amount.currency().code() {
+            return Err(ApiError::new(
+                ResultCode::CURRENCY_NOT_SUPPORT,
+                format!(
+                    "wallet {} pays in {wallet_currency}, and no exchange rate to {} is configured",
+                    wallet.psp_name,
+                    amount.currency()
+                ),
+            ));
+        }
+        if settlement != amount.currency() {
+            return Err(ApiError::new(
+                ResultCode::CURRENCY_NOT_SUPPORT,
+                format!(
+                    "settlement in {settlement} needs an exchange rate from {}, and none is configured",
+                    amount.currency()
+                ),
+            ));
+        }
+        Ok(Pricing {
+            pay_to: amount,
+            payment_quote: None,
+            settle: amount,
+            settlement_quote: None,
+        })
+    }
+
+    // ---------------------------------------------------------------- pay
+
+    /// Pays with a scanned code: records the intent, asks the wallet, records the outcome.
+    pub async fn pay(&self, input: PayInput) -> Result<PaymentRow, ApiError> {
+        let now = self.now_ms();
+        let snap = self.snapshot();
+        let m = &input.order.merchant;
+        let merchant = snap
+            .merchant(&input.client_id, &m.reference_merchant_id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ResultCode::MERCHANT_NOT_REGISTERED,
+                    format!(
+                        "merchant {:?} is not registered for client {}",
+                        m.reference_merchant_id, input.client_id
+                    ),
+                )
+            })?;
+        if !merchant.active {
+            return Err(ApiError::new(
+                ResultCode::INVALID_MERCHANT_STATUS,
+                format!("merchant {} is suspended", merchant.reference_merchant_id),
+            ));
+        }
+        let currency = input.amount.currency();
+        if !merchant.currencies.iter().any(|c| c == currency.code()) {
+            return Err(ApiError::new(
+                ResultCode::CURRENCY_NOT_SUPPORT,
+                format!(
+                    "merchant {} is not contracted for {currency} (contracted: {})",
+                    merchant.reference_merchant_id,
+                    merchant.currencies.join(", ")
+                ),
+            ));
+        }
+        if let Some(max) = merchant.max_amount_minor
+            && input.amount.amount_minor() > max
+        {
+            return Err(ApiError::new(
+                ResultCode::PAYMENT_AMOUNT_EXCEED_LIMIT,
+                format!(
+                    "amount {} is above this merchant's limit of {}",
+                    input.amount,
+                    Money::new(max, currency)
+                ),
+            ));
+        }
+        let store_id = m.store.as_ref().map(|s| s.reference_store_id.clone());
+        let store_name = m.store.as_ref().and_then(|s| {
+            s.store_name.clone().or_else(|| {
+                merchant
+                    .stores
+                    .get(&s.reference_store_id)
+                    .map(|st| st.name.clone())
+            })
+        });
+        let hash = sha256_hex(&[
+            "IN_STORE_PAYMENT",
+            &input.amount.amount_minor().to_string(),
+            currency.code(),
+            input.code.expose_digits(),
+            &m.reference_merchant_id,
+            store_id.as_deref().unwrap_or(""),
+        ]);
+
+        // An existing request id answers with the first attempt's state, before any routing.
+        let existing = {
+            let (cid, rid) = (input.client_id.clone(), input.payment_request_id.clone());
+            self.inner
+                .db
+                .read(move |c| store::payment_by_request_id(c, &cid, &rid).map_err(ApiError::from))
+                .await?
+        };
+        if let Some(p) = existing {
+            return replay(p, &hash);
+        }
+
+        let wallet = snap.route(&input.code).ok_or_else(|| {
+            ApiError::new(
+                ResultCode::INVALID_CODE,
+                format!(
+                    "no wallet issues codes like {} (unknown issuer)",
+                    input.code.masked()
+                ),
+            )
+        })?;
+        if !wallet.enabled {
+            return Err(ApiError::new(
+                ResultCode::INVALID_CODE,
+                format!("wallet {} is not accepting payments", wallet.psp_name),
+            ));
+        }
+        let settlement = match input.settlement_currency {
+            Some(c) => c,
+            None => Currency::parse(&merchant.settlement_currency).map_err(|e| {
+                ApiError::new(
+                    ResultCode::INVALID_CONTRACT,
+                    format!("settlement currency: {e}"),
+                )
+            })?,
+        };
+        let pricing = self.price(input.amount, wallet, settlement)?;
+        let limits = &self.inner.config.limits;
+        let expires_ms = input
+            .expiry_ms
+            .unwrap_or(now + limits.payment_expiry_default_s * 1000);
+        if expires_ms <= now || expires_ms > now + limits.payment_expiry_max_s * 1000 {
+            return Err(ApiError::param(
+                "paymentExpiryTime",
+                format!(
+                    "must be in the future and at most {} s from now",
+                    limits.payment_expiry_max_s
+                ),
+            ));
+        }
+        let row = PaymentRow {
+            payment_id: self.inner.ids.next(now),
+            client_id: input.client_id.clone(),
+            payment_request_id: input.payment_request_id.clone(),
+            request_hash: hash.clone(),
+            reference_merchant_id: m.reference_merchant_id.clone(),
+            reference_store_id: store_id,
+            merchant_name: m
+                .merchant_name
+                .clone()
+                .unwrap_or_else(|| merchant.name.clone()),
+            store_name,
+            terminal_id: input
+                .order
+                .env
+                .as_ref()
+                .and_then(|e| e.store_terminal_id.clone()),
+            amount_minor: input.amount.amount_minor(),
+            currency: currency.code().to_string(),
+            wallet: wallet.name.clone(),
+            psp_name: wallet.psp_name.clone(),
+            code_masked: input.code.masked(),
+            pay_to_minor: pricing.pay_to.amount_minor(),
+            pay_to_currency: pricing.pay_to.currency().code().to_string(),
+            payment_quote: pricing
+                .payment_quote
+                .as_ref()
+                .map(|q| serde_json::to_string(q).expect("quotes serialize")),
+            settle_minor: pricing.settle.amount_minor(),
+            settle_currency: pricing.settle.currency().code().to_string(),
+            settlement_quote: pricing
+                .settlement_quote
+                .as_ref()
+                .map(|q| serde_json::to_string(q).expect("quotes serialize")),
+            status: "PROCESSING".into(),
+            result_code: ResultCode::PAYMENT_IN_PROCESS.as_str().into(),
+            result_message: String::new(),
+            wallet_payment_id: None,
+            psp_customer_id: None,
+            notify_url: input
+                .notify_url
+                .clone()
+                .or_else(|| merchant.notify_url.clone())
+                .or_else(|| {
+                    snap.clients
+                        .get(&input.client_id)
+                        .and_then(|c| c.notify_url.clone())
+                }),
+            created_ms: now,
+            expires_ms,
+            paid_ms: None,
+            cancelled_ms: None,
+            cancel_requested_ms: None,
+            updated_ms: now,
+            // If we crash during the wallet call, the reconciler takes over after this.
+            next_check_ms: Some(now + limits.wallet_pay_timeout_ms as i64 + 2_000),
+            n_checks: 0,
+        };
+        let inserted = {
+            let row = row.clone();
+            self.inner
+                .db
+                .write(move |c| {
+                    if let Some(p) =
+                        store::payment_by_request_id(c, &row.client_id, &row.payment_request_id)?
+                    {
+                        return Ok(Inserted::Existing(p));
+                    }
+                    store::insert_payment(c, &row)?;
+                    store::add_event(
+                        c,
+                        &row.payment_id,
+                        "CREATED",
+                        &format!(
+                            "pay {} {} with code {} routed to {}",
+                            row.amount_minor, row.currency, row.code_masked, row.wallet
+                        ),
+                        row.created_ms,
+                    )?;
+                    Ok::<_, ApiError>(Inserted::Created(row))
+                })
+                .await?
+        };
+        let row = match inserted {
+            Inserted::Existing(p) => return replay(p, &hash),
+            Inserted::Created(r) => r,
+        };
+        tracing::info!(payment_id = %row.payment_id, wallet = %row.wallet, code = %row.code_masked, "payment created");
+
+        let req = mpp::PayRequest {
+            payment_request_id: row.payment_id.clone(),
+            payment_amount: Amount::new(&row.currency, row.amount_minor),
+            pay_to_amount: Amount::new(&row.pay_to_currency, row.pay_to_minor),
+            payment_quote: pricing.payment_quote.clone(),
+            payment_method: merchant::PaymentMethod {
+                payment_method_type: "CONNECT_WALLET".into(),
+                payment_method_id: input.code.expose_digits().to_string(),
+            },
+            order: input.order.clone(),
+            payment_expiry_time: wire::iso(expires_ms),
+            payment_notify_url: Some(format!(
+                "{}{}",
+                self.inner.config.public_url.trim_end_matches('/'),
+                mpp::NOTIFY_PATH
+            )),
+            payment_factor: Some(merchant::PaymentFactor {
+                in_store_payment_scenario: Some("PaymentCode".into()),
+            }),
+        };
+        let answer = self.inner.wallets.pay(wallet, &req).await;
+        self.absorb_pay_answer(&row, answer).await
+    }
+
+    async fn absorb_pay_answer(
+        &self,
+        row: &PaymentRow,
+        answer: Result<mpp::PayResponse, CallError>,
+    ) -> Result<PaymentRow, ApiError> {
+        let id = row.payment_id.clone();
+        match answer {
+            Ok(resp) => {
+                let facts = WalletFacts {
+                    wallet_payment_id: resp.payment_id.clone(),
+                    customer_id: resp.customer_id.clone(),
+                    message: Some(resp.result.result_message.clone()),
+                };
+                match resp.result.result_status.as_str() {
+                    "S" => {
+                        self.apply(
+                            &id,
+                            PaymentEvent::WalletSucceeded,
+                            facts,
+                            "wallet pay answer",
+                        )
+                        .await
+                    }
+                    "F" => {
+                        let code = wallet_failure_code(&resp.result.result_code);
+                        self.apply(
+                            &id,
+                            PaymentEvent::WalletFailed(code),
+                            facts,
+                            "wallet pay answer",
+                        )
+                        .await
+                    }
+                    _ => {
+                        let detail = format!(
+                            "wallet answered {} {}: waiting",
+                            resp.result.result_code, resp.result.result_message
+                        );
+                        self.schedule_check(&id, &detail).await
+                    }
+                }
+            }
+            Err(CallError::NotDelivered(why)) => {
+                tracing::warn!(payment_id = %id, error = %why, "wallet unreachable");
+                let facts = WalletFacts {
+                    message: Some(format!(
+                        "the wallet is unreachable ({why}); nothing was charged"
+                    )),
+                    ..WalletFacts::default()
+                };
+                self.apply(
+                    &id,
+                    PaymentEvent::WalletFailed(ResultCode::PROCESS_FAIL),
+                    facts,
+                    "wallet unreachable",
+                )
+                .await
+            }
+            Err(CallError::Unknown(why)) => {
+                tracing::warn!(payment_id = %id, error = %why, "wallet outcome unknown");
+                self.schedule_check(&id, &format!("wallet outcome unknown: {why}"))
+                    .await
+            }
+        }
+    }
+
+    /// Leaves the payment PROCESSING and hands it to the reconciler.
+    async fn schedule_check(&self, payment_id: &str, detail: &str) -> Result<PaymentRow, ApiError> {
+        let now = self.now_ms();
+        let next = now + self.inner.config.limits.reconcile_interval_ms;
+        let (id, detail) = (payment_id.to_string(), detail.to_string());
+        self.inner
+            .db
+            .write(move |c| {
+                let p = store::payment_by_id(c, &id)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
+                if p.status == "PROCESSING" {
+                    store::set_payment_next_check(c, &id, Some(next))?;
+                    store::add_event(c, &id, "WALLET", &detail, now)?;
+                }
+                Ok::<_, ApiError>(store::payment_by_id(c, &id)?.unwrap_or(p))
+            })
+            .await
+    }
+
+    /// Applies an event to a payment through the transition table, writing the new state, its
+    /// journal entry, its notification and its timeline event atomically.
+    pub async fn apply(
+        &self,
+        payment_id: &str,
+        event: PaymentEvent,
+        facts: WalletFacts,
+        source: &str,
+    ) -> Result<PaymentRow, ApiError> {
+        let now = self.now_ms();
+        let (id, source) = (payment_id.to_string(), source.to_string());
+        let result = self
+            .inner
+            .db
+            .write(move |c| {
+                let mut p = store::payment_by_id(c, &id)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
+                let state = wire::state_of(&p);
+                match payment::transition(state, event) {
+                    Outcome::Applied { next, effects } => {
+                        p.status = next.status_str().to_string();
+                        p.result_code = next.result_code().as_str().to_string();
+                        p.result_message = match next {
+                            PaymentState::Fail(code) => facts
+                                .message
+                                .clone()
+                                .filter(|m| !m.is_empty())
+                                .unwrap_or_else(|| code.default_message().to_string()),
+                            _ => String::new(),
+                        };
+                        if facts.wallet_payment_id.is_some() {
+                            p.wallet_payment_id = facts.wallet_payment_id.clone();
+                        }
+                        if facts.customer_id.is_some() {
+                            p.psp_customer_id = facts.customer_id.clone();
+                        }
+                        match next {
+                            PaymentState::Success => p.paid_ms = Some(now),
+                            PaymentState::Cancelled => p.cancelled_ms = Some(now),
+                            _ => {}
+                        }
+                        p.next_check_ms = None;
+                        p.updated_ms = now;
+                        store::update_payment(c, &p)?;
+                        for effect in effects {
+                            match effect {
+                                Effect::PostPayment => {
+                                    store::post_entry(
+                                        c,
+                                        &payment_entry(&p)?,
+                                        Some(&p.payment_id),
+                                        None,
+                                        now,
+                                    )?;
+                                }
+                                Effect::PostReversal => {
+                                    let entry = payment_entry(&p)?.reversed("REVERSAL");
+                                    store::post_entry(c, &entry, Some(&p.payment_id), None, now)?;
+                                }
+                                Effect::NotifyMerchant => {
+                                    if let Some(url) =
+                                        p.notify_url.as_deref().filter(|u| !u.is_empty())
+                                    {
+                                        let body = wire::payment_notification(&p);
+                                        store::enqueue_notification(
+                                            c,
+                                            &NewNotification {
+                                                kind: "PAYMENT_RESULT",
+                                                payment_id: &p.payment_id,
+                                                refund_id: None,
+                                                client_id: &p.client_id,
+                                                url,
+                                                body: &body,
+                                            },
+                                            now,
+                                        )?;
+                                    }
+                                }
+                            }
+                        }
+                        store::add_event(
+                            c,
+                            &p.payment_id,
+                            "STATE",
+                            &format!("{state} -> {next} on {event} ({source})"),
+                            now,
+                        )?;
+                        Ok::<_, ApiError>((p, Some(next), None))
+                    }
+                    Outcome::Ignored => Ok((p, None, None)),
+                    Outcome::Conflict(why) => {
+                        store::add_event(
+                            c,
+                            &p.payment_id,
+                            "CONFLICT",
+                            &format!("{why}: {event} in {state} ({source})"),
+                            now,
+                        )?;
+                        Ok((p, None, Some(why)))
+                    }
+                }
+            })
+            .await?;
+        let (p, next, conflict) = result;
+        if let Some(next) = next {
+            tracing::info!(payment_id = %p.payment_id, state = %next, "payment state changed");
+            metrics::counter!("paycode_payments_final_total", "status" => next.status_str(), "code" => next.result_code().as_str()).increment(1);
+        }
+        if let Some(why) = conflict {
+            tracing::error!(payment_id = %p.payment_id, %event, "{why}");
+        }
+        Ok(p)
+    }
+
+    // ---------------------------------------------------------------- inquiry
+
+    /// Finds a payment for a client: by `paymentId` (wins) or `paymentRequestId`.
+    pub async fn find_payment(
+        &self,
+        client_id: &str,
+        payment_id: Option<&str>,
+        payment_request_id: Option<&str>,
+    ) -> Result<PaymentRow, ApiError> {
+        let (cid, pid, rid) = (
+            client_id.to_string(),
+            payment_id.map(str::to_string),
+            payment_request_id.map(str::to_string),
+        );
+        if pid.is_none() && rid.is_none() {
+            return Err(ApiError::param(
+                "paymentId",
+                "paymentId or paymentRequestId is required",
+            ));
+        }
+        let found = self
+            .inner
+            .db
+            .read(move |c| match (&pid, &rid) {
+                (Some(pid), _) => store::payment_by_id(c, pid).map_err(ApiError::from),
+                (None, Some(rid)) => {
+                    store::payment_by_request_id(c, &cid, rid).map_err(ApiError::from)
+                }
+                (None, None) => Ok(None),
+            })
+            .await?;
+        let p = found.ok_or_else(|| {
+            ApiError::new(
+                ResultCode::ORDER_NOT_EXIST,
+                "no such payment for this client",
+            )
+        })?;
+        if p.client_id != client_id {
+            return Err(ApiError::new(
+                ResultCode::ACCESS_DENIED,
+                "this payment belongs to another client",
+            ));
+        }
+        Ok(p)
+    }
+
+    pub async fn refunds_of(&self, payment_id: &str) -> Result<Vec<RefundRow>, ApiError> {
+        let id = payment_id.to_string();
+        self.inner
+            .db
+            .read(move |c| store::refunds_of_payment(c, &id).map_err(ApiError::from))
+            .await
+    }
+
+    // ---------------------------------------------------------------- cancel
+
+    /// The end of the cancel window for a payment created at `created_ms`: the configured local
+    /// time on the next day in the acquirer's time zone.
+    pub fn cancel_deadline_ms(&self, created_ms: i64) -> i64 {
+        use chrono::{Duration as CDuration, TimeZone};
+        let tz = self.inner.config.time_zone;
+        let created = tz.timestamp_millis_opt(created_ms).single();
+        let Some(created) = created else {
+            return created_ms + 24 * 3_600_000;
+        };
+        let next_day = created.date_naive() + CDuration::days(1);
+        let minutes = i64::from(self.inner.config.limits.cancel_window_next_day_minutes);
+        let local =
+            next_day.and_hms_opt(0, 0, 0).expect("midnight exists") + CDuration::minutes(minutes);
+        tz.from_local_datetime(&local)
+            .earliest()
+            .map(|d| d.timestamp_millis())
+            .unwrap_or(created_ms + 24 * 3_600_000)
+    }
+
+    /// Merchant cancel: voids an unfinished payment or reverses a paid one (SPEC §2.5).
+    /// Returns the payment and the cancel time.
+    pub async fn cancel(&self, p: PaymentRow) -> Result<(PaymentRow, i64), ApiError> {
+        let now = self.now_ms();
+        let refunds = self.refunds_of(&p.payment_id).await?;
+        let has_refunds = refunds.iter().any(|r| r.status != "FAIL");
+        let within = now <= self.cancel_deadline_ms(p.created_ms);
+        match payment::decide_cancel(wire::state_of(&p), within, has_refunds) {
+            CancelDecision::Reject(code) => {
+                let message = match code {
+                    ResultCode::CANCEL_WINDOW_EXCEED => {
+                        "the cancel window has passed; refund instead".to_string()
+                    }
+                    ResultCode::PROCESS_FAIL => {
+                        "the payment has refunds; it can no longer be cancelled".to_string()
+                    }
+                    c => c.default_message().to_string(),
+                };
+                Err(ApiError::new(code, message))
+            }
+            CancelDecision::AlreadyClosed => {
+                Ok((p.clone(), p.cancelled_ms.unwrap_or(p.updated_ms)))
+            }
+            CancelDecision::AskWallet => {
+                // Block new refunds while the wallet reverses, re-checking atomically.
+                let id = p.payment_id.clone();
+                let blocked = self
+                    .inner
+                    .db
+                    .write(move |c| {
+                        let mut p = store::payment_by_id(c, &id)?
+                            .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
+                        let busy = store::refunds_of_payment(c, &id)?
+                            .iter()
+                            .any(|r| r.status != "FAIL");
+                        if busy {
+                            return Err(ApiError::new(
+                                ResultCode::PROCESS_FAIL,
+                                "the payment has refunds; it can no longer be cancelled",
+                            ));
+                        }
+                        if p.cancel_requested_ms.is_none() {
+                            p.cancel_requested_ms = Some(now);
+                            store::update_payment(c, &p)?;
+                            store::add_event(c, &id, "CANCEL", "merchant asked to cancel", now)?;
+                        }
+                        Ok(p)
+                    })
+                    .await?;
+                let wallet = self.wallet_of(&blocked)?;
+                match self.inner.wallets.cancel(&wallet, &p.payment_id).await {
+                    Ok(resp) if resp.result.is_success() => {
+                        let p = self
+                            .apply(
+                                &p.payment_id,
+                                PaymentEvent::MerchantCancelConfirmed,
+                                WalletFacts::default(),
+                                "merchant cancel",
+                            )
+                            .await?;
+                        let at = p.cancelled_ms.unwrap_or(p.updated_ms);
+                        Ok((p, at))
+                    }
+                    Ok(resp) => {
+                        self.clear_cancel_request(&p.payment_id).await?;
+                        Err(ApiError::new(
+                            ResultCode::PROCESS_FAIL,
+                            format!(
+                                "the wallet refused the cancel: {} {}",
+                                resp.result.result_code, resp.result.result_message
+                            ),
+                        ))
+                    }
+                    Err(e) => Err(ApiError::new(
+                        ResultCode::UNKNOWN_EXCEPTION,
+                        format!(
+                            "the wallet did not confirm the cancel ({e}); retry with the same parameters"
+                        ),
+                    )),
+                }
+            }
+        }
+    }
+
+    async fn clear_cancel_request(&self, payment_id: &str) -> Result<(), ApiError> {
+        let id = payment_id.to_string();
+        self.inner
+            .db
+            .write(move |c| {
+                if let Some(mut p) = store::payment_by_id(c, &id)? {
+                    p.cancel_requested_ms = None;
+                    store::update_payment(c, &p)?;
+                }
+                Ok::<_, ApiError>(())
+            })
+            .await
+    }
+
+    // ---------------------------------------------------------------- refund
+
+    pub async fn refund(&self, input: RefundInput) -> Result<RefundRow, ApiError> {
+        let payment = self
+            .find_payment(&input.client_id, Some(&input.payment_id), None)
+            .await?;
+        let now = self.now_ms();
+        let hash = sha256_hex(&[
+            &input.payment_id,
+            &input.amount.amount_minor().to_string(),
+            input.amount.currency().code(),
+        ]);
+        let refund_id = self.inner.ids.next(now);
+        let limits = self.inner.config.limits.clone();
+        let next_check = now + limits.wallet_call_timeout_ms as i64 + 2_000;
+        let inserted = {
+            let input = input.clone();
+            self.inner
+                .db
+                .write(move |c| {
+                    if let Some(r) = store::refund_by_request_id(c, &input.client_id, &input.refund_request_id)? {
+                        if r.request_hash != hash {
+                            return Err(ApiError::new(
+                                ResultCode::REPEAT_REQ_INCONSISTENT,
+                                "refundRequestId was used before with a different payment or amount",
+                            ));
+                        }
+                        return Ok(Inserted::Existing(r));
+                    }
+                    let p = store::payment_by_id(c, &input.payment_id)?
+                        .ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
+                    if p.status != "SUCCESS" {
+                        return Err(ApiError::new(
+                            ResultCode::ORDER_STATUS_INVALID,
+                            format!("only paid payments can be refunded; this one is {}", p.status),
+                        ));
+                    }
+                    if p.cancel_requested_ms.is_some() {
+                        return Err(ApiError::new(
+                            ResultCode::ORDER_STATUS_INVALID,
+                            "a cancel of this payment is under way",
+                        ));
+                    }
+                    if input.amount.currency().code() != p.currency {
+                        return Err(ApiError::new(
+                            ResultCode::CURRENCY_NOT_SUPPORT,
+                            format!("refundAmount.currency must be the payment currency {}", p.currency),
+                        ));
+                    }
+                    let paid_ms = p.paid_ms.unwrap_or(p.created_ms);
+                    if now > paid_ms + limits.refund_window_days * 86_400_000 {
+                        return Err(ApiError::new(
+                            ResultCode::REFUND_WINDOW_EXCEED,
+                            format!("refunds are accepted for {} days after payment", limits.refund_window_days),
+                        ));
+                    }
+                    let refunded: i64 = store::refunds_of_payment(c, &p.payment_id)?
+                        .iter()
+                        .filter(|r| r.status != "FAIL")
+                        .map(|r| r.amount_minor)
+                        .sum();
+                    let amount = input.amount.amount_minor();
+                    if refunded + amount > p.amount_minor {
+                        return Err(ApiError::new(
+                            ResultCode::REFUND_AMOUNT_EXCEED,
+                            format!(
+                                "refunds would total {} but only {} was paid",
+                                refunded + amount,
+                                p.amount_minor
+                            ),
+                        ));
+                    }
+                    // Proportional shares of what the user paid and what the merchant receives;
+                    // the last refund takes the exact remainder so totals match to the unit.
+                    let share = |total: i64, already: i64| -> i64 {
+                        if refunded + amount == p.amount_minor {
+                            total - already
+                        } else {
+                            ((i128::from(total) * i128::from(amount)) / i128::from(p.amount_minor)) as i64
+                        }
+                    };
+                    let prior = store::refunds_of_payment(c, &p.payment_id)?;
+                    let prior_wallet: i64 = prior.iter().filter(|r| r.status != "FAIL").map(|r| r.wallet_amount_minor).sum();
+                    let prior_settle: i64 = prior.iter().filter(|r| r.status != "FAIL").map(|r| r.settle_minor).sum();
+                    let row = RefundRow {
+                        refund_id,
+                        client_id: input.client_id.clone(),
+                        refund_request_id: input.refund_request_id.clone(),
+                        request_hash: hash,
+                        payment_id: p.payment_id.clone(),
+                        amount_minor: amount,
+                        currency: p.currency.clone(),
+                        wallet_amount_minor: share(p.pay_to_minor, prior_wallet),
+                        wallet_currency: p.pay_to_currency.clone(),
+                        settle_minor: share(p.settle_minor, prior_settle),
+                        settle_currency: p.settle_currency.clone(),
+                        status: "PROCESSING".into(),
+                        result_code: ResultCode::UNKNOWN_EXCEPTION.as_str().into(),
+                        result_message: String::new(),
+                        reason: input.reason.clone(),
+                        notify_url: input.notify_url.clone(),
+                        created_ms: now,
+                        refunded_ms: None,
+                        next_check_ms: Some(next_check),
+                    };
+                    store::insert_refund(c, &row)?;
+                    store::add_event(c, &p.payment_id, "REFUND", &format!("refund {} of {} {} requested", row.refund_id, amount, row.currency), now)?;
+                    Ok(Inserted::Created(row))
+                })
+                .await?
+        };
+        let row = match inserted {
+            Inserted::Existing(r) if r.status != "PROCESSING" => return Ok(r),
+            Inserted::Existing(r) | Inserted::Created(r) => r,
+        };
+        self.drive_refund(&payment, row).await
+    }
+
+    /// Asks the wallet to refund (idempotent at the wallet) and records a final answer.
+    pub(crate) async fn drive_refund(
+        &self,
+        payment: &PaymentRow,
+        row: RefundRow,
+    ) -> Result<RefundRow, ApiError> {
+        let wallet = self.wallet_of(payment)?;
+        let req = mpp::RefundRequest {
+            refund_request_id: row.refund_id.clone(),
+            payment_request_id: row.payment_id.clone(),
+            refund_amount: Amount::new(&row.wallet_currency, row.wallet_amount_minor),
+        };
+        let event = match self.inner.wallets.refund(&wallet, &req).await {
+            Ok(resp) if resp.result.result_status == "S" => RefundEvent::WalletRefunded,
+            Ok(resp) if resp.result.result_status == "F" => {
+                RefundEvent::WalletRefundFailed(wallet_failure_code(&resp.result.result_code))
+            }
+            Ok(resp) => {
+                tracing::warn!(refund_id = %row.refund_id, code = %resp.result.result_code, "wallet refund pending");
+                return Ok(row);
+            }
+            Err(e) => {
+                tracing::warn!(refund_id = %row.refund_id, error = %e, "wallet refund outcome unknown");
+                return Ok(row);
+            }
+        };
+        self.apply_refund(&row.refund_id, event).await
+    }
+
+    pub(crate) async fn apply_refund(
+        &self,
+        refund_id: &str,
+        event: RefundEvent,
+    ) -> Result<RefundRow, ApiError> {
+        let now = self.now_ms();
+        let id = refund_id.to_string();
+        self.inner
+            .db
+            .write(move |c| {
+                let mut r = store::refund_by_id(c, &id)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("refund {id} missing")))?;
+                let state = wire::refund_state_of(&r);
+                let Some(next) = payment::refund_transition(state, event) else {
+                    return Ok(r);
+                };
+                r.status = next.status_str().to_string();
+                r.result_code = next.result_code().as_str().to_string();
+                r.next_check_ms = None;
+                let p = store::payment_by_id(c, &r.payment_id)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("payment of refund {id} missing"))
+                })?;
+                match next {
+                    RefundState::Success => {
+                        r.refunded_ms = Some(now);
+                        r.result_message = String::new();
+                        store::update_refund(c, &r)?;
+                        store::post_entry(
+                            c,
+                            &refund_entry(&p, &r)?,
+                            Some(&p.payment_id),
+                            Some(&r.refund_id),
+                            now,
+                        )?;
+                    }
+                    RefundState::Fail(code) => {
+                        r.result_message = code.default_message().to_string();
+                        store::update_refund(c, &r)?;
+                    }
+                    RefundState::Processing => store::update_refund(c, &r)?,
+                }
+                if let Some(url) = r.notify_url.as_deref().filter(|u| !u.is_empty()) {
+                    let body = wire::refund_notification(&r);
+                    store::enqueue_notification(
+                        c,
+                        &NewNotification {
+                            kind: "REFUND_RESULT",
+                            payment_id: &r.payment_id,
+                            refund_id: Some(&r.refund_id),
+                            client_id: &r.client_id,
+                            url,
+                            body: &body,
+                        },
+                        now,
+                    )?;
+                }
+                store::add_event(
+                    c,
+                    &r.payment_id,
+                    "REFUND",
+                    &format!("refund {} -> {}", r.refund_id, next.status_str()),
+                    now,
+                )?;
+                Ok::<_, ApiError>(r)
+            })
+            .await
+    }
+
+    pub async fn find_refund(
+        &self,
+        client_id: &str,
+        refund_id: Option<&str>,
+        refund_request_id: Option<&str>,
+    ) -> Result<RefundRow, ApiError> {
+        if refund_id.is_none() && refund_request_id.is_none() {
+            return Err(ApiError::param(
+                "refundId",
+                "refundId or refundRequestId is required",
+            ));
+        }
+        let (cid, fid, rid) = (
+            client_id.to_string(),
+            refund_id.map(str::to_string),
+            refund_request_id.map(str::to_string),
+        );
+        let found = self
+            .inner
+            .db
+            .read(move |c| match (&fid, &rid) {
+                (Some(f), _) => store::refund_by_id(c, f).map_err(ApiError::from),
+                (None, Some(r)) => store::refund_by_request_id(c, &cid, r).map_err(ApiError::from),
+                (None, None) => Ok(None),
+            })
+            .await?;
+        let r = found.ok_or_else(|| {
+            ApiError::new(
+                ResultCode::ORDER_NOT_EXIST,
+                "no such refund for this client",
+            )
+        })?;
+        if r.client_id != client_id {
+            return Err(ApiError::new(
+                ResultCode::ACCESS_DENIED,
+                "this refund belongs to another client",
+            ));
+        }
+        Ok(r)
+    }
+
+    // ---------------------------------------------------------------- wallet notifications
+
+    /// `notifyPayment` from a wallet: a final result for one of our payments.
+    pub async fn wallet_notified(
+        &self,
+        wallet: &str,
+        n: mpp::NotifyPayment,
+    ) -> Result<(), ApiError> {
+        let id = n.payment_request_id.clone();
+        let p = self
+            .inner
+            .db
+            .read(move |c| store::payment_by_id(c, &id).map_err(ApiError::from))
+            .await?
+            .ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
+        if p.wallet != wallet {
+            return Err(ApiError::new(
+                ResultCode::ACCESS_DENIED,
+                "this payment was routed to another wallet",
+            ));
+        }
+        if n.pay_to_amount.currency != p.pay_to_currency
+            || n.pay_to_amount.value != p.pay_to_minor.to_string()
+        {
+            return Err(ApiError::param(
+                "payToAmount",
+                format!(
+                    "does not match the {} {} that was requested",
+                    p.pay_to_minor, p.pay_to_currency
+                ),
+            ));
+        }
+        let facts = WalletFacts {
+            wallet_payment_id: n.payment_id.clone(),
+            customer_id: n.customer_id.clone(),
+            message: Some(n.payment_result.result_message.clone()),
+        };
+        let event = match n.payment_result.result_status.as_str() {
+            "S" => PaymentEvent::WalletSucceeded,
+            "F" => PaymentEvent::WalletFailed(wallet_failure_code(&n.payment_result.result_code)),
+            other => {
+                return Err(ApiError::param(
+                    "paymentResult.resultStatus",
+                    format!("notifications carry only final results (S or F), got {other:?}"),
+                ));
+            }
+        };
+        self.apply(&p.payment_id, event, facts, "wallet notification")
+            .await?;
+        Ok(())
+    }
+}
+
+/// A repeat of a known `paymentRequestId`.
+fn replay(p: PaymentRow, hash: &str) -> Result<PaymentRow, ApiError> {
+    if p.request_hash == hash {
+        Ok(p)
+    } else {
+        Err(ApiError::new(
+            ResultCode::REPEAT_REQ_INCONSISTENT,
+            "paymentRequestId was used before with a different amount, currency, code or merchant",
+        ))
+    }
+}
+
+/// Maps a wallet's failure code to ours; an unknown code becomes `PROCESS_FAIL`.
+pub(crate) fn wallet_failure_code(code: &str) -> ResultCode {
+    match ResultCode::parse(code) {
+        Some(c) if c.status() == paycode_core::ResultStatus::F => c,
+        _ => ResultCode::PROCESS_FAIL,
+    }
+}

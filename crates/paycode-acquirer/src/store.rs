@@ -1,0 +1,822 @@
+//! The acquirer's tables and every SQL statement that touches them.
+//!
+//! Functions here take a `&Connection` and are called inside `Db::write` / `Db::read` closures,
+//! so the service composes several of them into one atomic group-commit job. The SQL is plain
+//! and portable (no SQLite-only syntax beyond `INSERT … ON CONFLICT`, which PostgreSQL shares);
+//! times are integer unix milliseconds, amounts integer minor units.
+
+use paycode_core::ledger::{JournalEntry, Side};
+use paycode_db::DbError;
+use paycode_db::rusqlite::{self, Connection, OptionalExtension, Row, params};
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS clients (
+    client_id     TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL,          -- ACTIVE | SUSPENDED
+    notify_url    TEXT,
+    created_ms    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS client_keys (
+    client_id     TEXT NOT NULL REFERENCES clients(client_id),
+    key_version   INTEGER NOT NULL,
+    public_key    TEXT NOT NULL,          -- base64 SPKI
+    active        INTEGER NOT NULL,
+    PRIMARY KEY (client_id, key_version)
+);
+-- The merchants a client may act for: itself (direct) or its sub-merchants (ISV / SI).
+CREATE TABLE IF NOT EXISTS merchants (
+    client_id             TEXT NOT NULL REFERENCES clients(client_id),
+    reference_merchant_id TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    mcc                   TEXT NOT NULL,
+    status                TEXT NOT NULL,  -- ACTIVE | SUSPENDED
+    currencies            TEXT NOT NULL,  -- comma-separated transaction currencies
+    settlement_currency   TEXT NOT NULL,
+    max_amount_minor      INTEGER,        -- per payment, in the transaction currency
+    notify_url            TEXT,
+    PRIMARY KEY (client_id, reference_merchant_id)
+);
+CREATE TABLE IF NOT EXISTS stores (
+    client_id             TEXT NOT NULL,
+    reference_merchant_id TEXT NOT NULL,
+    reference_store_id    TEXT NOT NULL,
+    name                  TEXT NOT NULL,
+    mcc                   TEXT NOT NULL,
+    PRIMARY KEY (client_id, reference_merchant_id, reference_store_id)
+);
+CREATE TABLE IF NOT EXISTS wallets (
+    name          TEXT PRIMARY KEY,
+    psp_name      TEXT NOT NULL,
+    base_url      TEXT NOT NULL,
+    public_key    TEXT NOT NULL,          -- base64 SPKI: verifies the wallet's answers and notifications
+    currencies    TEXT NOT NULL,
+    enabled       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS routes (
+    route_id      INTEGER PRIMARY KEY,
+    kind          TEXT NOT NULL,          -- CII | REGEX
+    pattern       TEXT NOT NULL,
+    wallet        TEXT NOT NULL REFERENCES wallets(name),
+    priority      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payments (
+    payment_id            TEXT PRIMARY KEY,
+    client_id             TEXT NOT NULL,
+    payment_request_id    TEXT NOT NULL,
+    request_hash          TEXT NOT NULL,
+    reference_merchant_id TEXT NOT NULL,
+    reference_store_id    TEXT,
+    merchant_name         TEXT NOT NULL,
+    store_name            TEXT,
+    terminal_id           TEXT,
+    amount_minor          INTEGER NOT NULL,
+    currency              TEXT NOT NULL,
+    wallet                TEXT NOT NULL,
+    psp_name              TEXT NOT NULL,
+    code_masked           TEXT NOT NULL,
+    pay_to_minor          INTEGER NOT NULL,
+    pay_to_currency       TEXT NOT NULL,
+    payment_quote         TEXT,           -- JSON of the wire quote, when currencies differ
+    settle_minor          INTEGER NOT NULL,
+    settle_currency       TEXT NOT NULL,
+    settlement_quote      TEXT,
+    status                TEXT NOT NULL,  -- PROCESSING | SUCCESS | FAIL | CANCELLED
+    result_code           TEXT NOT NULL,
+    result_message        TEXT NOT NULL,
+    wallet_payment_id     TEXT,
+    psp_customer_id       TEXT,
+    notify_url            TEXT,
+    created_ms            INTEGER NOT NULL,
+    expires_ms            INTEGER NOT NULL,
+    paid_ms               INTEGER,
+    cancelled_ms          INTEGER,
+    cancel_requested_ms   INTEGER,        -- a merchant cancel is under way: refunds wait
+    updated_ms            INTEGER NOT NULL,
+    next_check_ms         INTEGER,        -- when the reconciler next asks the wallet (PROCESSING only)
+    n_checks              INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (client_id, payment_request_id)
+);
+CREATE INDEX IF NOT EXISTS payments_due ON payments (next_check_ms);
+CREATE INDEX IF NOT EXISTS payments_created ON payments (created_ms);
+CREATE TABLE IF NOT EXISTS refunds (
+    refund_id             TEXT PRIMARY KEY,
+    client_id             TEXT NOT NULL,
+    refund_request_id     TEXT NOT NULL,
+    request_hash          TEXT NOT NULL,
+    payment_id            TEXT NOT NULL REFERENCES payments(payment_id),
+    amount_minor          INTEGER NOT NULL,
+    currency              TEXT NOT NULL,
+    wallet_amount_minor   INTEGER NOT NULL,
+    wallet_currency       TEXT NOT NULL,
+    settle_minor          INTEGER NOT NULL,
+    settle_currency       TEXT NOT NULL,
+    status                TEXT NOT NULL,  -- PROCESSING | SUCCESS | FAIL
+    result_code           TEXT NOT NULL,
+    result_message        TEXT NOT NULL,
+    reason                TEXT,
+    notify_url            TEXT,
+    created_ms            INTEGER NOT NULL,
+    refunded_ms           INTEGER,
+    next_check_ms         INTEGER,
+    UNIQUE (client_id, refund_request_id)
+);
+CREATE INDEX IF NOT EXISTS refunds_payment ON refunds (payment_id);
+CREATE INDEX IF NOT EXISTS refunds_due ON refunds (next_check_ms);
+CREATE TABLE IF NOT EXISTS journal_entries (
+    entry_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind          TEXT NOT NULL,
+    payment_id    TEXT,
+    refund_id     TEXT,
+    created_ms    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_payment ON journal_entries (payment_id);
+CREATE TABLE IF NOT EXISTS postings (
+    entry_id      INTEGER NOT NULL REFERENCES journal_entries(entry_id),
+    idx           INTEGER NOT NULL,
+    account       TEXT NOT NULL,
+    side          TEXT NOT NULL,          -- D | C
+    amount_minor  INTEGER NOT NULL,
+    currency      TEXT NOT NULL,
+    PRIMARY KEY (entry_id, idx)
+);
+-- Debit-positive running balance per account, kept in the same transaction as the postings.
+CREATE TABLE IF NOT EXISTS account_balances (
+    account       TEXT PRIMARY KEY,
+    currency      TEXT NOT NULL,
+    balance_minor INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    outbox_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind          TEXT NOT NULL,          -- PAYMENT_RESULT | REFUND_RESULT
+    payment_id    TEXT NOT NULL,
+    refund_id     TEXT,
+    client_id     TEXT NOT NULL,          -- signs as this client id
+    url           TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    status        TEXT NOT NULL,          -- PENDING | DELIVERED | PARKED
+    n_attempts    INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error    TEXT,
+    created_ms    INTEGER NOT NULL,
+    delivered_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
+-- A payment's timeline: state changes, wallet calls, notification attempts, conflicts.
+CREATE TABLE IF NOT EXISTS payment_events (
+    event_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    payment_id    TEXT NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    detail        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payment_events_payment ON payment_events (payment_id);
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Db(DbError::Sqlite(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A payment as stored.
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub payment_id: String,
+    pub client_id: String,
+    pub payment_request_id: String,
+    pub request_hash: String,
+    pub reference_merchant_id: String,
+    pub reference_store_id: Option<String>,
+    pub merchant_name: String,
+    pub store_name: Option<String>,
+    pub terminal_id: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub wallet: String,
+    pub psp_name: String,
+    pub code_masked: String,
+    pub pay_to_minor: i64,
+    pub pay_to_currency: String,
+    pub payment_quote: Option<String>,
+    pub settle_minor: i64,
+    pub settle_currency: String,
+    pub settlement_quote: Option<String>,
+    pub status: String,
+    pub result_code: String,
+    pub result_message: String,
+    pub wallet_payment_id: Option<String>,
+    pub psp_customer_id: Option<String>,
+    pub notify_url: Option<String>,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub paid_ms: Option<i64>,
+    pub cancelled_ms: Option<i64>,
+    pub cancel_requested_ms: Option<i64>,
+    pub updated_ms: i64,
+    pub next_check_ms: Option<i64>,
+    pub n_checks: i64,
+}
+
+const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, request_hash, \
+    reference_merchant_id, reference_store_id, merchant_name, store_name, terminal_id, \
+    amount_minor, currency, wallet, psp_name, code_masked, pay_to_minor, pay_to_currency, \
+    payment_quote, settle_minor, settle_currency, settlement_quote, status, result_code, \
+    result_message, wallet_payment_id, psp_customer_id, notify_url, created_ms, expires_ms, \
+    paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms";
+
+fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
+    Ok(PaymentRow {
+        payment_id: r.get(0)?,
+        client_id: r.get(1)?,
+        payment_request_id: r.get(2)?,
+        request_hash: r.get(3)?,
+        reference_merchant_id: r.get(4)?,
+        reference_store_id: r.get(5)?,
+        merchant_name: r.get(6)?,
+        store_name: r.get(7)?,
+        terminal_id: r.get(8)?,
+        amount_minor: r.get(9)?,
+        currency: r.get(10)?,
+        wallet: r.get(11)?,
+        psp_name: r.get(12)?,
+        code_masked: r.get(13)?,
+        pay_to_minor: r.get(14)?,
+        pay_to_currency: r.get(15)?,
+        payment_quote: r.get(16)?,
+        settle_minor: r.get(17)?,
+        settle_currency: r.get(18)?,
+        settlement_quote: r.get(19)?,
+        status: r.get(20)?,
+        result_code: r.get(21)?,
+        result_message: r.get(22)?,
+        wallet_payment_id: r.get(23)?,
+        psp_customer_id: r.get(24)?,
+        notify_url: r.get(25)?,
+        created_ms: r.get(26)?,
+        expires_ms: r.get(27)?,
+        paid_ms: r.get(28)?,
+        cancelled_ms: r.get(29)?,
+        updated_ms: r.get(30)?,
+        next_check_ms: r.get(31)?,
+        n_checks: r.get(32)?,
+        cancel_requested_ms: r.get(33)?,
+    })
+}
+
+pub fn insert_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, \
+         ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)"
+    ))?
+    .execute(params![
+        p.payment_id,
+        p.client_id,
+        p.payment_request_id,
+        p.request_hash,
+        p.reference_merchant_id,
+        p.reference_store_id,
+        p.merchant_name,
+        p.store_name,
+        p.terminal_id,
+        p.amount_minor,
+        p.currency,
+        p.wallet,
+        p.psp_name,
+        p.code_masked,
+        p.pay_to_minor,
+        p.pay_to_currency,
+        p.payment_quote,
+        p.settle_minor,
+        p.settle_currency,
+        p.settlement_quote,
+        p.status,
+        p.result_code,
+        p.result_message,
+        p.wallet_payment_id,
+        p.psp_customer_id,
+        p.notify_url,
+        p.created_ms,
+        p.expires_ms,
+        p.paid_ms,
+        p.cancelled_ms,
+        p.updated_ms,
+        p.next_check_ms,
+        p.n_checks,
+        p.cancel_requested_ms,
+    ])?;
+    Ok(())
+}
+
+/// Writes the mutable part of a payment (state, wallet facts, times, reconciler schedule).
+pub fn update_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
+    let n = c
+        .prepare_cached(
+            "UPDATE payments SET status = ?2, result_code = ?3, result_message = ?4, \
+             wallet_payment_id = ?5, psp_customer_id = ?6, paid_ms = ?7, cancelled_ms = ?8, \
+             updated_ms = ?9, next_check_ms = ?10, n_checks = ?11, cancel_requested_ms = ?12 \
+             WHERE payment_id = ?1",
+        )?
+        .execute(params![
+            p.payment_id,
+            p.status,
+            p.result_code,
+            p.result_message,
+            p.wallet_payment_id,
+            p.psp_customer_id,
+            p.paid_ms,
+            p.cancelled_ms,
+            p.updated_ms,
+            p.next_check_ms,
+            p.n_checks,
+            p.cancel_requested_ms,
+        ])?;
+    if n != 1 {
+        return Err(StoreError::Corrupt(format!(
+            "payment {} vanished during update",
+            p.payment_id
+        )));
+    }
+    Ok(())
+}
+
+pub fn payment_by_id(c: &Connection, payment_id: &str) -> StoreResult<Option<PaymentRow>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1"
+    ))?
+    .query_row([payment_id], payment_from_row)
+    .optional()?)
+}
+
+pub fn payment_by_request_id(
+    c: &Connection,
+    client_id: &str,
+    payment_request_id: &str,
+) -> StoreResult<Option<PaymentRow>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE client_id = ?1 AND payment_request_id = ?2"
+    ))?
+    .query_row([client_id, payment_request_id], payment_from_row)
+    .optional()?)
+}
+
+/// PROCESSING payments whose next wallet check is due, oldest first.
+pub fn payments_due(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<PaymentRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE next_check_ms IS NOT NULL \
+         AND next_check_ms <= ?1 ORDER BY next_check_ms LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map(params![now_ms, limit as i64], payment_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Pushes a payment's next check forward only if it is still as the caller saw it; returns
+/// whether this caller won the claim (so two reconcilers never work the same payment at once).
+pub fn claim_payment_check(
+    c: &Connection,
+    payment_id: &str,
+    seen_next_check_ms: i64,
+    lease_until_ms: i64,
+) -> StoreResult<bool> {
+    let n = c
+        .prepare_cached(
+            "UPDATE payments SET next_check_ms = ?3, n_checks = n_checks + 1 \
+             WHERE payment_id = ?1 AND next_check_ms = ?2 AND status = 'PROCESSING'",
+        )?
+        .execute(params![payment_id, seen_next_check_ms, lease_until_ms])?;
+    Ok(n == 1)
+}
+
+pub fn set_payment_next_check(
+    c: &Connection,
+    payment_id: &str,
+    next_check_ms: Option<i64>,
+) -> StoreResult<()> {
+    c.prepare_cached("UPDATE payments SET next_check_ms = ?2 WHERE payment_id = ?1")?
+        .execute(params![payment_id, next_check_ms])?;
+    Ok(())
+}
+
+/// A refund as stored.
+#[derive(Debug, Clone)]
+pub struct RefundRow {
+    pub refund_id: String,
+    pub client_id: String,
+    pub refund_request_id: String,
+    pub request_hash: String,
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub wallet_amount_minor: i64,
+    pub wallet_currency: String,
+    pub settle_minor: i64,
+    pub settle_currency: String,
+    pub status: String,
+    pub result_code: String,
+    pub result_message: String,
+    pub reason: Option<String>,
+    pub notify_url: Option<String>,
+    pub created_ms: i64,
+    pub refunded_ms: Option<i64>,
+    pub next_check_ms: Option<i64>,
+}
+
+const REFUND_COLUMNS: &str = "refund_id, client_id, refund_request_id, request_hash, payment_id, \
+    amount_minor, currency, wallet_amount_minor, wallet_currency, settle_minor, settle_currency, \
+    status, result_code, result_message, reason, notify_url, created_ms, refunded_ms, next_check_ms";
+
+fn refund_from_row(r: &Row<'_>) -> rusqlite::Result<RefundRow> {
+    Ok(RefundRow {
+        refund_id: r.get(0)?,
+        client_id: r.get(1)?,
+        refund_request_id: r.get(2)?,
+        request_hash: r.get(3)?,
+        payment_id: r.get(4)?,
+        amount_minor: r.get(5)?,
+        currency: r.get(6)?,
+        wallet_amount_minor: r.get(7)?,
+        wallet_currency: r.get(8)?,
+        settle_minor: r.get(9)?,
+        settle_currency: r.get(10)?,
+        status: r.get(11)?,
+        result_code: r.get(12)?,
+        result_message: r.get(13)?,
+        reason: r.get(14)?,
+        notify_url: r.get(15)?,
+        created_ms: r.get(16)?,
+        refunded_ms: r.get(17)?,
+        next_check_ms: r.get(18)?,
+    })
+}
+
+pub fn insert_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO refunds ({REFUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    ))?
+    .execute(params![
+        r.refund_id,
+        r.client_id,
+        r.refund_request_id,
+        r.request_hash,
+        r.payment_id,
+        r.amount_minor,
+        r.currency,
+        r.wallet_amount_minor,
+        r.wallet_currency,
+        r.settle_minor,
+        r.settle_currency,
+        r.status,
+        r.result_code,
+        r.result_message,
+        r.reason,
+        r.notify_url,
+        r.created_ms,
+        r.refunded_ms,
+        r.next_check_ms,
+    ])?;
+    Ok(())
+}
+
+pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
+    c.prepare_cached(
+        "UPDATE refunds SET status = ?2, result_code = ?3, result_message = ?4, \
+         refunded_ms = ?5, next_check_ms = ?6 WHERE refund_id = ?1",
+    )?
+    .execute(params![
+        r.refund_id,
+        r.status,
+        r.result_code,
+        r.result_message,
+        r.refunded_ms,
+        r.next_check_ms,
+    ])?;
+    Ok(())
+}
+
+pub fn refund_by_id(c: &Connection, refund_id: &str) -> StoreResult<Option<RefundRow>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = ?1"
+    ))?
+    .query_row([refund_id], refund_from_row)
+    .optional()?)
+}
+
+pub fn refund_by_request_id(
+    c: &Connection,
+    client_id: &str,
+    refund_request_id: &str,
+) -> StoreResult<Option<RefundRow>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE client_id = ?1 AND refund_request_id = ?2"
+    ))?
+    .query_row([client_id, refund_request_id], refund_from_row)
+    .optional()?)
+}
+
+pub fn refunds_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<RefundRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY created_ms, refund_id"
+    ))?;
+    let rows = stmt
+        .query_map([payment_id], refund_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn refunds_due(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<RefundRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE next_check_ms IS NOT NULL \
+         AND next_check_ms <= ?1 ORDER BY next_check_ms LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map(params![now_ms, limit as i64], refund_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Appends a journal entry and moves the account balances, in the caller's transaction.
+pub fn post_entry(
+    c: &Connection,
+    entry: &JournalEntry,
+    payment_id: Option<&str>,
+    refund_id: Option<&str>,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    c.prepare_cached(
+        "INSERT INTO journal_entries (kind, payment_id, refund_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![entry.kind(), payment_id, refund_id, now_ms])?;
+    let entry_id = c.last_insert_rowid();
+    for (idx, p) in entry.postings().iter().enumerate() {
+        let amount = p.amount();
+        c.prepare_cached(
+            "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            entry_id,
+            idx as i64,
+            p.account(),
+            p.side().as_str(),
+            amount.amount_minor(),
+            amount.currency().code(),
+        ])?;
+        let delta = match p.side() {
+            Side::Debit => amount.amount_minor(),
+            Side::Credit => -amount.amount_minor(),
+        };
+        c.prepare_cached(
+            "INSERT INTO account_balances (account, currency, balance_minor) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (account) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor",
+        )?
+        .execute(params![p.account(), amount.currency().code(), delta])?;
+    }
+    Ok(entry_id)
+}
+
+/// A queued merchant notification.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub outbox_id: i64,
+    pub kind: String,
+    pub payment_id: String,
+    pub refund_id: Option<String>,
+    pub client_id: String,
+    pub url: String,
+    pub body: String,
+    pub status: String,
+    pub n_attempts: i64,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+const OUTBOX_COLUMNS: &str = "outbox_id, kind, payment_id, refund_id, client_id, url, body, \
+    status, n_attempts, next_attempt_ms, last_error, created_ms, delivered_ms";
+
+fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        outbox_id: r.get(0)?,
+        kind: r.get(1)?,
+        payment_id: r.get(2)?,
+        refund_id: r.get(3)?,
+        client_id: r.get(4)?,
+        url: r.get(5)?,
+        body: r.get(6)?,
+        status: r.get(7)?,
+        n_attempts: r.get(8)?,
+        next_attempt_ms: r.get(9)?,
+        last_error: r.get(10)?,
+        created_ms: r.get(11)?,
+        delivered_ms: r.get(12)?,
+    })
+}
+
+pub struct NewNotification<'a> {
+    pub kind: &'a str,
+    pub payment_id: &'a str,
+    pub refund_id: Option<&'a str>,
+    pub client_id: &'a str,
+    pub url: &'a str,
+    pub body: &'a str,
+}
+
+pub fn enqueue_notification(
+    c: &Connection,
+    n: &NewNotification<'_>,
+    now_ms: i64,
+) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO outbox (kind, payment_id, refund_id, client_id, url, body, status, \
+         n_attempts, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', 0, ?7, ?7)",
+    )?
+    .execute(params![n.kind, n.payment_id, n.refund_id, n.client_id, n.url, n.body, now_ms])?;
+    Ok(())
+}
+
+/// Claims up to `limit` due notifications by pushing their next attempt to `lease_until_ms`,
+/// so that a concurrent worker (or a crash mid-send) cannot lose or double-claim them.
+pub fn claim_due_notifications(
+    c: &Connection,
+    now_ms: i64,
+    lease_until_ms: i64,
+    limit: usize,
+) -> StoreResult<Vec<OutboxRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'PENDING' AND next_attempt_ms <= ?1 \
+         ORDER BY next_attempt_ms LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map(params![now_ms, limit as i64], outbox_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    for r in &rows {
+        c.prepare_cached("UPDATE outbox SET next_attempt_ms = ?2 WHERE outbox_id = ?1")?
+            .execute(params![r.outbox_id, lease_until_ms])?;
+    }
+    Ok(rows)
+}
+
+/// Records one delivery attempt's outcome.
+pub fn record_notification_attempt(
+    c: &Connection,
+    outbox_id: i64,
+    status: &str,
+    next_attempt_ms: i64,
+    error: Option<&str>,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let delivered = (status == "DELIVERED").then_some(now_ms);
+    c.prepare_cached(
+        "UPDATE outbox SET status = ?2, n_attempts = n_attempts + 1, next_attempt_ms = ?3, \
+         last_error = ?4, delivered_ms = ?5 WHERE outbox_id = ?1",
+    )?
+    .execute(params![
+        outbox_id,
+        status,
+        next_attempt_ms,
+        error,
+        delivered
+    ])?;
+    Ok(())
+}
+
+pub fn notifications(
+    c: &Connection,
+    status: Option<&str>,
+    limit: usize,
+) -> StoreResult<Vec<OutboxRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) \
+         ORDER BY outbox_id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map(params![status, limit as i64], outbox_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn notifications_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<OutboxRow>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE payment_id = ?1 ORDER BY outbox_id"
+    ))?;
+    let rows = stmt
+        .query_map([payment_id], outbox_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Puts a notification (delivered or parked) back in the queue for an immediate attempt.
+pub fn resend_notification(c: &Connection, outbox_id: i64, now_ms: i64) -> StoreResult<bool> {
+    let n = c
+        .prepare_cached(
+            "UPDATE outbox SET status = 'PENDING', next_attempt_ms = ?2 WHERE outbox_id = ?1",
+        )?
+        .execute(params![outbox_id, now_ms])?;
+    Ok(n == 1)
+}
+
+pub fn count_outbox_pending(c: &Connection) -> StoreResult<i64> {
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE status = 'PENDING'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+pub fn add_event(
+    c: &Connection,
+    payment_id: &str,
+    kind: &str,
+    detail: &str,
+    now_ms: i64,
+) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO payment_events (payment_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![payment_id, now_ms, kind, detail])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: String,
+}
+
+pub fn events_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<EventRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT at_ms, kind, detail FROM payment_events WHERE payment_id = ?1 ORDER BY event_id",
+    )?;
+    let rows = stmt
+        .query_map([payment_id], |r| {
+            Ok(EventRow {
+                at_ms: r.get(0)?,
+                kind: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// One posting as stored, for audits and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostingRow {
+    pub entry_id: i64,
+    pub kind: String,
+    pub payment_id: Option<String>,
+    pub refund_id: Option<String>,
+    pub account: String,
+    pub side: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+pub fn postings_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<PostingRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT e.entry_id, e.kind, e.payment_id, e.refund_id, p.account, p.side, p.amount_minor, \
+         p.currency FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id \
+         WHERE e.payment_id = ?1 ORDER BY e.entry_id, p.idx",
+    )?;
+    let rows = stmt
+        .query_map([payment_id], |r| {
+            Ok(PostingRow {
+                entry_id: r.get(0)?,
+                kind: r.get(1)?,
+                payment_id: r.get(2)?,
+                refund_id: r.get(3)?,
+                account: r.get(4)?,
+                side: r.get(5)?,
+                amount_minor: r.get(6)?,
+                currency: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn account_balance(c: &Connection, account: &str) -> StoreResult<i64> {
+    Ok(c.query_row(
+        "SELECT balance_minor FROM account_balances WHERE account = ?1",
+        [account],
+        |r| r.get(0),
+    )
+    .optional()?
+    .unwrap_or(0))
+}

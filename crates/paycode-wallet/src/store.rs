@@ -1,0 +1,1828 @@
+//! The wallet's store: the schema and every transaction.
+//!
+//! Each public function here that changes state runs as **one** job on the group-commit writer,
+//! and does its reads inside that job: whatever decides a write (a code's last used step, a
+//! payment's state, a balance, a refunded total) is read in the same serialised job that
+//! writes. That is what makes "confirm vs cancel", "code used twice" and "refund twice" end with
+//! exactly one outcome. Money moves only through [`move_money`], which updates the balance and
+//! appends the user's ledger row together; `notifyPayment` is queued through [`enqueue_notify`]
+//! in the same job as the state change it reports (outbox).
+
+use crate::code::{self, CodeCheck, SECRET_LEN};
+use crate::policy::{self, Decision, UserLimits};
+use crate::{Inner, NewUser, WalletError, iso_ms};
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SecureRandom;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
+use paycode_core::ResultCode;
+use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+use paycode_proto::{Amount, ResultInfo};
+use std::sync::Arc;
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    balance_minor INTEGER NOT NULL CHECK (balance_minor >= 0),
+    frozen INTEGER NOT NULL DEFAULT 0,
+    password_failures INTEGER NOT NULL DEFAULT 0,
+    password_locked INTEGER NOT NULL DEFAULT 0,
+    pwfree_per_payment_minor INTEGER NOT NULL,
+    pwfree_daily_minor INTEGER NOT NULL,
+    hard_per_payment_minor INTEGER NOT NULL,
+    hard_daily_minor INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL REFERENCES users(name),
+    device_name TEXT,
+    token_hash TEXT NOT NULL UNIQUE,
+    slot TEXT NOT NULL UNIQUE,
+    secret BLOB NOT NULL,
+    last_used_step INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    rotated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_slots (
+    slot TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    retired_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS payments (
+    payment_request_id TEXT PRIMARY KEY,
+    payment_id TEXT NOT NULL UNIQUE,
+    key_hash TEXT,
+    state TEXT NOT NULL,
+    result_code TEXT NOT NULL,
+    result_message TEXT NOT NULL,
+    user_name TEXT,
+    customer_id TEXT,
+    device_id TEXT,
+    amount_minor INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    payment_amount_minor INTEGER NOT NULL,
+    payment_currency TEXT NOT NULL,
+    quote_price TEXT,
+    merchant_name TEXT NOT NULL,
+    store_name TEXT,
+    notify_url TEXT,
+    challenge_reason TEXT,
+    created_at_ms INTEGER NOT NULL,
+    deadline_ms INTEGER,
+    paid_at_ms INTEGER,
+    finished_at_ms INTEGER,
+    cancelled_at_ms INTEGER,
+    reversed_at_ms INTEGER,
+    refunded_minor INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS payments_by_user_paid ON payments(user_name, paid_at_ms);
+CREATE INDEX IF NOT EXISTS payments_processing ON payments(deadline_ms) WHERE state = 'PROCESSING';
+CREATE TABLE IF NOT EXISTS refunds (
+    refund_request_id TEXT PRIMARY KEY,
+    refund_id TEXT NOT NULL UNIQUE,
+    payment_request_id TEXT NOT NULL REFERENCES payments(payment_request_id),
+    amount_minor INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_name TEXT NOT NULL REFERENCES users(name),
+    kind TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    payment_request_id TEXT,
+    refund_request_id TEXT,
+    merchant_name TEXT,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_by_user ON ledger(user_name, entry_id);
+CREATE INDEX IF NOT EXISTS ledger_by_payment ON ledger(payment_request_id);
+CREATE TABLE IF NOT EXISTS notify_outbox (
+    notify_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    payment_request_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    n_attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    delivered_at_ms INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notify_due ON notify_outbox(next_attempt_at_ms) WHERE delivered_at_ms IS NULL;
+"#;
+
+/// Ledger row kinds. The sum of a user's rows is their balance.
+pub(crate) mod kind {
+    pub const OPENING: &str = "OPENING";
+    pub const TOPUP: &str = "TOPUP";
+    pub const PAYMENT: &str = "PAYMENT";
+    pub const REVERSAL: &str = "REVERSAL";
+    pub const REFUND: &str = "REFUND";
+}
+
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(buf)
+        .expect("the system random generator does not fail");
+}
+
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    digest::digest(&digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random_token(n_bytes: usize) -> String {
+    let mut b = vec![0u8; n_bytes];
+    random_bytes(&mut b);
+    B64URL.encode(b)
+}
+
+/// State of a payment at the wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PayState {
+    /// Waiting for the user's password.
+    Processing,
+    Success,
+    Fail,
+    /// Cancelled by the acquirer before the wallet ever saw a `pay`: a later `pay` fails.
+    Tombstone,
+}
+
+impl PayState {
+    fn as_str(self) -> &'static str {
+        match self {
+            PayState::Processing => "PROCESSING",
+            PayState::Success => "SUCCESS",
+            PayState::Fail => "FAIL",
+            PayState::Tombstone => "CANCELLED",
+        }
+    }
+
+    fn parse(s: &str) -> Result<PayState, WalletError> {
+        match s {
+            "PROCESSING" => Ok(PayState::Processing),
+            "SUCCESS" => Ok(PayState::Success),
+            "FAIL" => Ok(PayState::Fail),
+            "CANCELLED" => Ok(PayState::Tombstone),
+            other => Err(WalletError::Corrupt(format!("payment state {other:?}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PaymentRow {
+    pub payment_request_id: String,
+    pub payment_id: String,
+    pub key_hash: Option<String>,
+    pub state: PayState,
+    pub result_code: String,
+    pub result_message: String,
+    pub user_name: Option<String>,
+    pub customer_id: Option<String>,
+    pub device_id: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub payment_amount_minor: i64,
+    pub payment_currency: String,
+    pub quote_price: Option<String>,
+    pub merchant_name: String,
+    pub store_name: Option<String>,
+    pub notify_url: Option<String>,
+    pub challenge_reason: Option<String>,
+    pub created_at_ms: i64,
+    pub deadline_ms: Option<i64>,
+    pub paid_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub cancelled_at_ms: Option<i64>,
+    pub reversed_at_ms: Option<i64>,
+    pub refunded_minor: i64,
+}
+
+const PAY_COLS: &str = "payment_request_id, payment_id, key_hash, state, result_code, \
+    result_message, user_name, customer_id, device_id, amount_minor, currency, \
+    payment_amount_minor, payment_currency, quote_price, merchant_name, store_name, notify_url, \
+    challenge_reason, created_at_ms, deadline_ms, paid_at_ms, finished_at_ms, cancelled_at_ms, \
+    reversed_at_ms, refunded_minor";
+
+fn payment_from_row(
+    r: &paycode_db::rusqlite::Row<'_>,
+) -> paycode_db::rusqlite::Result<(PaymentRow, String)> {
+    let state_text: String = r.get(3)?;
+    Ok((
+        PaymentRow {
+            payment_request_id: r.get(0)?,
+            payment_id: r.get(1)?,
+            key_hash: r.get(2)?,
+            state: PayState::Processing,
+            result_code: r.get(4)?,
+            result_message: r.get(5)?,
+            user_name: r.get(6)?,
+            customer_id: r.get(7)?,
+            device_id: r.get(8)?,
+            amount_minor: r.get(9)?,
+            currency: r.get(10)?,
+            payment_amount_minor: r.get(11)?,
+            payment_currency: r.get(12)?,
+            quote_price: r.get(13)?,
+            merchant_name: r.get(14)?,
+            store_name: r.get(15)?,
+            notify_url: r.get(16)?,
+            challenge_reason: r.get(17)?,
+            created_at_ms: r.get(18)?,
+            deadline_ms: r.get(19)?,
+            paid_at_ms: r.get(20)?,
+            finished_at_ms: r.get(21)?,
+            cancelled_at_ms: r.get(22)?,
+            reversed_at_ms: r.get(23)?,
+            refunded_minor: r.get(24)?,
+        },
+        state_text,
+    ))
+}
+
+fn load_payment_where(
+    conn: &Connection,
+    clause: &str,
+    args: impl paycode_db::rusqlite::Params,
+) -> Result<Option<PaymentRow>, WalletError> {
+    let sql = format!("SELECT {PAY_COLS} FROM payments WHERE {clause}");
+    let found = conn.query_row(&sql, args, payment_from_row).optional()?;
+    match found {
+        None => Ok(None),
+        Some((mut p, state)) => {
+            p.state = PayState::parse(&state)?;
+            Ok(Some(p))
+        }
+    }
+}
+
+pub(crate) fn load_payment(
+    conn: &Connection,
+    prid: &str,
+) -> Result<Option<PaymentRow>, WalletError> {
+    load_payment_where(conn, "payment_request_id = ?1", params![prid])
+}
+
+fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> {
+    conn.execute(
+        &format!(
+            "INSERT INTO payments ({PAY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
+             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+        ),
+        params![
+            p.payment_request_id,
+            p.payment_id,
+            p.key_hash,
+            p.state.as_str(),
+            p.result_code,
+            p.result_message,
+            p.user_name,
+            p.customer_id,
+            p.device_id,
+            p.amount_minor,
+            p.currency,
+            p.payment_amount_minor,
+            p.payment_currency,
+            p.quote_price,
+            p.merchant_name,
+            p.store_name,
+            p.notify_url,
+            p.challenge_reason,
+            p.created_at_ms,
+            p.deadline_ms,
+            p.paid_at_ms,
+            p.finished_at_ms,
+            p.cancelled_at_ms,
+            p.reversed_at_ms,
+            p.refunded_minor,
+        ],
+    )?;
+    Ok(())
+}
+
+fn update_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> {
+    let n = conn.execute(
+        "UPDATE payments SET state = ?2, result_code = ?3, result_message = ?4, paid_at_ms = ?5, \
+         finished_at_ms = ?6, cancelled_at_ms = ?7, reversed_at_ms = ?8, refunded_minor = ?9 \
+         WHERE payment_request_id = ?1",
+        params![
+            p.payment_request_id,
+            p.state.as_str(),
+            p.result_code,
+            p.result_message,
+            p.paid_at_ms,
+            p.finished_at_ms,
+            p.cancelled_at_ms,
+            p.reversed_at_ms,
+            p.refunded_minor,
+        ],
+    )?;
+    if n != 1 {
+        return Err(WalletError::Corrupt(format!(
+            "payment {} vanished during an update",
+            p.payment_request_id
+        )));
+    }
+    Ok(())
+}
+
+impl PaymentRow {
+    /// The payment's state as the MPP API reports it.
+    pub(crate) fn result(&self) -> ResultInfo {
+        match self.state {
+            PayState::Processing => {
+                let c = ResultCode::PAYMENT_IN_PROCESS;
+                ResultInfo::new(c.as_str(), "U", "waiting for the user's password")
+            }
+            PayState::Success => ResultInfo::success(),
+            PayState::Fail => ResultInfo::new(&self.result_code, "F", self.result_message.clone()),
+            PayState::Tombstone => {
+                let c = ResultCode::ORDER_IS_CLOSED;
+                ResultInfo::new(
+                    c.as_str(),
+                    "F",
+                    "the payment was cancelled before it was paid",
+                )
+            }
+        }
+    }
+
+    pub(crate) fn pay_to_amount(&self) -> Amount {
+        Amount::new(&self.currency, self.amount_minor)
+    }
+}
+
+fn set_fail(p: &mut PaymentRow, code: ResultCode, message: &str, now_ms: i64) {
+    p.state = PayState::Fail;
+    p.result_code = code.as_str().to_string();
+    p.result_message = message.to_string();
+    p.finished_at_ms = Some(now_ms);
+}
+
+/// Changes a user's balance and appends the ledger row: the only way money moves.
+#[allow(clippy::too_many_arguments)]
+fn move_money(
+    conn: &Connection,
+    user: &str,
+    delta_minor: i64,
+    kind: &str,
+    prid: Option<&str>,
+    refund_rid: Option<&str>,
+    merchant: Option<&str>,
+    now_ms: i64,
+) -> Result<i64, WalletError> {
+    let balance: Option<i64> = conn
+        .query_row(
+            "SELECT balance_minor FROM users WHERE name = ?1",
+            params![user],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let balance = balance.ok_or_else(|| WalletError::UnknownUser(user.to_string()))?;
+    let new_balance = balance
+        .checked_add(delta_minor)
+        .ok_or(WalletError::Overflow)?;
+    if new_balance < 0 {
+        // The decision checks the balance first; reaching here is a bug, so roll back.
+        return Err(WalletError::Corrupt(format!(
+            "a {kind} would make user {user}'s balance negative"
+        )));
+    }
+    conn.execute(
+        "UPDATE users SET balance_minor = ?2 WHERE name = ?1",
+        params![user, new_balance],
+    )?;
+    conn.execute(
+        "INSERT INTO ledger (user_name, kind, amount_minor, payment_request_id, refund_request_id, \
+         merchant_name, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![user, kind, delta_minor, prid, refund_rid, merchant, now_ms],
+    )?;
+    Ok(new_balance)
+}
+
+/// Queues `notifyPayment` for a payment that just reached a final state, if the acquirer gave a
+/// notify URL. The body is fixed now, so every retry sends the same content.
+fn enqueue_notify(
+    inner: &Inner,
+    conn: &Connection,
+    p: &PaymentRow,
+    now_ms: i64,
+) -> Result<(), WalletError> {
+    let Some(url) = &p.notify_url else {
+        return Ok(());
+    };
+    debug_assert!(matches!(p.state, PayState::Success | PayState::Fail));
+    let body = paycode_proto::mpp::NotifyPayment {
+        payment_request_id: p.payment_request_id.clone(),
+        payment_result: p.result(),
+        payment_id: Some(p.payment_id.clone()),
+        payment_time: p.paid_at_ms.map(iso_ms),
+        pay_to_amount: p.pay_to_amount(),
+        customer_id: p.customer_id.clone(),
+    };
+    let body = serde_json::to_string(&body)
+        .map_err(|e| WalletError::Corrupt(format!("cannot encode a notification: {e}")))?;
+    let delay = i64::try_from(inner.config.notify_retry_ms[0]).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT INTO notify_outbox (payment_request_id, url, body, next_attempt_at_ms) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            p.payment_request_id,
+            url,
+            body,
+            now_ms.saturating_add(delay)
+        ],
+    )?;
+    Ok(())
+}
+
+struct UserRow {
+    customer_id: String,
+    limits: UserLimits,
+    password_failures: u32,
+}
+
+fn load_user(conn: &Connection, name: &str) -> Result<Option<UserRow>, WalletError> {
+    Ok(conn
+        .query_row(
+            "SELECT customer_id, frozen, password_locked, balance_minor, pwfree_per_payment_minor, \
+             pwfree_daily_minor, hard_per_payment_minor, hard_daily_minor, password_failures \
+             FROM users WHERE name = ?1",
+            params![name],
+            |r| {
+                Ok(UserRow {
+                    customer_id: r.get(0)?,
+                    limits: UserLimits {
+                        frozen: r.get(1)?,
+                        password_locked: r.get(2)?,
+                        balance_minor: r.get(3)?,
+                        password_free_per_payment_minor: r.get(4)?,
+                        password_free_daily_minor: r.get(5)?,
+                        hard_limit_per_payment_minor: r.get(6)?,
+                        hard_limit_daily_minor: r.get(7)?,
+                    },
+                    password_failures: r.get(8)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// What the user paid today (UTC day), net of reversals.
+fn paid_today(conn: &Connection, user: &str, now_ms: i64) -> Result<i64, WalletError> {
+    let day_start = now_ms - now_ms.rem_euclid(86_400_000);
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(amount_minor), 0) FROM payments WHERE user_name = ?1 \
+         AND state = 'SUCCESS' AND reversed_at_ms IS NULL AND paid_at_ms >= ?2",
+        params![user, day_start],
+        |r| r.get(0),
+    )?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// pay
+
+/// A validated `pay` request.
+#[derive(Debug, Clone)]
+pub(crate) struct PayInput {
+    pub prid: String,
+    pub key_hash: String,
+    /// The scanned code; never logged.
+    pub code: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub payment_amount_minor: i64,
+    pub payment_currency: String,
+    pub quote_price: Option<String>,
+    pub merchant_name: String,
+    pub store_name: Option<String>,
+    pub expiry_ms: i64,
+    pub notify_url: Option<String>,
+}
+
+pub(crate) enum PayOutcome {
+    Row(Box<PaymentRow>),
+    Inconsistent,
+}
+
+struct DeviceHit {
+    device_id: String,
+    user_name: String,
+}
+
+/// Checks a code and, when it is accepted, marks its step used (in the caller's job).
+fn check_code(
+    inner: &Inner,
+    conn: &Connection,
+    code_digits: &str,
+    now_ms: i64,
+) -> Result<Result<DeviceHit, ResultCode>, WalletError> {
+    let cfg = &inner.config;
+    let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
+    let mut limiter = inner.limiter.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(parsed) = code::parse_code(code_digits, &cfg.cii) else {
+        limiter.record_failure(None, now_s);
+        return Ok(Err(ResultCode::INVALID_CODE));
+    };
+    let device: Option<(String, String, Vec<u8>, Option<i64>)> = conn
+        .query_row(
+            "SELECT device_id, user_name, secret, last_used_step FROM devices WHERE slot = ?1",
+            params![parsed.slot],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let known = device.as_ref().map(|_| parsed.slot.as_str());
+    if let Err(limited) = limiter.allow(known, now_s) {
+        tracing::warn!(wallet = %cfg.name, code = %paycode_core::code::mask(code_digits), ?limited,
+            "code look-up refused by the guessing limit");
+        return Ok(Err(ResultCode::RISK_REJECT));
+    }
+    let Some((device_id, user_name, secret, last_used)) = device else {
+        limiter.record_failure(None, now_s);
+        return Ok(Err(ResultCode::INVALID_CODE));
+    };
+    let last_used = last_used.and_then(|s| u64::try_from(s).ok());
+    match code::check_otp(
+        &secret,
+        &cfg.cii,
+        &parsed.slot,
+        &parsed.otp_text,
+        inner.window(),
+        now_s,
+        last_used,
+    ) {
+        CodeCheck::Accepted { step } => {
+            let step = i64::try_from(step).map_err(|_| WalletError::Overflow)?;
+            conn.execute(
+                "UPDATE devices SET last_used_step = ?2 WHERE device_id = ?1",
+                params![device_id, step],
+            )?;
+            Ok(Ok(DeviceHit {
+                device_id,
+                user_name,
+            }))
+        }
+        CodeCheck::Expired => Ok(Err(ResultCode::EXPIRED_CODE)),
+        CodeCheck::Invalid => {
+            limiter.record_failure(Some(&parsed.slot), now_s);
+            Ok(Err(ResultCode::INVALID_CODE))
+        }
+    }
+}
+
+fn pay_tx(inner: &Inner, conn: &Connection, input: PayInput) -> Result<PayOutcome, WalletError> {
+    if let Some(p) = load_payment(conn, &input.prid)? {
+        if p.state != PayState::Tombstone && p.key_hash.as_deref() != Some(input.key_hash.as_str())
+        {
+            return Ok(PayOutcome::Inconsistent);
+        }
+        return Ok(PayOutcome::Row(Box::new(p)));
+    }
+    let now_ms = inner.now_ms();
+    let mut p = PaymentRow {
+        payment_request_id: input.prid.clone(),
+        payment_id: inner.new_id("WP"),
+        key_hash: Some(input.key_hash.clone()),
+        state: PayState::Processing,
+        result_code: String::new(),
+        result_message: String::new(),
+        user_name: None,
+        customer_id: None,
+        device_id: None,
+        amount_minor: input.amount_minor,
+        currency: input.currency.clone(),
+        payment_amount_minor: input.payment_amount_minor,
+        payment_currency: input.payment_currency.clone(),
+        quote_price: input.quote_price.clone(),
+        merchant_name: input.merchant_name.clone(),
+        store_name: input.store_name.clone(),
+        notify_url: input.notify_url.clone(),
+        challenge_reason: None,
+        created_at_ms: now_ms,
+        deadline_ms: None,
+        paid_at_ms: None,
+        finished_at_ms: None,
+        cancelled_at_ms: None,
+        reversed_at_ms: None,
+        refunded_minor: 0,
+    };
+    let mut debit_user: Option<String> = None;
+    if input.currency != inner.config.currency.code() {
+        let msg = format!("this wallet pays in {} only", inner.config.currency);
+        set_fail(&mut p, ResultCode::CURRENCY_NOT_SUPPORT, &msg, now_ms);
+    } else if now_ms >= input.expiry_ms {
+        set_fail(
+            &mut p,
+            ResultCode::ORDER_IS_CLOSED,
+            "the payment expired before it reached the wallet",
+            now_ms,
+        );
+    } else {
+        match check_code(inner, conn, &input.code, now_ms)? {
+            Err(code) => set_fail(&mut p, code, code.default_message(), now_ms),
+            Ok(hit) => {
+                p.device_id = Some(hit.device_id);
+                p.user_name = Some(hit.user_name.clone());
+                match load_user(conn, &hit.user_name)? {
+                    None => {
+                        let c = ResultCode::USER_NOT_EXIST;
+                        set_fail(&mut p, c, c.default_message(), now_ms);
+                    }
+                    Some(user) => {
+                        p.customer_id = Some(user.customer_id.clone());
+                        let today = paid_today(conn, &hit.user_name, now_ms)?;
+                        match policy::decide(&user.limits, input.amount_minor, today) {
+                            Decision::Reject(c) => set_fail(&mut p, c, c.default_message(), now_ms),
+                            Decision::PayNow => {
+                                p.state = PayState::Success;
+                                p.result_code = ResultCode::SUCCESS.as_str().to_string();
+                                p.result_message = "success".to_string();
+                                p.paid_at_ms = Some(now_ms);
+                                p.finished_at_ms = Some(now_ms);
+                                debit_user = Some(hit.user_name.clone());
+                            }
+                            Decision::Challenge { reason } => {
+                                let timeout_ms = i64::try_from(inner.config.challenge_timeout_s)
+                                    .unwrap_or(i64::MAX / 2000)
+                                    .saturating_mul(1000);
+                                p.deadline_ms =
+                                    Some(now_ms.saturating_add(timeout_ms).min(input.expiry_ms));
+                                p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
+                                p.result_message = "waiting for the user's password".to_string();
+                                p.challenge_reason = Some(reason);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    insert_payment(conn, &p)?;
+    if let Some(user) = debit_user {
+        move_money(
+            conn,
+            &user,
+            -p.amount_minor,
+            kind::PAYMENT,
+            Some(&p.payment_request_id),
+            None,
+            Some(&p.merchant_name),
+            now_ms,
+        )?;
+    }
+    Ok(PayOutcome::Row(Box::new(p)))
+}
+
+pub(crate) async fn pay(inner: &Arc<Inner>, input: PayInput) -> Result<PayOutcome, WalletError> {
+    let i = inner.clone();
+    inner.db.write(move |conn| pay_tx(&i, conn, input)).await
+}
+
+/// The payment, closing it first if its challenge deadline has passed (so that an inquiry never
+/// reports "in process" for a payment that can no longer complete).
+pub(crate) async fn inquire(
+    inner: &Arc<Inner>,
+    prid: &str,
+) -> Result<Option<PaymentRow>, WalletError> {
+    let id = prid.to_string();
+    let p = inner.db.read(move |c| load_payment(c, &id)).await?;
+    let now_ms = inner.now_ms();
+    match p {
+        Some(p)
+            if p.state == PayState::Processing && p.deadline_ms.is_some_and(|d| d <= now_ms) =>
+        {
+            expire_due(inner, vec![p.payment_request_id.clone()]).await?;
+            let id = prid.to_string();
+            inner.db.read(move |c| load_payment(c, &id)).await
+        }
+        other => Ok(other),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cancel and refund
+
+pub(crate) struct CancelOutcome {
+    pub result: ResultInfo,
+    pub cancel_time_ms: Option<i64>,
+}
+
+fn cancel_tx(inner: &Inner, conn: &Connection, prid: &str) -> Result<CancelOutcome, WalletError> {
+    let now_ms = inner.now_ms();
+    let ok = |t: i64| CancelOutcome {
+        result: ResultInfo::success(),
+        cancel_time_ms: Some(t),
+    };
+    let Some(mut p) = load_payment(conn, prid)? else {
+        let tomb = PaymentRow {
+            payment_request_id: prid.to_string(),
+            payment_id: inner.new_id("WP"),
+            key_hash: None,
+            state: PayState::Tombstone,
+            result_code: ResultCode::ORDER_IS_CLOSED.as_str().to_string(),
+            result_message: "cancelled before the wallet saw the payment".to_string(),
+            user_name: None,
+            customer_id: None,
+            device_id: None,
+            amount_minor: 0,
+            currency: inner.config.currency.code().to_string(),
+            payment_amount_minor: 0,
+            payment_currency: inner.config.currency.code().to_string(),
+            quote_price: None,
+            merchant_name: String::new(),
+            store_name: None,
+            notify_url: None,
+            challenge_reason: None,
+            created_at_ms: now_ms,
+            deadline_ms: None,
+            paid_at_ms: None,
+            finished_at_ms: Some(now_ms),
+            cancelled_at_ms: Some(now_ms),
+            reversed_at_ms: None,
+            refunded_minor: 0,
+        };
+        insert_payment(conn, &tomb)?;
+        return Ok(ok(now_ms));
+    };
+    if let Some(t) = p.cancelled_at_ms {
+        return Ok(ok(t));
+    }
+    match p.state {
+        PayState::Tombstone => Ok(ok(p.cancelled_at_ms.unwrap_or(now_ms))),
+        PayState::Processing => {
+            set_fail(
+                &mut p,
+                ResultCode::ORDER_IS_CLOSED,
+                "cancelled by the acquirer",
+                now_ms,
+            );
+            p.cancelled_at_ms = Some(now_ms);
+            update_payment(conn, &p)?;
+            Ok(ok(now_ms))
+        }
+        PayState::Fail => {
+            p.cancelled_at_ms = Some(now_ms);
+            update_payment(conn, &p)?;
+            Ok(ok(now_ms))
+        }
+        PayState::Success => {
+            if p.refunded_minor > 0 {
+                let c = ResultCode::PROCESS_FAIL;
+                return Ok(CancelOutcome {
+                    result: ResultInfo::new(
+                        c.as_str(),
+                        "F",
+                        "the payment is partly refunded; refund the rest instead",
+                    ),
+                    cancel_time_ms: None,
+                });
+            }
+            let user = p
+                .user_name
+                .clone()
+                .ok_or_else(|| WalletError::Corrupt(format!("paid payment {prid} has no user")))?;
+            move_money(
+                conn,
+                &user,
+                p.amount_minor,
+                kind::REVERSAL,
+                Some(prid),
+                None,
+                Some(&p.merchant_name),
+                now_ms,
+            )?;
+            p.reversed_at_ms = Some(now_ms);
+            p.cancelled_at_ms = Some(now_ms);
+            update_payment(conn, &p)?;
+            Ok(ok(now_ms))
+        }
+    }
+}
+
+pub(crate) async fn cancel(inner: &Arc<Inner>, prid: String) -> Result<CancelOutcome, WalletError> {
+    let i = inner.clone();
+    inner.db.write(move |conn| cancel_tx(&i, conn, &prid)).await
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RefundInput {
+    pub refund_request_id: String,
+    pub prid: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+pub(crate) struct RefundOutcome {
+    pub result: ResultInfo,
+    pub refund_id: Option<String>,
+    pub refund_time_ms: Option<i64>,
+    pub amount: Option<Amount>,
+}
+
+fn refund_fail(code: ResultCode, msg: &str) -> RefundOutcome {
+    RefundOutcome {
+        result: ResultInfo::new(code.as_str(), "F", msg),
+        refund_id: None,
+        refund_time_ms: None,
+        amount: None,
+    }
+}
+
+fn refund_tx(
+    inner: &Inner,
+    conn: &Connection,
+    r: RefundInput,
+) -> Result<RefundOutcome, WalletError> {
+    let existing: Option<(String, String, i64, String, i64)> = conn
+        .query_row(
+            "SELECT refund_id, payment_request_id, amount_minor, currency, created_at_ms FROM refunds \
+             WHERE refund_request_id = ?1",
+            params![r.refund_request_id],
+            |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?, x.get(4)?)),
+        )
+        .optional()?;
+    if let Some((refund_id, prid, amount, currency, at)) = existing {
+        if prid != r.prid || amount != r.amount_minor || currency != r.currency {
+            let c = ResultCode::REPEAT_REQ_INCONSISTENT;
+            return Ok(refund_fail(c, c.default_message()));
+        }
+        return Ok(RefundOutcome {
+            result: ResultInfo::success(),
+            refund_id: Some(refund_id),
+            refund_time_ms: Some(at),
+            amount: Some(Amount::new(&currency, amount)),
+        });
+    }
+    if r.currency != inner.config.currency.code() {
+        let msg = format!(
+            "refunds are in the wallet currency {}",
+            inner.config.currency
+        );
+        return Ok(refund_fail(ResultCode::CURRENCY_NOT_SUPPORT, &msg));
+    }
+    let Some(mut p) = load_payment(conn, &r.prid)? else {
+        let c = ResultCode::ORDER_NOT_EXIST;
+        return Ok(refund_fail(c, c.default_message()));
+    };
+    if p.state != PayState::Success || p.reversed_at_ms.is_some() {
+        return Ok(refund_fail(
+            ResultCode::ORDER_STATUS_INVALID,
+            "only a paid, not reversed payment can be refunded",
+        ));
+    }
+    let total = p
+        .refunded_minor
+        .checked_add(r.amount_minor)
+        .ok_or(WalletError::Overflow)?;
+    if total > p.amount_minor {
+        let c = ResultCode::REFUND_AMOUNT_EXCEED;
+        return Ok(refund_fail(c, c.default_message()));
+    }
+    let now_ms = inner.now_ms();
+    let user = p
+        .user_name
+        .clone()
+        .ok_or_else(|| WalletError::Corrupt(format!("paid payment {} has no user", r.prid)))?;
+    move_money(
+        conn,
+        &user,
+        r.amount_minor,
+        kind::REFUND,
+        Some(&r.prid),
+        Some(&r.refund_request_id),
+        Some(&p.merchant_name),
+        now_ms,
+    )?;
+    p.refunded_minor = total;
+    update_payment(conn, &p)?;
+    let refund_id = inner.new_id("WR");
+    conn.execute(
+        "INSERT INTO refunds (refund_request_id, refund_id, payment_request_id, amount_minor, \
+         currency, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            r.refund_request_id,
+            refund_id,
+            r.prid,
+            r.amount_minor,
+            r.currency,
+            now_ms
+        ],
+    )?;
+    Ok(RefundOutcome {
+        result: ResultInfo::success(),
+        refund_id: Some(refund_id),
+        refund_time_ms: Some(now_ms),
+        amount: Some(Amount::new(&r.currency, r.amount_minor)),
+    })
+}
+
+pub(crate) async fn refund(
+    inner: &Arc<Inner>,
+    r: RefundInput,
+) -> Result<RefundOutcome, WalletError> {
+    let i = inner.clone();
+    inner.db.write(move |conn| refund_tx(&i, conn, r)).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// challenges
+
+/// Fails a pending payment and queues its `notifyPayment F`.
+fn fail_pending(
+    inner: &Inner,
+    conn: &Connection,
+    p: &mut PaymentRow,
+    code: ResultCode,
+    msg: &str,
+    now_ms: i64,
+) -> Result<(), WalletError> {
+    set_fail(p, code, msg, now_ms);
+    update_payment(conn, p)?;
+    enqueue_notify(inner, conn, p, now_ms)
+}
+
+/// Closes the listed challenges that are still pending and past their deadline.
+fn expire_tx(inner: &Inner, conn: &Connection, prids: &[String]) -> Result<usize, WalletError> {
+    let now_ms = inner.now_ms();
+    let mut n = 0;
+    for prid in prids {
+        let Some(mut p) = load_payment(conn, prid)? else {
+            continue;
+        };
+        if p.state == PayState::Processing && p.deadline_ms.is_some_and(|d| d <= now_ms) {
+            fail_pending(
+                inner,
+                conn,
+                &mut p,
+                ResultCode::ORDER_IS_CLOSED,
+                "the user did not confirm in time",
+                now_ms,
+            )?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) async fn expire_due(
+    inner: &Arc<Inner>,
+    prids: Vec<String>,
+) -> Result<usize, WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| expire_tx(&i, conn, &prids))
+        .await
+}
+
+pub(crate) async fn due_challenges(
+    inner: &Arc<Inner>,
+    limit: usize,
+) -> Result<Vec<String>, WalletError> {
+    let now_ms = inner.now_ms();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    inner
+        .db
+        .read(move |c| {
+            let mut st = c.prepare(
+                "SELECT payment_request_id FROM payments WHERE state = 'PROCESSING' \
+                 AND deadline_ms <= ?1 ORDER BY deadline_ms LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now_ms, limit], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+}
+
+/// What the customer API answers to a confirm or a decline.
+pub(crate) struct ChallengeAnswer {
+    pub result: ResultInfo,
+    pub payment_status: Option<&'static str>,
+    pub remaining_attempts: Option<u32>,
+}
+
+fn status_of(p: &PaymentRow) -> &'static str {
+    match p.state {
+        PayState::Processing => "PROCESSING",
+        PayState::Success => "SUCCESS",
+        PayState::Fail | PayState::Tombstone => "FAIL",
+    }
+}
+
+fn answer_final(p: &PaymentRow) -> ChallengeAnswer {
+    let result = match p.state {
+        PayState::Success => ResultInfo::success(),
+        _ => ResultInfo::new(&p.result_code, "F", p.result_message.clone()),
+    };
+    ChallengeAnswer {
+        result,
+        payment_status: Some(status_of(p)),
+        remaining_attempts: None,
+    }
+}
+
+/// Loads a challenge of `user` and closes it first if its deadline has passed. `Err` is the
+/// answer to give when it is no longer pending.
+fn pending_challenge(
+    inner: &Inner,
+    conn: &Connection,
+    user: &str,
+    challenge_id: &str,
+    now_ms: i64,
+) -> Result<Result<PaymentRow, ChallengeAnswer>, WalletError> {
+    let Some(mut p) = load_payment_where(
+        conn,
+        "payment_id = ?1 AND user_name = ?2",
+        params![challenge_id, user],
+    )?
+    else {
+        let c = ResultCode::ORDER_NOT_EXIST;
+        return Ok(Err(ChallengeAnswer {
+            result: ResultInfo::new(c.as_str(), "F", "no such challenge for this user"),
+            payment_status: None,
+            remaining_attempts: None,
+        }));
+    };
+    if p.state != PayState::Processing {
+        return Ok(Err(answer_final(&p)));
+    }
+    if p.deadline_ms.is_some_and(|d| d <= now_ms) {
+        fail_pending(
+            inner,
+            conn,
+            &mut p,
+            ResultCode::ORDER_IS_CLOSED,
+            "the user did not confirm in time",
+            now_ms,
+        )?;
+        return Ok(Err(answer_final(&p)));
+    }
+    Ok(Ok(p))
+}
+
+fn confirm_tx(
+    inner: &Inner,
+    conn: &Connection,
+    user: &str,
+    challenge_id: &str,
+    password_ok: bool,
+) -> Result<ChallengeAnswer, WalletError> {
+    let now_ms = inner.now_ms();
+    let mut p = match pending_challenge(inner, conn, user, challenge_id, now_ms)? {
+        Ok(p) => p,
+        Err(answer) => return Ok(answer),
+    };
+    let u = load_user(conn, user)?.ok_or_else(|| WalletError::UnknownUser(user.to_string()))?;
+    let verification_failed = ResultCode::USER_PAYMENT_VERIFICATION_FAILED;
+    if u.limits.password_locked {
+        fail_pending(
+            inner,
+            conn,
+            &mut p,
+            verification_failed,
+            "the payment password is locked",
+            now_ms,
+        )?;
+        return Ok(answer_final(&p));
+    }
+    if !password_ok {
+        let failures = u.password_failures.saturating_add(1);
+        let max = inner.config.password_max_attempts;
+        let locked = failures >= max;
+        conn.execute(
+            "UPDATE users SET password_failures = ?2, password_locked = ?3 WHERE name = ?1",
+            params![user, failures, locked],
+        )?;
+        if locked {
+            tracing::warn!(wallet = %inner.config.name, payment_request_id = %p.payment_request_id,
+                "payment password locked after {max} wrong attempts");
+            fail_pending(
+                inner,
+                conn,
+                &mut p,
+                verification_failed,
+                "wrong password too many times; the password is locked",
+                now_ms,
+            )?;
+            let mut a = answer_final(&p);
+            a.remaining_attempts = Some(0);
+            return Ok(a);
+        }
+        let left = max - failures;
+        return Ok(ChallengeAnswer {
+            result: ResultInfo::new(
+                verification_failed.as_str(),
+                "F",
+                format!("wrong password; {left} attempts left"),
+            ),
+            payment_status: Some("PROCESSING"),
+            remaining_attempts: Some(left),
+        });
+    }
+    conn.execute(
+        "UPDATE users SET password_failures = 0 WHERE name = ?1",
+        params![user],
+    )?;
+    let today = paid_today(conn, user, now_ms)?;
+    match policy::decide_at_confirm(&u.limits, p.amount_minor, today) {
+        Err(code) => {
+            fail_pending(inner, conn, &mut p, code, code.default_message(), now_ms)?;
+        }
+        Ok(()) => {
+            p.state = PayState::Success;
+            p.result_code = ResultCode::SUCCESS.as_str().to_string();
+            p.result_message = "success".to_string();
+            p.paid_at_ms = Some(now_ms);
+            p.finished_at_ms = Some(now_ms);
+            update_payment(conn, &p)?;
+            move_money(
+                conn,
+                user,
+                -p.amount_minor,
+                kind::PAYMENT,
+                Some(&p.payment_request_id),
+                None,
+                Some(&p.merchant_name),
+                now_ms,
+            )?;
+            enqueue_notify(inner, conn, &p, now_ms)?;
+        }
+    }
+    Ok(answer_final(&p))
+}
+
+pub(crate) async fn confirm(
+    inner: &Arc<Inner>,
+    user: String,
+    challenge_id: String,
+    password_ok: bool,
+) -> Result<ChallengeAnswer, WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| confirm_tx(&i, conn, &user, &challenge_id, password_ok))
+        .await
+}
+
+fn decline_tx(
+    inner: &Inner,
+    conn: &Connection,
+    user: &str,
+    challenge_id: &str,
+) -> Result<ChallengeAnswer, WalletError> {
+    let now_ms = inner.now_ms();
+    let mut p = match pending_challenge(inner, conn, user, challenge_id, now_ms)? {
+        Ok(p) => p,
+        Err(answer) => return Ok(answer),
+    };
+    fail_pending(
+        inner,
+        conn,
+        &mut p,
+        ResultCode::USER_DECLINED,
+        "the user declined the payment",
+        now_ms,
+    )?;
+    Ok(ChallengeAnswer {
+        result: ResultInfo::success(),
+        payment_status: Some("FAIL"),
+        remaining_attempts: None,
+    })
+}
+
+pub(crate) async fn decline(
+    inner: &Arc<Inner>,
+    user: String,
+    challenge_id: String,
+) -> Result<ChallengeAnswer, WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| decline_tx(&i, conn, &user, &challenge_id))
+        .await
+}
+
+pub(crate) async fn pending_challenges(
+    inner: &Arc<Inner>,
+    user: String,
+) -> Result<Vec<PaymentRow>, WalletError> {
+    let now_ms = inner.now_ms();
+    inner
+        .db
+        .read(move |c| {
+            let sql = format!(
+                "SELECT {PAY_COLS} FROM payments WHERE user_name = ?1 AND state = 'PROCESSING' \
+                 AND deadline_ms > ?2 ORDER BY created_at_ms LIMIT 100"
+            );
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(params![user, now_ms], payment_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut p, state) = row?;
+                p.state = PayState::parse(&state)?;
+                out.push(p);
+            }
+            Ok(out)
+        })
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// users and devices
+
+pub(crate) async fn create_user(inner: &Arc<Inner>, u: NewUser) -> Result<(), WalletError> {
+    if u.name.is_empty() || u.name.len() > 64 {
+        return Err(WalletError::InvalidUser(
+            "name must be 1 to 64 characters".into(),
+        ));
+    }
+    let amounts = [
+        u.balance_minor,
+        u.password_free_per_payment_minor,
+        u.password_free_daily_minor,
+        u.hard_limit_per_payment_minor,
+        u.hard_limit_daily_minor,
+    ];
+    if amounts.iter().any(|&a| a < 0) {
+        return Err(WalletError::InvalidUser(
+            "amounts and limits must not be negative".into(),
+        ));
+    }
+    let name = u.name.clone();
+    let exists = inner
+        .db
+        .read(move |c| {
+            Ok::<_, WalletError>(
+                c.query_row("SELECT 1 FROM users WHERE name = ?1", params![name], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some(),
+            )
+        })
+        .await?;
+    if exists {
+        return Ok(());
+    }
+    let hash =
+        crate::password::hash_async(u.password.clone(), inner.config.password_memory_kib).await?;
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| {
+            let now_ms = i.now_ms();
+            let customer_id = format!("{}{}", i.config.cii, random_token(12));
+            let inserted = conn.execute(
+                "INSERT OR IGNORE INTO users (name, customer_id, password_hash, balance_minor, frozen, \
+                 pwfree_per_payment_minor, pwfree_daily_minor, hard_per_payment_minor, \
+                 hard_daily_minor, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    u.name,
+                    customer_id,
+                    hash,
+                    u.status_frozen,
+                    u.password_free_per_payment_minor,
+                    u.password_free_daily_minor,
+                    u.hard_limit_per_payment_minor,
+                    u.hard_limit_daily_minor,
+                    now_ms
+                ],
+            )?;
+            if inserted == 1 && u.balance_minor > 0 {
+                move_money(conn, &u.name, u.balance_minor, kind::OPENING, None, None, None, now_ms)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+pub(crate) async fn balance_of(inner: &Arc<Inner>, user: &str) -> Result<i64, WalletError> {
+    let name = user.to_string();
+    inner
+        .db
+        .read(move |c| {
+            c.query_row(
+                "SELECT balance_minor FROM users WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(WalletError::UnknownUser(name))
+        })
+        .await
+}
+
+pub(crate) async fn top_up(
+    inner: &Arc<Inner>,
+    user: &str,
+    amount_minor: i64,
+) -> Result<i64, WalletError> {
+    if amount_minor <= 0 {
+        return Err(WalletError::InvalidUser("a top-up must be positive".into()));
+    }
+    let name = user.to_string();
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| {
+            move_money(
+                conn,
+                &name,
+                amount_minor,
+                kind::TOPUP,
+                None,
+                None,
+                None,
+                i.now_ms(),
+            )
+        })
+        .await
+}
+
+pub(crate) enum UserFlag {
+    Frozen(bool),
+    Unlock,
+}
+
+pub(crate) async fn set_flag(
+    inner: &Arc<Inner>,
+    user: &str,
+    flag: UserFlag,
+) -> Result<(), WalletError> {
+    let name = user.to_string();
+    inner
+        .db
+        .write(move |conn| {
+            let n = match flag {
+                UserFlag::Frozen(f) => conn.execute(
+                    "UPDATE users SET frozen = ?2 WHERE name = ?1",
+                    params![name, f],
+                )?,
+                UserFlag::Unlock => conn.execute(
+                    "UPDATE users SET password_locked = 0, password_failures = 0 WHERE name = ?1",
+                    params![name],
+                )?,
+            };
+            if n == 0 {
+                return Err(WalletError::UnknownUser(name));
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// What the customer API needs to know about a user before checking a password.
+pub(crate) struct UserAuth {
+    pub password_hash: String,
+    pub locked: bool,
+}
+
+pub(crate) async fn user_auth(
+    inner: &Arc<Inner>,
+    user: &str,
+) -> Result<Option<UserAuth>, WalletError> {
+    let name = user.to_string();
+    inner
+        .db
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT password_hash, password_locked FROM users WHERE name = ?1",
+                params![name],
+                |r| {
+                    Ok(UserAuth {
+                        password_hash: r.get(0)?,
+                        locked: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+}
+
+/// A device's fresh credentials, returned once (only hashes of the token are stored).
+pub(crate) struct DeviceCredentials {
+    pub device_id: String,
+    pub token: String,
+    pub slot: String,
+    pub secret: Vec<u8>,
+}
+
+impl DeviceCredentials {
+    pub(crate) fn secret_b64(&self) -> String {
+        B64.encode(&self.secret)
+    }
+}
+
+/// A slot no device holds or ever held.
+fn fresh_slot(conn: &Connection) -> Result<String, WalletError> {
+    for _ in 0..32 {
+        let mut b = [0u8; 8];
+        random_bytes(&mut b);
+        let slot = format!("{:08}", u64::from_be_bytes(b) % 100_000_000);
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE slot = ?1) \
+             OR EXISTS (SELECT 1 FROM retired_slots WHERE slot = ?1)",
+            params![slot],
+            |r| r.get(0),
+        )?;
+        if !taken {
+            return Ok(slot);
+        }
+    }
+    Err(WalletError::Corrupt(
+        "no free device slot found in 32 tries".into(),
+    ))
+}
+
+fn new_credentials(inner: &Inner, conn: &Connection) -> Result<DeviceCredentials, WalletError> {
+    let mut secret = vec![0u8; SECRET_LEN];
+    random_bytes(&mut secret);
+    Ok(DeviceCredentials {
+        device_id: inner.new_id("WD"),
+        token: random_token(32),
+        slot: fresh_slot(conn)?,
+        secret,
+    })
+}
+
+/// The result of a password attempt outside a challenge (device registration).
+pub(crate) enum RegisterOutcome {
+    Registered(DeviceCredentials),
+    WrongPassword { remaining: u32 },
+    Locked,
+}
+
+pub(crate) async fn register_device(
+    inner: &Arc<Inner>,
+    user: String,
+    device_name: Option<String>,
+    password_ok: bool,
+) -> Result<RegisterOutcome, WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| {
+            let u =
+                load_user(conn, &user)?.ok_or_else(|| WalletError::UnknownUser(user.clone()))?;
+            if u.limits.password_locked {
+                return Ok(RegisterOutcome::Locked);
+            }
+            if !password_ok {
+                let failures = u.password_failures.saturating_add(1);
+                let max = i.config.password_max_attempts;
+                let locked = failures >= max;
+                conn.execute(
+                    "UPDATE users SET password_failures = ?2, password_locked = ?3 WHERE name = ?1",
+                    params![user, failures, locked],
+                )?;
+                if locked {
+                    return Ok(RegisterOutcome::Locked);
+                }
+                return Ok(RegisterOutcome::WrongPassword {
+                    remaining: max - failures,
+                });
+            }
+            conn.execute(
+                "UPDATE users SET password_failures = 0 WHERE name = ?1",
+                params![user],
+            )?;
+            let creds = new_credentials(&i, conn)?;
+            let now_ms = i.now_ms();
+            conn.execute(
+                "INSERT INTO devices (device_id, user_name, device_name, token_hash, slot, secret, \
+                 created_at_ms, rotated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                params![
+                    creds.device_id,
+                    user,
+                    device_name,
+                    sha256_hex(creds.token.as_bytes()),
+                    creds.slot,
+                    creds.secret,
+                    now_ms
+                ],
+            )?;
+            Ok(RegisterOutcome::Registered(creds))
+        })
+        .await
+}
+
+/// Replaces a device's slot, secret and token; the old slot is retired for good.
+pub(crate) async fn rotate_device(
+    inner: &Arc<Inner>,
+    device_id: String,
+) -> Result<DeviceCredentials, WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| {
+            let now_ms = i.now_ms();
+            let old_slot: String = conn.query_row(
+                "SELECT slot FROM devices WHERE device_id = ?1",
+                params![device_id],
+                |r| r.get(0),
+            )?;
+            let mut creds = new_credentials(&i, conn)?;
+            creds.device_id = device_id.clone();
+            conn.execute(
+                "INSERT INTO retired_slots (slot, device_id, retired_at_ms) VALUES (?1, ?2, ?3)",
+                params![old_slot, device_id, now_ms],
+            )?;
+            conn.execute(
+                "UPDATE devices SET slot = ?2, secret = ?3, token_hash = ?4, last_used_step = NULL, \
+                 rotated_at_ms = ?5 WHERE device_id = ?1",
+                params![device_id, creds.slot, creds.secret, sha256_hex(creds.token.as_bytes()), now_ms],
+            )?;
+            Ok(creds)
+        })
+        .await
+}
+
+/// The device and user a bearer token belongs to.
+pub(crate) async fn device_by_token(
+    inner: &Arc<Inner>,
+    token: &str,
+) -> Result<Option<(String, String)>, WalletError> {
+    let h = sha256_hex(token.as_bytes());
+    inner
+        .db
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT device_id, user_name FROM devices WHERE token_hash = ?1",
+                params![h],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+}
+
+pub(crate) struct BalanceView {
+    pub balance_minor: i64,
+    pub frozen: bool,
+    pub locked: bool,
+}
+
+pub(crate) async fn balance_view(
+    inner: &Arc<Inner>,
+    user: String,
+) -> Result<BalanceView, WalletError> {
+    inner
+        .db
+        .read(move |c| {
+            c.query_row(
+                "SELECT balance_minor, frozen, password_locked FROM users WHERE name = ?1",
+                params![user],
+                |r| {
+                    Ok(BalanceView {
+                        balance_minor: r.get(0)?,
+                        frozen: r.get(1)?,
+                        locked: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or(WalletError::UnknownUser(user))
+        })
+        .await
+}
+
+pub(crate) struct HistoryRow {
+    pub kind: String,
+    pub amount_minor: i64,
+    pub status: String,
+    pub merchant_name: Option<String>,
+    pub payment_request_id: Option<String>,
+    pub at_ms: i64,
+}
+
+/// Newest first: every payment attempt of the user (with its state) and every credit.
+pub(crate) async fn history(
+    inner: &Arc<Inner>,
+    user: String,
+    limit: usize,
+) -> Result<Vec<HistoryRow>, WalletError> {
+    let limit = i64::try_from(limit).unwrap_or(100);
+    inner
+        .db
+        .read(move |c| {
+            let mut out = Vec::new();
+            let mut st = c.prepare(
+                "SELECT state, amount_minor, merchant_name, payment_request_id, created_at_ms \
+                 FROM payments WHERE user_name = ?1 ORDER BY created_at_ms DESC LIMIT ?2",
+            )?;
+            for row in st.query_map(params![user, limit], |r| {
+                Ok(HistoryRow {
+                    kind: kind::PAYMENT.to_string(),
+                    status: r.get(0)?,
+                    amount_minor: -r.get::<_, i64>(1)?,
+                    merchant_name: r.get(2)?,
+                    payment_request_id: r.get(3)?,
+                    at_ms: r.get(4)?,
+                })
+            })? {
+                out.push(row?);
+            }
+            let mut st = c.prepare(
+                "SELECT kind, amount_minor, merchant_name, payment_request_id, at_ms FROM ledger \
+                 WHERE user_name = ?1 AND kind <> 'PAYMENT' ORDER BY entry_id DESC LIMIT ?2",
+            )?;
+            for row in st.query_map(params![user, limit], |r| {
+                Ok(HistoryRow {
+                    kind: r.get(0)?,
+                    amount_minor: r.get(1)?,
+                    status: "SUCCESS".to_string(),
+                    merchant_name: r.get(2)?,
+                    payment_request_id: r.get(3)?,
+                    at_ms: r.get(4)?,
+                })
+            })? {
+                out.push(row?);
+            }
+            out.sort_by_key(|h| std::cmp::Reverse(h.at_ms));
+            out.truncate(usize::try_from(limit).unwrap_or(100));
+            Ok(out)
+        })
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// outbox
+
+pub(crate) struct DueNotification {
+    pub notify_id: i64,
+    pub payment_request_id: String,
+    pub url: String,
+    pub body: String,
+    pub n_attempts: u32,
+}
+
+pub(crate) async fn due_notifications(
+    inner: &Arc<Inner>,
+    limit: usize,
+) -> Result<Vec<DueNotification>, WalletError> {
+    let now_ms = inner.now_ms();
+    let limit = i64::try_from(limit).unwrap_or(64);
+    inner
+        .db
+        .read(move |c| {
+            let mut st = c.prepare(
+                "SELECT notify_id, payment_request_id, url, body, n_attempts FROM notify_outbox \
+                 WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= ?1 \
+                 ORDER BY next_attempt_at_ms LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now_ms, limit], |r| {
+                Ok(DueNotification {
+                    notify_id: r.get(0)?,
+                    payment_request_id: r.get(1)?,
+                    url: r.get(2)?,
+                    body: r.get(3)?,
+                    n_attempts: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+}
+
+/// Records one delivery attempt: delivered, or scheduled again per the retry schedule.
+pub(crate) async fn record_attempt(
+    inner: &Arc<Inner>,
+    notify_id: i64,
+    n_attempts_before: u32,
+    error: Option<String>,
+) -> Result<(), WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| {
+            let now_ms = i.now_ms();
+            let n = n_attempts_before.saturating_add(1);
+            match error {
+                None => conn.execute(
+                    "UPDATE notify_outbox SET n_attempts = ?2, delivered_at_ms = ?3, last_error = NULL \
+                     WHERE notify_id = ?1",
+                    params![notify_id, n, now_ms],
+                )?,
+                Some(e) => {
+                    let schedule = &i.config.notify_retry_ms;
+                    let idx = usize::try_from(n).unwrap_or(usize::MAX).min(schedule.len() - 1);
+                    let delay = i64::try_from(schedule[idx]).unwrap_or(i64::MAX);
+                    conn.execute(
+                        "UPDATE notify_outbox SET n_attempts = ?2, next_attempt_at_ms = ?3, \
+                         last_error = ?4 WHERE notify_id = ?1",
+                        params![notify_id, n, now_ms.saturating_add(delay), e],
+                    )?
+                }
+            };
+            Ok(())
+        })
+        .await
+}
+
+pub(crate) async fn pending_notifications(inner: &Arc<Inner>) -> Result<usize, WalletError> {
+    inner
+        .db
+        .read(|c| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM notify_outbox WHERE delivered_at_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit
+
+/// One violated invariant found by [`crate::Wallet::audit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFinding {
+    pub subject: String,
+    pub problem: String,
+}
+
+pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<Vec<AuditFinding>, WalletError> {
+    inner
+        .db
+        .read(|c| {
+            let mut findings = Vec::new();
+            let mut st = c.prepare(
+                "SELECT u.name, u.balance_minor, COALESCE((SELECT SUM(l.amount_minor) FROM ledger l \
+                 WHERE l.user_name = u.name), 0) FROM users u ORDER BY u.name",
+            )?;
+            let users = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+            for u in users {
+                let (name, balance, sum) = u?;
+                if balance != sum {
+                    findings.push(AuditFinding {
+                        subject: format!("user {name}"),
+                        problem: format!("balance {balance} but ledger sums to {sum}"),
+                    });
+                }
+                if balance < 0 {
+                    findings.push(AuditFinding {
+                        subject: format!("user {name}"),
+                        problem: format!("negative balance {balance}"),
+                    });
+                }
+            }
+            let mut st = c.prepare(
+                "SELECT p.payment_request_id, p.state, p.amount_minor, p.reversed_at_ms IS NOT NULL, \
+                 p.refunded_minor, \
+                 COALESCE((SELECT SUM(amount_minor) FROM ledger l WHERE l.payment_request_id = p.payment_request_id AND l.kind = 'PAYMENT'), 0), \
+                 (SELECT COUNT(*) FROM ledger l WHERE l.payment_request_id = p.payment_request_id AND l.kind = 'PAYMENT'), \
+                 COALESCE((SELECT SUM(amount_minor) FROM ledger l WHERE l.payment_request_id = p.payment_request_id AND l.kind = 'REVERSAL'), 0), \
+                 COALESCE((SELECT SUM(amount_minor) FROM ledger l WHERE l.payment_request_id = p.payment_request_id AND l.kind = 'REFUND'), 0), \
+                 COALESCE((SELECT SUM(amount_minor) FROM refunds r WHERE r.payment_request_id = p.payment_request_id), 0) \
+                 FROM payments p",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, i64>(9)?,
+                ))
+            })?;
+            for row in rows {
+                let (prid, state, amount, reversed, refunded, debit, n_debits, reversal, refund_credit, refund_rows) = row?;
+                let mut bad = |problem: String| {
+                    findings.push(AuditFinding {
+                        subject: format!("payment {prid}"),
+                        problem,
+                    })
+                };
+                let paid = state == "SUCCESS";
+                let (want_debit, want_n) = if paid { (-amount, 1) } else { (0, 0) };
+                if debit != want_debit || n_debits != want_n {
+                    bad(format!("state {state} but {n_debits} debit rows summing to {debit}"));
+                }
+                let want_reversal = if reversed { amount } else { 0 };
+                if reversal != want_reversal {
+                    bad(format!("reversal credits {reversal}, expected {want_reversal}"));
+                }
+                if refund_credit != refunded || refund_rows != refunded {
+                    bad(format!("refunded {refunded}, ledger {refund_credit}, refund rows {refund_rows}"));
+                }
+                if refunded + want_reversal > amount.max(0) && paid {
+                    bad(format!("refunds {refunded} plus reversal {want_reversal} exceed paid {amount}"));
+                }
+            }
+            Ok(findings)
+        })
+        .await
+}

@@ -1,0 +1,1283 @@
+//! The wallet over real HTTP: a fake acquirer signs MPP calls to it, a fake acquirer receiver
+//! takes its `notifyPayment`s (failing the first ones on demand), and a phone-like client drives
+//! the customer API. Time is a manual clock; background work is drained, never waited for.
+//! Every test ends by re-checking the wallet's invariants (balance = sum of ledger, per user;
+//! ledger rows match each payment's state).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use paycode_core::Currency;
+use paycode_http::{SignedClient, SignedRequest, Signer, signed_response};
+use paycode_proto::customer::{ChallengeList, ChallengeOutcome, DeviceMaterial, History};
+use paycode_proto::mpp::{
+    CANCEL_PATH, CancelResponse, INQUIRY_PATH, InquiryResponse, NOTIFY_PATH, NotifyPayment,
+    PAY_PATH, PayResponse, REFUND_PATH, RefundResponse,
+};
+use paycode_wallet::{CodeMaterial, ManualClock, NewUser, Wallet, WalletConfig, generate_code};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+const ACQ: &str = "acquirer-1";
+const START_MS: i64 = 1_800_000_000_000;
+const PASSWORD: &str = "pw-123456";
+
+fn wallet_signer() -> Signer {
+    static S: OnceLock<Signer> = OnceLock::new();
+    S.get_or_init(|| Signer::new(paycode_sign::PrivateKey::generate().unwrap(), 1))
+        .clone()
+}
+
+fn acquirer_signer() -> Signer {
+    static S: OnceLock<Signer> = OnceLock::new();
+    S.get_or_init(|| Signer::new(paycode_sign::PrivateKey::generate().unwrap(), 1))
+        .clone()
+}
+
+/// A fake acquirer endpoint for `notifyPayment`: verifies the wallet's signature, fails the
+/// first `fail_first` deliveries with HTTP 500, then records and acknowledges (signed).
+#[derive(Clone, Default)]
+struct Receiver {
+    fail_first: Arc<AtomicUsize>,
+    n_calls: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<NotifyPayment>>>,
+}
+
+async fn receive(State(r): State<Receiver>, req: SignedRequest) -> Response {
+    r.n_calls.fetch_add(1, Ordering::SeqCst);
+    let header = req
+        .signature_header()
+        .expect("notification has a signature header");
+    req.verify(&header, &wallet_signer().public_key())
+        .expect("notification is signed by the wallet");
+    assert_eq!(req.client_id.as_deref(), Some("cnpay-client"));
+    if r.fail_first
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
+    }
+    let n: NotifyPayment = serde_json::from_slice(&req.body).expect("notification parses");
+    r.received.lock().unwrap().push(n);
+    let body =
+        br#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#;
+    signed_response(
+        &acquirer_signer(),
+        &req.path,
+        req.client_id.as_deref().unwrap_or(""),
+        body.to_vec(),
+    )
+    .await
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+struct Env {
+    wallet: Wallet,
+    clock: Arc<ManualClock>,
+    url: String,
+    acq: SignedClient,
+    http: reqwest::Client,
+    receiver: Receiver,
+    notify_url: String,
+    _dir: tempfile::TempDir,
+}
+
+struct Device {
+    token: String,
+    material: CodeMaterial,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START_MS);
+        let mut cfg = WalletConfig::new(
+            "cnpay",
+            "281001",
+            Currency::parse("CNY").unwrap(),
+            dir.path().join("wallet.db"),
+            "cnpay-client",
+            wallet_signer(),
+            ACQ,
+            acquirer_signer().public_key(),
+        );
+        cfg.clock = clock.clone();
+        cfg.password_memory_kib = 256;
+        cfg.notify_retry_ms = vec![0, 1_000, 5_000];
+        let wallet = Wallet::open(cfg).unwrap();
+        let url = serve(wallet.router()).await;
+        let receiver = Receiver::default();
+        let notify_base = serve(
+            axum::Router::new()
+                .route(NOTIFY_PATH, axum::routing::post(receive))
+                .with_state(receiver.clone()),
+        )
+        .await;
+        let acq = SignedClient::new(
+            ACQ,
+            acquirer_signer(),
+            Some(wallet_signer().public_key()),
+            Duration::from_secs(10),
+        );
+        Env {
+            wallet,
+            clock,
+            url,
+            acq,
+            http: reqwest::Client::new(),
+            receiver,
+            notify_url: format!("{notify_base}{NOTIFY_PATH}"),
+            _dir: dir,
+        }
+    }
+
+    async fn user(&self, name: &str, balance: i64, free_per_payment: i64, free_daily: i64) {
+        self.wallet
+            .create_user(NewUser {
+                name: name.into(),
+                password: PASSWORD.into(),
+                balance_minor: balance,
+                status_frozen: false,
+                password_free_per_payment_minor: free_per_payment,
+                password_free_daily_minor: free_daily,
+                hard_limit_per_payment_minor: 100_000,
+                hard_limit_daily_minor: 200_000,
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn register(&self, name: &str) -> Device {
+        let m: DeviceMaterial = self
+            .http
+            .post(format!("{}/customer/v1/devices/register", self.url))
+            .json(&json!({"userName": name, "password": PASSWORD, "deviceName": "test phone"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(m.result.result_status, "S", "{m:?}");
+        Device {
+            token: m.device_token.clone().unwrap(),
+            material: CodeMaterial::from_device_material(&m).unwrap(),
+        }
+    }
+
+    fn now_s(&self) -> u64 {
+        u64::try_from(paycode_wallet::Clock::now_ms(&*self.clock) / 1000).unwrap()
+    }
+
+    /// A fresh code: moves the clock to the next step first, since a device pays once per step.
+    fn code(&self, d: &Device) -> String {
+        self.clock.advance_ms(30_000);
+        generate_code(&d.material, self.now_s())
+    }
+
+    fn iso_in(&self, ms: i64) -> String {
+        let t = paycode_wallet::Clock::now_ms(&*self.clock) + ms;
+        chrono::DateTime::from_timestamp_millis(t)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    fn pay_body(&self, prid: &str, amount_cny: i64, code: &str) -> Value {
+        json!({
+            "paymentRequestId": prid,
+            "paymentAmount": {"currency": "SGD", "value": (amount_cny / 5).max(1).to_string()},
+            "payToAmount": {"currency": "CNY", "value": amount_cny.to_string()},
+            "paymentQuote": {"quoteId": "q1", "quoteCurrencyPair": "SGD/CNY", "quotePrice": "5.0"},
+            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
+            "order": {
+                "orderDescription": "coffee",
+                "merchant": {"referenceMerchantId": "M1", "merchantName": "Kopi Corner", "merchantMCC": "5812",
+                             "store": {"referenceStoreId": "S1", "storeName": "Kopi Corner Bugis"}}
+            },
+            "paymentExpiryTime": self.iso_in(600_000),
+            "paymentNotifyUrl": self.notify_url,
+        })
+    }
+
+    async fn mpp<T: serde::de::DeserializeOwned>(&self, path: &str, body: &Value) -> T {
+        self.acq
+            .post(&format!("{}{path}", self.url), body)
+            .await
+            .expect("the wallet answers with a signed 200")
+    }
+
+    async fn pay(&self, prid: &str, amount_cny: i64, code: &str) -> PayResponse {
+        self.mpp(PAY_PATH, &self.pay_body(prid, amount_cny, code))
+            .await
+    }
+
+    async fn inquire(&self, prid: &str) -> InquiryResponse {
+        self.mpp(INQUIRY_PATH, &json!({"paymentRequestId": prid}))
+            .await
+    }
+
+    async fn cancel(&self, prid: &str) -> CancelResponse {
+        self.mpp(CANCEL_PATH, &json!({"paymentRequestId": prid}))
+            .await
+    }
+
+    async fn refund(&self, rrid: &str, prid: &str, amount: i64) -> RefundResponse {
+        self.mpp(
+            REFUND_PATH,
+            &json!({"refundRequestId": rrid, "paymentRequestId": prid,
+                    "refundAmount": {"currency": "CNY", "value": amount.to_string()}}),
+        )
+        .await
+    }
+
+    async fn customer_get<T: serde::de::DeserializeOwned>(&self, d: &Device, path: &str) -> T {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&d.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn customer_post<T: serde::de::DeserializeOwned>(
+        &self,
+        d: &Device,
+        path: &str,
+        body: Value,
+    ) -> T {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&d.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn challenges(&self, d: &Device) -> ChallengeList {
+        self.customer_get(d, "/customer/v1/challenges").await
+    }
+
+    async fn confirm(&self, d: &Device, challenge_id: &str, password: &str) -> ChallengeOutcome {
+        self.customer_post(
+            d,
+            &format!("/customer/v1/challenges/{challenge_id}/confirm"),
+            json!({"password": password}),
+        )
+        .await
+    }
+
+    async fn balance(&self, user: &str) -> i64 {
+        self.wallet.balance_of(user).await.unwrap().amount_minor()
+    }
+
+    /// Runs background passes until one does nothing (bounded).
+    async fn drain(&self) {
+        for _ in 0..50 {
+            if self.wallet.run_background_once().await.unwrap() == 0 {
+                return;
+            }
+        }
+        panic!("background work did not settle");
+    }
+
+    fn notified(&self) -> Vec<NotifyPayment> {
+        self.receiver.received.lock().unwrap().clone()
+    }
+
+    async fn assert_consistent(&self) {
+        let findings = self.wallet.audit().await.unwrap();
+        assert!(
+            findings.is_empty(),
+            "wallet invariants violated: {findings:?}"
+        );
+    }
+}
+
+fn code_of(r: &paycode_proto::ResultInfo) -> &str {
+    &r.result_code
+}
+
+#[tokio::test]
+async fn password_free_payment_debits_once_and_answers_success() {
+    let env = Env::new().await;
+    env.user("alice", 10_000, 5_000, 20_000).await;
+    let d = env.register("alice").await;
+    let code = env.code(&d);
+    let r = env.pay("P1", 1_250, &code).await;
+    assert_eq!(code_of(&r.result), "SUCCESS");
+    assert_eq!(r.result.result_status, "S");
+    assert_eq!(r.pay_to_amount.as_ref().unwrap().value, "1250");
+    let customer_id = r.customer_id.clone().unwrap();
+    assert!(
+        !customer_id.contains("alice"),
+        "the customer id is a pseudonym"
+    );
+    assert!(r.payment_time.is_some());
+    assert_eq!(env.balance("alice").await, 8_750);
+    let q = env.inquire("P1").await;
+    assert_eq!(q.result.result_status, "S");
+    assert_eq!(code_of(q.payment_result.as_ref().unwrap()), "SUCCESS");
+    // A synchronous success is not notified: the acquirer has the answer.
+    env.drain().await;
+    assert!(env.notified().is_empty());
+    let h: History = env.customer_get(&d, "/customer/v1/history").await;
+    assert_eq!(h.items[0].kind, "PAYMENT");
+    assert_eq!(h.items[0].amount.value, "-1250");
+    assert_eq!(h.items[0].merchant_name.as_deref(), Some("Kopi Corner"));
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn challenge_then_correct_password_pays_and_notifies() {
+    let env = Env::new().await;
+    env.user("bob", 100_000, 1_000, 5_000).await;
+    let d = env.register("bob").await;
+    let code = env.code(&d);
+    let r = env.pay("P2", 3_000, &code).await;
+    assert_eq!(code_of(&r.result), "PAYMENT_IN_PROCESS");
+    assert_eq!(r.result.result_status, "U");
+    assert_eq!(
+        env.balance("bob").await,
+        100_000,
+        "no debit before the password"
+    );
+    let list = env.challenges(&d).await;
+    assert_eq!(list.challenges.len(), 1);
+    let c = &list.challenges[0];
+    assert_eq!(c.merchant_name, "Kopi Corner");
+    assert_eq!(c.pay_to_amount.value, "3000");
+    assert_eq!(c.pay_to_amount.currency, "CNY");
+    assert_eq!(c.payment_amount.currency, "SGD");
+    assert_eq!(c.payment_request_id, "P2");
+    let o = env.confirm(&d, &c.challenge_id, PASSWORD).await;
+    assert_eq!(o.result.result_status, "S", "{o:?}");
+    assert_eq!(o.payment_status.as_deref(), Some("SUCCESS"));
+    assert_eq!(env.balance("bob").await, 97_000);
+    // Confirming again changes nothing.
+    let again = env.confirm(&d, &c.challenge_id, PASSWORD).await;
+    assert_eq!(again.payment_status.as_deref(), Some("SUCCESS"));
+    assert_eq!(env.balance("bob").await, 97_000);
+    env.drain().await;
+    let n = env.notified();
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].payment_request_id, "P2");
+    assert_eq!(n[0].payment_result.result_status, "S");
+    assert_eq!(n[0].pay_to_amount.value, "3000");
+    assert_eq!(
+        code_of(env.inquire("P2").await.payment_result.as_ref().unwrap()),
+        "SUCCESS"
+    );
+    assert!(env.challenges(&d).await.challenges.is_empty());
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn wrong_passwords_lock_after_five_and_fail_the_challenge() {
+    let env = Env::new().await;
+    env.user("carl", 100_000, 0, 0).await;
+    let d = env.register("carl").await;
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P3", 500, &code).await.result),
+        "PAYMENT_IN_PROCESS"
+    );
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    for left in (1..5).rev() {
+        let o = env.confirm(&d, &id, "wrong").await;
+        assert_eq!(code_of(&o.result), "USER_PAYMENT_VERIFICATION_FAILED");
+        assert_eq!(o.payment_status.as_deref(), Some("PROCESSING"));
+        assert_eq!(o.remaining_attempts, Some(left));
+    }
+    let o = env.confirm(&d, &id, "wrong").await;
+    assert_eq!(code_of(&o.result), "USER_PAYMENT_VERIFICATION_FAILED");
+    assert_eq!(o.payment_status.as_deref(), Some("FAIL"));
+    assert_eq!(o.remaining_attempts, Some(0));
+    // Locked: even the right password no longer pays.
+    let o = env.confirm(&d, &id, PASSWORD).await;
+    assert_eq!(o.payment_status.as_deref(), Some("FAIL"));
+    let q = env.inquire("P3").await;
+    assert_eq!(
+        code_of(q.payment_result.as_ref().unwrap()),
+        "USER_PAYMENT_VERIFICATION_FAILED"
+    );
+    env.drain().await;
+    let n = env.notified();
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].payment_result.result_status, "F");
+    assert_eq!(
+        code_of(&n[0].payment_result),
+        "USER_PAYMENT_VERIFICATION_FAILED"
+    );
+    // A later payment that needs the password is refused at once.
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P3b", 500, &code).await.result),
+        "USER_PAYMENT_VERIFICATION_FAILED"
+    );
+    let b: paycode_proto::customer::Balance = env.customer_get(&d, "/customer/v1/balance").await;
+    assert_eq!(b.user_status.as_deref(), Some("PASSWORD_LOCKED"));
+    assert_eq!(env.balance("carl").await, 100_000);
+    // The operator unlocks it; the password works again.
+    env.wallet.unlock_password("carl").await.unwrap();
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P3c", 500, &code).await.result),
+        "PAYMENT_IN_PROCESS"
+    );
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    assert_eq!(
+        env.confirm(&d, &id, PASSWORD)
+            .await
+            .payment_status
+            .as_deref(),
+        Some("SUCCESS")
+    );
+    assert_eq!(env.balance("carl").await, 99_500);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn declined_challenge_fails_without_debit_and_is_notified() {
+    let env = Env::new().await;
+    env.user("dina", 50_000, 100, 100).await;
+    let d = env.register("dina").await;
+    let code = env.code(&d);
+    env.pay("P4", 2_000, &code).await;
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    let o: ChallengeOutcome = env
+        .customer_post(
+            &d,
+            &format!("/customer/v1/challenges/{id}/decline"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(o.result.result_status, "S");
+    assert_eq!(o.payment_status.as_deref(), Some("FAIL"));
+    assert_eq!(
+        env.confirm(&d, &id, PASSWORD)
+            .await
+            .payment_status
+            .as_deref(),
+        Some("FAIL")
+    );
+    assert_eq!(
+        code_of(env.inquire("P4").await.payment_result.as_ref().unwrap()),
+        "USER_DECLINED"
+    );
+    env.drain().await;
+    assert_eq!(code_of(&env.notified()[0].payment_result), "USER_DECLINED");
+    assert_eq!(env.balance("dina").await, 50_000);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn expired_challenge_fails_and_is_notified() {
+    let env = Env::new().await;
+    env.user("emma", 50_000, 100, 100).await;
+    let d = env.register("emma").await;
+    let code = env.code(&d);
+    env.pay("P5", 2_000, &code).await;
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    env.drain().await;
+    assert!(
+        env.notified().is_empty(),
+        "nothing to say before the deadline"
+    );
+    env.clock.advance_ms(121_000);
+    assert!(env.challenges(&d).await.challenges.is_empty());
+    env.drain().await;
+    let n = env.notified();
+    assert_eq!(n.len(), 1);
+    assert_eq!(code_of(&n[0].payment_result), "ORDER_IS_CLOSED");
+    let o = env.confirm(&d, &id, PASSWORD).await;
+    assert_eq!(o.payment_status.as_deref(), Some("FAIL"));
+    assert_eq!(env.balance("emma").await, 50_000);
+    assert_eq!(
+        code_of(env.inquire("P5").await.payment_result.as_ref().unwrap()),
+        "ORDER_IS_CLOSED"
+    );
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn the_pay_expiry_time_caps_the_challenge_and_inquiry_closes_it() {
+    let env = Env::new().await;
+    env.user("fern", 50_000, 100, 100).await;
+    let d = env.register("fern").await;
+    let code = env.code(&d);
+    let mut body = env.pay_body("P5b", 2_000, &code);
+    body["paymentExpiryTime"] = json!(env.iso_in(20_000));
+    let r: PayResponse = env.mpp(PAY_PATH, &body).await;
+    assert_eq!(code_of(&r.result), "PAYMENT_IN_PROCESS");
+    env.clock.advance_ms(20_000);
+    // No background pass yet: the inquiry itself closes the challenge.
+    let q = env.inquire("P5b").await;
+    assert_eq!(
+        code_of(q.payment_result.as_ref().unwrap()),
+        "ORDER_IS_CLOSED"
+    );
+    env.drain().await;
+    assert_eq!(env.notified().len(), 1);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn insufficient_balance_and_hard_limit_are_rejected_without_debit() {
+    let env = Env::new().await;
+    env.user("gus", 1_000, 5_000, 5_000).await;
+    let d = env.register("gus").await;
+    let code = env.code(&d);
+    let r = env.pay("P6", 1_001, &code).await;
+    assert_eq!(code_of(&r.result), "USER_BALANCE_NOT_ENOUGH");
+    assert_eq!(r.result.result_status, "F");
+    let code = env.code(&d);
+    let r = env.pay("P6b", 100_001, &code).await;
+    assert_eq!(code_of(&r.result), "USER_AMOUNT_EXCEED_LIMIT");
+    assert_eq!(env.balance("gus").await, 1_000);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn frozen_user_is_rejected_and_unfrozen_user_pays() {
+    let env = Env::new().await;
+    env.user("hana", 10_000, 5_000, 5_000).await;
+    let d = env.register("hana").await;
+    let resp: Value = env
+        .http
+        .post(format!("{}/admin/v1/users/hana/freeze", env.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["result"]["resultStatus"], "S");
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P7", 100, &code).await.result),
+        "USER_STATUS_ABNORMAL"
+    );
+    env.wallet.set_frozen("hana", false).await.unwrap();
+    let code = env.code(&d);
+    assert_eq!(code_of(&env.pay("P7b", 100, &code).await.result), "SUCCESS");
+    assert_eq!(env.balance("hana").await, 9_900);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn replayed_code_is_expired_even_after_a_failed_payment() {
+    let env = Env::new().await;
+    env.user("ivan", 500, 5_000, 5_000).await;
+    let d = env.register("ivan").await;
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P8", 900, &code).await.result),
+        "USER_BALANCE_NOT_ENOUGH"
+    );
+    assert_eq!(
+        code_of(&env.pay("P8b", 100, &code).await.result),
+        "EXPIRED_CODE"
+    );
+    let fresh = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P8c", 100, &fresh).await.result),
+        "SUCCESS"
+    );
+    assert_eq!(
+        code_of(&env.pay("P8d", 100, &fresh).await.result),
+        "EXPIRED_CODE"
+    );
+    // An old code shown minutes ago is expired; a made-up one is invalid; so is a foreign CII.
+    let old = generate_code(&d.material, env.now_s() - 300);
+    assert_eq!(
+        code_of(&env.pay("P8e", 100, &old).await.result),
+        "EXPIRED_CODE"
+    );
+    let forged = format!(
+        "{}{}",
+        &fresh[..16],
+        if &fresh[16..] == "00000000" {
+            "00000001"
+        } else {
+            "00000000"
+        }
+    );
+    assert_eq!(
+        code_of(&env.pay("P8f", 100, &forged).await.result),
+        "INVALID_CODE"
+    );
+    assert_eq!(
+        code_of(&env.pay("P8g", 100, "281009021234567812345678").await.result),
+        "INVALID_CODE"
+    );
+    assert_eq!(env.balance("ivan").await, 400);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn guessing_is_rate_limited_per_slot() {
+    let env = Env::new().await;
+    env.user("jade", 5_000, 5_000, 5_000).await;
+    let d = env.register("jade").await;
+    let slot = d.material.slot.clone();
+    for i in 0..5 {
+        let guess = format!("28100102{slot}{:08}", 11_111_111 + i);
+        assert_eq!(
+            code_of(&env.pay(&format!("G{i}"), 100, &guess).await.result),
+            "INVALID_CODE"
+        );
+    }
+    let good = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("G5", 100, &good).await.result),
+        "RISK_REJECT",
+        "slot is paused"
+    );
+    // After the window the slot works again, with a fresh code (the refused one was not used).
+    env.clock.advance_ms(600_000);
+    let good = env.code(&d);
+    assert_eq!(code_of(&env.pay("G6", 100, &good).await.result), "SUCCESS");
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn rotation_retires_the_old_slot() {
+    let env = Env::new().await;
+    env.user("kai", 5_000, 5_000, 5_000).await;
+    let d = env.register("kai").await;
+    let m: DeviceMaterial = env
+        .customer_post(&d, "/customer/v1/devices/rotate", json!({}))
+        .await;
+    assert_eq!(m.result.result_status, "S");
+    let rotated = Device {
+        token: m.device_token.clone().unwrap(),
+        material: CodeMaterial::from_device_material(&m).unwrap(),
+    };
+    assert_ne!(rotated.material.slot, d.material.slot);
+    let old = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("R1", 100, &old).await.result),
+        "INVALID_CODE"
+    );
+    let new = generate_code(&rotated.material, env.now_s());
+    assert_eq!(code_of(&env.pay("R2", 100, &new).await.result), "SUCCESS");
+    let stale: Value = env
+        .http
+        .get(format!("{}/customer/v1/balance", env.url))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stale["result"]["resultCode"], "ACCESS_DENIED");
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn cancel_of_a_pending_payment_wins_over_a_later_confirm() {
+    let env = Env::new().await;
+    env.user("lena", 50_000, 100, 100).await;
+    let d = env.register("lena").await;
+    let code = env.code(&d);
+    env.pay("P9", 2_000, &code).await;
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    let c = env.cancel("P9").await;
+    assert_eq!(c.result.result_status, "S");
+    assert!(c.cancel_time.is_some());
+    let again = env.cancel("P9").await;
+    assert_eq!(again.cancel_time, c.cancel_time, "cancel is idempotent");
+    let o = env.confirm(&d, &id, PASSWORD).await;
+    assert_eq!(o.payment_status.as_deref(), Some("FAIL"));
+    assert_eq!(code_of(&o.result), "ORDER_IS_CLOSED");
+    assert_eq!(
+        code_of(env.inquire("P9").await.payment_result.as_ref().unwrap()),
+        "ORDER_IS_CLOSED"
+    );
+    env.drain().await;
+    assert!(
+        env.notified().is_empty(),
+        "the acquirer asked for the cancel: no notification"
+    );
+    assert_eq!(env.balance("lena").await, 50_000);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn confirm_racing_cancel_ends_with_exactly_one_outcome() {
+    let env = Env::new().await;
+    env.user("mia", 1_000_000, 100, 100).await;
+    let d = env.register("mia").await;
+    let mut paid = 0;
+    for i in 0..8 {
+        let prid = format!("RACE{i}");
+        let code = env.code(&d);
+        assert_eq!(
+            code_of(&env.pay(&prid, 1_000, &code).await.result),
+            "PAYMENT_IN_PROCESS"
+        );
+        let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+        let (o, c) = tokio::join!(env.confirm(&d, &id, PASSWORD), env.cancel(&prid));
+        assert_eq!(c.result.result_status, "S");
+        let state = env.inquire(&prid).await.payment_result.unwrap();
+        match o.payment_status.as_deref() {
+            // Confirm first: paid, then the cancel reversed it.
+            Some("SUCCESS") => {
+                assert_eq!(state.result_status, "S");
+                paid += 1;
+            }
+            // Cancel first: the confirm found it closed.
+            Some("FAIL") => assert_eq!(code_of(&state), "ORDER_IS_CLOSED"),
+            other => panic!("unexpected confirm outcome {other:?}"),
+        }
+        // Either way the user ends with their money back.
+        assert_eq!(env.balance("mia").await, 1_000_000);
+    }
+    env.drain().await;
+    assert_eq!(
+        env.notified().len(),
+        paid,
+        "one notification per confirmed payment"
+    );
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn reversal_of_a_paid_payment_credits_back_once() {
+    let env = Env::new().await;
+    env.user("nora", 10_000, 5_000, 5_000).await;
+    let d = env.register("nora").await;
+    let code = env.code(&d);
+    env.pay("P10", 3_000, &code).await;
+    assert_eq!(env.balance("nora").await, 7_000);
+    assert_eq!(env.cancel("P10").await.result.result_status, "S");
+    assert_eq!(env.balance("nora").await, 10_000);
+    assert_eq!(env.cancel("P10").await.result.result_status, "S");
+    assert_eq!(
+        env.balance("nora").await,
+        10_000,
+        "a repeated cancel credits nothing more"
+    );
+    let r = env.refund("RF0", "P10", 100).await;
+    assert_eq!(code_of(&r.result), "ORDER_STATUS_INVALID");
+    let h: History = env.customer_get(&d, "/customer/v1/history").await;
+    assert!(
+        h.items
+            .iter()
+            .any(|i| i.kind == "REVERSAL" && i.amount.value == "3000")
+    );
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn refunds_are_partial_idempotent_and_bounded_by_the_paid_amount() {
+    let env = Env::new().await;
+    env.user("omar", 10_000, 5_000, 5_000).await;
+    let d = env.register("omar").await;
+    let code = env.code(&d);
+    env.pay("P11", 3_000, &code).await;
+    let r1 = env.refund("RF1", "P11", 1_000).await;
+    assert_eq!(r1.result.result_status, "S");
+    assert_eq!(r1.refund_amount.as_ref().unwrap().value, "1000");
+    let again = env.refund("RF1", "P11", 1_000).await;
+    assert_eq!(
+        again.refund_id, r1.refund_id,
+        "same request id, same refund"
+    );
+    assert_eq!(
+        code_of(&env.refund("RF1", "P11", 999).await.result),
+        "REPEAT_REQ_INCONSISTENT"
+    );
+    assert_eq!(
+        code_of(&env.refund("RF2", "P11", 2_001).await.result),
+        "REFUND_AMOUNT_EXCEED"
+    );
+    assert_eq!(
+        env.refund("RF3", "P11", 2_000).await.result.result_status,
+        "S"
+    );
+    assert_eq!(
+        code_of(&env.refund("RF4", "P11", 1).await.result),
+        "REFUND_AMOUNT_EXCEED"
+    );
+    assert_eq!(
+        code_of(&env.refund("RF5", "NOPE", 1).await.result),
+        "ORDER_NOT_EXIST"
+    );
+    assert_eq!(env.balance("omar").await, 10_000);
+    // A refunded payment can no longer be reversed.
+    assert_eq!(code_of(&env.cancel("P11").await.result), "PROCESS_FAIL");
+    assert_eq!(env.balance("omar").await, 10_000);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn duplicate_pay_request_debits_once_and_a_different_repeat_is_rejected() {
+    let env = Env::new().await;
+    env.user("pia", 10_000, 5_000, 5_000).await;
+    let d = env.register("pia").await;
+    let code = env.code(&d);
+    let (a, b) = tokio::join!(env.pay("P12", 1_500, &code), env.pay("P12", 1_500, &code));
+    assert_eq!(code_of(&a.result), "SUCCESS");
+    assert_eq!(code_of(&b.result), "SUCCESS");
+    assert_eq!(a.payment_id, b.payment_id);
+    let c = env.pay("P12", 1_500, &code).await;
+    assert_eq!(c.payment_id, a.payment_id);
+    assert_eq!(env.balance("pia").await, 8_500);
+    assert_eq!(
+        code_of(&env.pay("P12", 1_600, &code).await.result),
+        "REPEAT_REQ_INCONSISTENT"
+    );
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn cancel_of_an_unknown_payment_closes_a_late_pay() {
+    let env = Env::new().await;
+    env.user("quin", 10_000, 5_000, 5_000).await;
+    let d = env.register("quin").await;
+    assert_eq!(code_of(&env.inquire("P13").await.result), "ORDER_NOT_EXIST");
+    assert_eq!(env.cancel("P13").await.result.result_status, "S");
+    let q = env.inquire("P13").await;
+    assert_eq!(q.result.result_status, "S");
+    assert_eq!(
+        code_of(q.payment_result.as_ref().unwrap()),
+        "ORDER_IS_CLOSED"
+    );
+    assert!(q.pay_to_amount.is_none());
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("P13", 100, &code).await.result),
+        "ORDER_IS_CLOSED"
+    );
+    // The late pay did not consume the code.
+    assert_eq!(
+        code_of(&env.pay("P13b", 100, &code).await.result),
+        "SUCCESS"
+    );
+    assert_eq!(env.balance("quin").await, 9_900);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn notify_is_retried_until_the_acquirer_acknowledges() {
+    let env = Env::new().await;
+    env.receiver.fail_first.store(3, Ordering::SeqCst);
+    env.user("rosa", 50_000, 100, 100).await;
+    let d = env.register("rosa").await;
+    let code = env.code(&d);
+    env.pay("P14", 2_000, &code).await;
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    env.confirm(&d, &id, PASSWORD).await;
+    // Attempt 1 (due at once) fails; the next ones wait for the schedule (1 s, then 5 s).
+    assert_eq!(env.wallet.run_background_once().await.unwrap(), 1);
+    assert_eq!(
+        env.wallet.run_background_once().await.unwrap(),
+        0,
+        "not due yet"
+    );
+    env.clock.advance_ms(1_000);
+    env.drain().await;
+    for _ in 0..3 {
+        env.clock.advance_ms(5_000);
+        env.drain().await;
+    }
+    assert_eq!(env.receiver.n_calls.load(Ordering::SeqCst), 4);
+    let n = env.notified();
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].payment_request_id, "P14");
+    assert_eq!(n[0].payment_result.result_status, "S");
+    assert_eq!(env.wallet.pending_notifications().await.unwrap(), 0);
+    env.clock.advance_ms(60_000);
+    env.drain().await;
+    assert_eq!(
+        env.receiver.n_calls.load(Ordering::SeqCst),
+        4,
+        "nothing after the acknowledgement"
+    );
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn requests_that_are_not_the_acquirers_are_refused_signed() {
+    let env = Env::new().await;
+    env.user("sam", 10_000, 5_000, 5_000).await;
+    let d = env.register("sam").await;
+    let code = env.code(&d);
+    let body = env.pay_body("P15", 100, &code);
+    // Signed by someone else's key under the acquirer's client id.
+    let other = SignedClient::new(
+        ACQ,
+        wallet_signer(),
+        Some(wallet_signer().public_key()),
+        Duration::from_secs(5),
+    );
+    let r: PayResponse = other
+        .post(&format!("{}{PAY_PATH}", env.url), &body)
+        .await
+        .unwrap();
+    assert_eq!(code_of(&r.result), "SIGNATURE_INVALID");
+    let stranger = SignedClient::new(
+        "stranger",
+        acquirer_signer(),
+        Some(wallet_signer().public_key()),
+        Duration::from_secs(5),
+    );
+    let r: PayResponse = stranger
+        .post(&format!("{}{PAY_PATH}", env.url), &body)
+        .await
+        .unwrap();
+    assert_eq!(code_of(&r.result), "CLIENT_INVALID");
+    let r: Value = env.mpp("/aps/api/v1/payments/nope", &json!({})).await;
+    assert_eq!(r["result"]["resultCode"], "INVALID_API");
+    let r: PayResponse = env.mpp(PAY_PATH, &json!({"paymentRequestId": "P15"})).await;
+    assert_eq!(code_of(&r.result), "PARAM_ILLEGAL");
+    let mut wrong_currency = body.clone();
+    wrong_currency["payToAmount"]["currency"] = json!("PHP");
+    let r: PayResponse = env.mpp(PAY_PATH, &wrong_currency).await;
+    assert_eq!(code_of(&r.result), "CURRENCY_NOT_SUPPORT");
+    let mut late = env.pay_body("P15b", 100, &code);
+    late["paymentExpiryTime"] = json!(env.iso_in(-1_000));
+    let r: PayResponse = env.mpp(PAY_PATH, &late).await;
+    assert_eq!(code_of(&r.result), "ORDER_IS_CLOSED");
+    // None of that touched the code or the balance.
+    assert_eq!(
+        code_of(&env.pay("P15c", 100, &code).await.result),
+        "SUCCESS"
+    );
+    assert_eq!(env.balance("sam").await, 9_900);
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn registration_needs_the_password_and_counts_wrong_ones() {
+    let env = Env::new().await;
+    env.user("tom", 10_000, 5_000, 5_000).await;
+    let bad: DeviceMaterial = env
+        .http
+        .post(format!("{}/customer/v1/devices/register", env.url))
+        .json(&json!({"userName": "tom", "password": "nope"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(code_of(&bad.result), "USER_PAYMENT_VERIFICATION_FAILED");
+    assert!(bad.code_secret.is_none());
+    let unknown: DeviceMaterial = env
+        .http
+        .post(format!("{}/customer/v1/devices/register", env.url))
+        .json(&json!({"userName": "nobody", "password": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(code_of(&unknown.result), "USER_NOT_EXIST");
+    let d = env.register("tom").await;
+    assert_eq!(d.material.cii, "281001");
+    // Top-up by the operator API, visible in the balance and history.
+    let resp: Value = env
+        .http
+        .post(format!("{}/admin/v1/users/tom/topup", env.url))
+        .json(&json!({"amountMinor": 1000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["balance"]["value"], "11000");
+    let h: History = env.customer_get(&d, "/customer/v1/history").await;
+    assert_eq!(h.items[0].kind, "TOPUP");
+    env.assert_consistent().await;
+}
+
+/// One step of the random-sequence test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A payment; over 1,000 it needs the password.
+    Pay(i64),
+    Confirm(usize),
+    WrongPassword(usize),
+    Decline(usize),
+    Cancel(usize),
+    Refund(usize, i64),
+    TopUp(i64),
+    /// Let time pass (seconds) and drain the background work.
+    Wait(i64),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (1i64..3_000).prop_map(Op::Pay),
+        2 => any::<usize>().prop_map(Op::Confirm),
+        1 => any::<usize>().prop_map(Op::WrongPassword),
+        1 => any::<usize>().prop_map(Op::Decline),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => (any::<usize>(), 1i64..2_000).prop_map(|(i, a)| Op::Refund(i, a)),
+        1 => (1i64..2_000).prop_map(Op::TopUp),
+        1 => (1i64..200).prop_map(Op::Wait),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelState {
+    Pending { deadline_ms: i64 },
+    Paid,
+    Reversed,
+    Failed,
+}
+
+#[derive(Debug)]
+struct ModelPayment {
+    prid: String,
+    challenge_id: Option<String>,
+    amount: i64,
+    refunded: i64,
+    state: ModelState,
+}
+
+/// Runs `ops` against the wallet over HTTP and against a naive model of one user's money,
+/// comparing the balance after every step; then re-checks the wallet's own invariants.
+async fn run_model(ops: Vec<Op>) {
+    let env = Env::new().await;
+    env.wallet
+        .create_user(NewUser {
+            name: "zed".into(),
+            password: PASSWORD.into(),
+            balance_minor: 5_000,
+            status_frozen: false,
+            password_free_per_payment_minor: 1_000,
+            password_free_daily_minor: i64::MAX / 4,
+            hard_limit_per_payment_minor: 100_000,
+            hard_limit_daily_minor: i64::MAX / 4,
+        })
+        .await
+        .unwrap();
+    let d = env.register("zed").await;
+    let now = || paycode_wallet::Clock::now_ms(&*env.clock);
+    let mut balance = 5_000i64;
+    let mut payments: Vec<ModelPayment> = Vec::new();
+    let mut n_refunds = 0;
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Pay(amount) => {
+                let prid = format!("M{step}");
+                let code = env.code(&d);
+                let r = env.pay(&prid, amount, &code).await;
+                let expect = if amount > balance {
+                    "USER_BALANCE_NOT_ENOUGH"
+                } else if amount > 1_000 {
+                    "PAYMENT_IN_PROCESS"
+                } else {
+                    "SUCCESS"
+                };
+                assert_eq!(
+                    code_of(&r.result),
+                    expect,
+                    "step {step}: pay {amount} with {balance}"
+                );
+                let state = match expect {
+                    "SUCCESS" => {
+                        balance -= amount;
+                        ModelState::Paid
+                    }
+                    "PAYMENT_IN_PROCESS" => ModelState::Pending {
+                        deadline_ms: now() + 120_000,
+                    },
+                    _ => ModelState::Failed,
+                };
+                payments.push(ModelPayment {
+                    prid,
+                    challenge_id: r.payment_id.clone(),
+                    amount,
+                    refunded: 0,
+                    state,
+                });
+            }
+            Op::Confirm(i) | Op::WrongPassword(i) | Op::Decline(i) if !payments.is_empty() => {
+                let n = payments.len();
+                let p = &mut payments[i % n];
+                let id = p.challenge_id.clone().unwrap();
+                let expired =
+                    matches!(p.state, ModelState::Pending { deadline_ms } if deadline_ms <= now());
+                let pending = matches!(p.state, ModelState::Pending { .. }) && !expired;
+                if expired {
+                    p.state = ModelState::Failed;
+                }
+                match op {
+                    Op::Confirm(_) => {
+                        let o = env.confirm(&d, &id, PASSWORD).await;
+                        if pending {
+                            if p.amount <= balance {
+                                assert_eq!(
+                                    o.payment_status.as_deref(),
+                                    Some("SUCCESS"),
+                                    "step {step}"
+                                );
+                                balance -= p.amount;
+                                p.state = ModelState::Paid;
+                            } else {
+                                assert_eq!(
+                                    code_of(&o.result),
+                                    "USER_BALANCE_NOT_ENOUGH",
+                                    "step {step}"
+                                );
+                                p.state = ModelState::Failed;
+                            }
+                        } else {
+                            assert_ne!(
+                                o.payment_status.as_deref(),
+                                Some("PROCESSING"),
+                                "step {step}"
+                            );
+                        }
+                    }
+                    Op::WrongPassword(_) => {
+                        // Stay below the lock: the lock itself has its own test.
+                        let o = env.confirm(&d, &id, "wrong").await;
+                        if pending {
+                            assert_eq!(
+                                o.payment_status.as_deref(),
+                                Some("PROCESSING"),
+                                "step {step}"
+                            );
+                            env.wallet.unlock_password("zed").await.unwrap();
+                        }
+                    }
+                    _ => {
+                        let o: ChallengeOutcome = env
+                            .customer_post(
+                                &d,
+                                &format!("/customer/v1/challenges/{id}/decline"),
+                                json!({}),
+                            )
+                            .await;
+                        assert_ne!(
+                            o.payment_status.as_deref(),
+                            Some("PROCESSING"),
+                            "step {step}"
+                        );
+                        if pending {
+                            p.state = ModelState::Failed;
+                        }
+                    }
+                }
+            }
+            Op::Cancel(i) if !payments.is_empty() => {
+                let n = payments.len();
+                let p = &mut payments[i % n];
+                let c = env.cancel(&p.prid).await;
+                match p.state {
+                    ModelState::Paid if p.refunded > 0 => {
+                        assert_eq!(code_of(&c.result), "PROCESS_FAIL")
+                    }
+                    ModelState::Paid => {
+                        assert_eq!(c.result.result_status, "S");
+                        balance += p.amount;
+                        p.state = ModelState::Reversed;
+                    }
+                    _ => {
+                        assert_eq!(c.result.result_status, "S");
+                        if matches!(p.state, ModelState::Pending { .. }) {
+                            p.state = ModelState::Failed;
+                        }
+                    }
+                }
+            }
+            Op::Refund(i, amount) if !payments.is_empty() => {
+                let n = payments.len();
+                let p = &mut payments[i % n];
+                n_refunds += 1;
+                let r = env.refund(&format!("MR{n_refunds}"), &p.prid, amount).await;
+                match p.state {
+                    ModelState::Paid if p.refunded + amount <= p.amount => {
+                        assert_eq!(r.result.result_status, "S", "step {step}");
+                        p.refunded += amount;
+                        balance += amount;
+                    }
+                    ModelState::Paid => assert_eq!(code_of(&r.result), "REFUND_AMOUNT_EXCEED"),
+                    _ => assert_eq!(code_of(&r.result), "ORDER_STATUS_INVALID"),
+                }
+            }
+            Op::TopUp(amount) => {
+                env.wallet.top_up("zed", amount).await.unwrap();
+                balance += amount;
+            }
+            Op::Wait(s) => {
+                env.clock.advance_ms(s * 1_000);
+                env.drain().await;
+                for p in payments.iter_mut() {
+                    if matches!(p.state, ModelState::Pending { deadline_ms } if deadline_ms <= now())
+                    {
+                        p.state = ModelState::Failed;
+                    }
+                }
+            }
+            _ => {}
+        }
+        assert_eq!(
+            env.balance("zed").await,
+            balance,
+            "step {step}: balance differs from the model"
+        );
+    }
+    env.assert_consistent().await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 12, ..Default::default() })]
+    #[test]
+    fn balances_follow_a_naive_model_over_random_operations(ops in proptest::collection::vec(op(), 1..30)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run_model(ops));
+    }
+}
+
+#[tokio::test]
+async fn the_spawned_background_loop_delivers_on_its_own() {
+    let env = Env::new().await;
+    env.user("uma", 50_000, 100, 100).await;
+    let d = env.register("uma").await;
+    let handle = env.wallet.spawn_background();
+    let code = env.code(&d);
+    env.pay("P16", 2_000, &code).await;
+    let id = env.challenges(&d).await.challenges[0].challenge_id.clone();
+    env.confirm(&d, &id, PASSWORD).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while env.notified().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notification from the background loop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.abort();
+    assert_eq!(env.notified()[0].payment_request_id, "P16");
+    env.assert_consistent().await;
+}
