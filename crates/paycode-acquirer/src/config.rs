@@ -29,6 +29,8 @@ pub struct Limits {
     pub payment_expiry_default_s: i64,
     /// Latest `paymentExpiryTime` accepted, counted from the request.
     pub payment_expiry_max_s: i64,
+    /// How long an FX quote given out stays valid.
+    pub quote_validity_s: i64,
     /// How long the synchronous wallet `pay` call may take before the outcome counts as unknown.
     pub wallet_pay_timeout_ms: u64,
     /// Timeout of inquiry, cancel and refund calls to a wallet.
@@ -59,6 +61,7 @@ impl Default for Limits {
             request_body_max_bytes: 64 * 1024,
             payment_expiry_default_s: 60,
             payment_expiry_max_s: 600,
+            quote_validity_s: 300,
             wallet_pay_timeout_ms: 10_000,
             wallet_call_timeout_ms: 10_000,
             cancel_window_next_day_minutes: 15,

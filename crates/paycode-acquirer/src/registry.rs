@@ -34,6 +34,11 @@ pub struct Merchant {
     pub settlement_currency: String,
     pub max_amount_minor: Option<i64>,
     pub notify_url: Option<String>,
+    pub fee_bps: u32,
+    /// IANA time zone of the settlement cut-off.
+    pub time_zone: String,
+    /// Local cut-off time, minutes after midnight.
+    pub cutoff_minutes: u32,
     pub stores: HashMap<String, Store>,
 }
 
@@ -167,7 +172,8 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
     }
     let mut stmt = c.prepare(
         "SELECT client_id, reference_merchant_id, name, mcc, status, currencies, \
-         settlement_currency, max_amount_minor, notify_url FROM merchants",
+         settlement_currency, max_amount_minor, notify_url, fee_bps, time_zone, cutoff_minutes \
+         FROM merchants",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(Merchant {
@@ -180,6 +186,9 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
             settlement_currency: r.get(6)?,
             max_amount_minor: r.get(7)?,
             notify_url: r.get(8)?,
+            fee_bps: r.get(9)?,
+            time_zone: r.get(10)?,
+            cutoff_minutes: r.get(11)?,
             stores: HashMap::new(),
         })
     })?;
@@ -331,16 +340,22 @@ pub struct NewMerchant<'a> {
     pub max_amount_minor: Option<i64>,
     pub notify_url: Option<&'a str>,
     pub active: bool,
+    pub fee_bps: u32,
+    pub time_zone: &'a str,
+    pub cutoff_minutes: u32,
 }
 
 pub fn upsert_merchant(c: &Connection, m: &NewMerchant<'_>) -> StoreResult<()> {
     c.execute(
         "INSERT INTO merchants (client_id, reference_merchant_id, name, mcc, status, currencies, \
-         settlement_currency, max_amount_minor, notify_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         settlement_currency, max_amount_minor, notify_url, fee_bps, time_zone, cutoff_minutes) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT (client_id, reference_merchant_id) DO UPDATE SET name = excluded.name, \
          mcc = excluded.mcc, status = excluded.status, currencies = excluded.currencies, \
          settlement_currency = excluded.settlement_currency, \
-         max_amount_minor = excluded.max_amount_minor, notify_url = excluded.notify_url",
+         max_amount_minor = excluded.max_amount_minor, notify_url = excluded.notify_url, \
+         fee_bps = excluded.fee_bps, time_zone = excluded.time_zone, \
+         cutoff_minutes = excluded.cutoff_minutes",
         params![
             m.client_id,
             m.reference_merchant_id,
@@ -351,6 +366,9 @@ pub fn upsert_merchant(c: &Connection, m: &NewMerchant<'_>) -> StoreResult<()> {
             m.settlement_currency,
             m.max_amount_minor,
             m.notify_url,
+            m.fee_bps,
+            m.time_zone,
+            m.cutoff_minutes,
         ],
     )?;
     Ok(())

@@ -12,16 +12,18 @@ use crate::store::{self, NewNotification, PaymentRow, RefundRow, StoreError};
 use crate::wallet_client::WalletClient;
 use crate::wire;
 use paycode_core::code::PaymentCode;
-use paycode_core::ledger::{Account, JournalEntry, Posting};
+use paycode_core::fx::{Flow, FlowRequest, RateTable};
+use paycode_core::ledger::JournalEntry;
 use paycode_core::payment::{
     self, CancelDecision, Effect, Outcome, PaymentEvent, PaymentState, RefundEvent, RefundState,
 };
+use paycode_core::settlement::Movement;
 use paycode_core::{Currency, Money, ResultCode};
 use paycode_db::{Db, DbError};
 use paycode_http::{CallError, SignedClient};
 use paycode_proto::{Amount, Quote, merchant, mpp};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// A wire-level failure: the result code and a message naming what is wrong.
@@ -136,9 +138,10 @@ pub struct WalletFacts {
 #[derive(Debug, Clone)]
 struct Pricing {
     pay_to: Money,
-    payment_quote: Option<Quote>,
+    payment_quote: Option<(Quote, i64, i64)>,
     settle: Money,
-    settlement_quote: Option<Quote>,
+    settlement_quote: Option<(Quote, i64, i64)>,
+    fee: Money,
 }
 
 pub(crate) struct Inner {
@@ -148,6 +151,7 @@ pub(crate) struct Inner {
     pub wallets: WalletClient,
     pub notifier: SignedClient,
     pub clock: Clock,
+    pub rates: RwLock<Arc<RateTable>>,
     ids: IdGen,
 }
 
@@ -170,10 +174,9 @@ fn sha256_hex(parts: &[&str]) -> String {
         .collect()
 }
 
-pub(crate) fn merchant_account(p: &PaymentRow) -> Account {
-    Account::MerchantPayable {
-        merchant: format!("{}/{}", p.client_id, p.reference_merchant_id),
-    }
+/// The ledger name of a merchant: unique across clients.
+pub(crate) fn merchant_key(p: &PaymentRow) -> String {
+    format!("{}/{}", p.client_id, p.reference_merchant_id)
 }
 
 fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
@@ -182,51 +185,57 @@ fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
     Ok(Money::new(minor, c))
 }
 
-/// The journal entry of a paid payment: the wallet owes us what the user paid; we owe the
-/// merchant the settlement amount; any currency difference passes through the FX position.
-pub(crate) fn payment_entry(p: &PaymentRow) -> Result<JournalEntry, StoreError> {
-    let wallet = Account::WalletReceivable {
+/// A paid payment as a movement of money: the wallet owes what the user paid, the merchant is
+/// owed the settlement amount less the fee.
+pub(crate) fn payment_movement(p: &PaymentRow) -> Result<Movement, StoreError> {
+    Ok(Movement {
         wallet: p.wallet.clone(),
-    };
-    let pay_to = money(p.pay_to_minor, &p.pay_to_currency)?;
-    let settle = money(p.settle_minor, &p.settle_currency)?;
-    let postings = if pay_to == settle {
-        vec![
-            Posting::debit(&wallet, pay_to),
-            Posting::credit(&merchant_account(p), settle),
-        ]
-    } else {
-        vec![
-            Posting::debit(&wallet, pay_to),
-            Posting::credit(&Account::FxPosition, pay_to),
-            Posting::debit(&Account::FxPosition, settle),
-            Posting::credit(&merchant_account(p), settle),
-        ]
-    };
-    JournalEntry::new("PAYMENT", postings).map_err(|e| StoreError::Corrupt(e.to_string()))
+        merchant: merchant_key(p),
+        wallet_amount: money(p.pay_to_minor, &p.pay_to_currency)?,
+        settlement_amount: money(p.settle_minor, &p.settle_currency)?,
+        fee: money(p.fee_minor, &p.settle_currency)?,
+    })
 }
 
-/// The journal entry of a successful refund: the reverse of a payment entry for its amounts.
-pub(crate) fn refund_entry(p: &PaymentRow, r: &RefundRow) -> Result<JournalEntry, StoreError> {
-    let wallet = Account::WalletReceivable {
+pub(crate) fn refund_movement(p: &PaymentRow, r: &RefundRow) -> Result<Movement, StoreError> {
+    Ok(Movement {
         wallet: p.wallet.clone(),
-    };
-    let to_user = money(r.wallet_amount_minor, &r.wallet_currency)?;
-    let from_merchant = money(r.settle_minor, &r.settle_currency)?;
-    let postings = if to_user == from_merchant {
-        vec![
-            Posting::debit(&merchant_account(p), from_merchant),
-            Posting::credit(&wallet, to_user),
-        ]
-    } else {
-        vec![
-            Posting::debit(&merchant_account(p), from_merchant),
-            Posting::credit(&Account::FxPosition, from_merchant),
-            Posting::debit(&Account::FxPosition, to_user),
-            Posting::credit(&wallet, to_user),
-        ]
-    };
-    JournalEntry::new("REFUND", postings).map_err(|e| StoreError::Corrupt(e.to_string()))
+        merchant: merchant_key(p),
+        wallet_amount: money(r.wallet_amount_minor, &r.wallet_currency)?,
+        settlement_amount: money(r.settle_minor, &r.settle_currency)?,
+        fee: money(r.fee_minor, &r.settle_currency)?,
+    })
+}
+
+pub(crate) fn payment_entry(p: &PaymentRow) -> Result<JournalEntry, StoreError> {
+    paycode_core::settlement::payment_entry(&payment_movement(p)?)
+        .map_err(|e| StoreError::Corrupt(format!("payment {} entry: {e}", p.payment_id)))
+}
+
+pub(crate) fn reversal_entry(p: &PaymentRow) -> Result<JournalEntry, StoreError> {
+    paycode_core::settlement::cancel_entry(&payment_movement(p)?)
+        .map_err(|e| StoreError::Corrupt(format!("payment {} reversal: {e}", p.payment_id)))
+}
+
+pub(crate) fn refund_entry(p: &PaymentRow, r: &RefundRow) -> Result<JournalEntry, StoreError> {
+    paycode_core::settlement::refund_entry(&refund_movement(p, r)?)
+        .map_err(|e| StoreError::Corrupt(format!("refund {} entry: {e}", r.refund_id)))
+}
+
+/// The wire form of a core quote, with its start and expiry for storage.
+fn wire_quote(q: &paycode_core::fx::Quote) -> (Quote, i64, i64) {
+    (
+        Quote {
+            quote_id: q.id().to_string(),
+            quote_currency_pair: q.pair(),
+            quote_price: q.price().to_string(),
+            quote_start_time: Some(wire::iso(q.start_ms())),
+            quote_expiry_time: Some(wire::iso(q.expiry_ms())),
+            guaranteed: true,
+        },
+        q.start_ms(),
+        q.expiry_ms(),
+    )
 }
 
 enum Inserted<T> {
@@ -257,6 +266,15 @@ impl Acquirer {
             Duration::from_millis(config.limits.wallet_pay_timeout_ms),
             Duration::from_millis(config.limits.wallet_call_timeout_ms),
         );
+        let rate_text = db
+            .read(|c| store::rate_file(c).map_err(ApiError::from))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the rate table: {}", e.message))?;
+        let rates = match rate_text {
+            Some(text) => paycode_core::fx::parse_rate_file(&text)
+                .map_err(|e| anyhow::anyhow!("the stored rate table is invalid: {e}"))?,
+            None => RateTable::new(),
+        };
         let notifier = SignedClient::new(
             &config.client_id_at_wallets,
             config.signer.clone(),
@@ -271,6 +289,7 @@ impl Acquirer {
                 wallets,
                 notifier,
                 clock: Clock::default(),
+                rates: RwLock::new(Arc::new(rates)),
                 ids: IdGen::new(),
             }),
         })
@@ -316,37 +335,68 @@ impl Acquirer {
             })
     }
 
+    /// The current rate table.
+    pub fn rates(&self) -> Arc<RateTable> {
+        self.inner.rates.read().expect("rate lock poisoned").clone()
+    }
+
+    /// Replaces the rate table with a rate file (validated first), durably.
+    pub async fn set_rate_file(&self, text: String) -> Result<(), ApiError> {
+        let table = paycode_core::fx::parse_rate_file(&text)
+            .map_err(|e| ApiError::new(ResultCode::PARAM_ILLEGAL, e.to_string()))?;
+        let now = self.now_ms();
+        self.inner
+            .db
+            .write(move |c| store::set_rate_file(c, &text, now).map_err(ApiError::from))
+            .await?;
+        *self.inner.rates.write().expect("rate lock poisoned") = Arc::new(table);
+        Ok(())
+    }
+
+    /// A fresh quote id.
+    pub fn next_quote_id(&self) -> String {
+        format!("Q{}", self.inner.ids.next(self.now_ms()))
+    }
+
     fn price(
         &self,
+        flow: Flow,
         amount: Money,
-        wallet: &Wallet,
+        wallet_currency: Currency,
         settlement: Currency,
+        fee_bps: u32,
     ) -> Result<Pricing, ApiError> {
-        let wallet_currency = wallet.currencies.first().cloned().unwrap_or_default();
-        if wallet_currency != amount.currency().code() {
-            return Err(ApiError::new(
-                ResultCode::CURRENCY_NOT_SUPPORT,
-                format!(
-                    "wallet {} pays in {wallet_currency}, and no exchange rate to {} is configured",
-                    wallet.psp_name,
-                    amount.currency()
-                ),
-            ));
-        }
-        if settlement != amount.currency() {
-            return Err(ApiError::new(
-                ResultCode::CURRENCY_NOT_SUPPORT,
-                format!(
-                    "settlement in {settlement} needs an exchange rate from {}, and none is configured",
-                    amount.currency()
-                ),
-            ));
-        }
+        let now = self.now_ms();
+        let validity_ms = self.inner.config.limits.quote_validity_s * 1000;
+        let flow_amounts = self
+            .rates()
+            .price_flow(
+                &FlowRequest {
+                    flow,
+                    amount,
+                    wallet: wallet_currency,
+                    settlement,
+                    now_ms: now,
+                    validity_ms,
+                },
+                || self.next_quote_id(),
+            )
+            .map_err(|e| {
+                ApiError::new(
+                    ResultCode::CURRENCY_NOT_SUPPORT,
+                    format!(
+                        "cannot price {amount} for a {wallet_currency} wallet and {settlement} settlement: {e}"
+                    ),
+                )
+            })?;
+        let fee = paycode_core::fee::fee_on(flow_amounts.settlement_amount, fee_bps)
+            .map_err(|e| ApiError::new(ResultCode::INVALID_CONTRACT, format!("fee: {e}")))?;
         Ok(Pricing {
-            pay_to: amount,
-            payment_quote: None,
-            settle: amount,
-            settlement_quote: None,
+            pay_to: flow_amounts.wallet_amount,
+            payment_quote: flow_amounts.payment_quote.as_ref().map(wire_quote),
+            settle: flow_amounts.settlement_amount,
+            settlement_quote: flow_amounts.settlement_quote.as_ref().map(wire_quote),
+            fee,
         })
     }
 
@@ -451,7 +501,26 @@ impl Acquirer {
                 )
             })?,
         };
-        let pricing = self.price(input.amount, wallet, settlement)?;
+        let wallet_currency = wallet
+            .currencies
+            .first()
+            .and_then(|c| Currency::parse(c).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ResultCode::CURRENCY_NOT_SUPPORT,
+                    format!(
+                        "wallet {} has no valid currency configured",
+                        wallet.psp_name
+                    ),
+                )
+            })?;
+        let pricing = self.price(
+            Flow::Payment,
+            input.amount,
+            wallet_currency,
+            settlement,
+            merchant.fee_bps,
+        )?;
         let limits = &self.inner.config.limits;
         let expires_ms = input
             .expiry_ms
@@ -492,13 +561,14 @@ impl Acquirer {
             payment_quote: pricing
                 .payment_quote
                 .as_ref()
-                .map(|q| serde_json::to_string(q).expect("quotes serialize")),
+                .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
             settle_minor: pricing.settle.amount_minor(),
             settle_currency: pricing.settle.currency().code().to_string(),
             settlement_quote: pricing
                 .settlement_quote
                 .as_ref()
-                .map(|q| serde_json::to_string(q).expect("quotes serialize")),
+                .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
+            fee_minor: pricing.fee.amount_minor(),
             status: "PROCESSING".into(),
             result_code: ResultCode::PAYMENT_IN_PROCESS.as_str().into(),
             result_message: String::new(),
@@ -558,7 +628,7 @@ impl Acquirer {
             payment_request_id: row.payment_id.clone(),
             payment_amount: Amount::new(&row.currency, row.amount_minor),
             pay_to_amount: Amount::new(&row.pay_to_currency, row.pay_to_minor),
-            payment_quote: pricing.payment_quote.clone(),
+            payment_quote: pricing.payment_quote.as_ref().map(|q| q.0.clone()),
             payment_method: merchant::PaymentMethod {
                 payment_method_type: "CONNECT_WALLET".into(),
                 payment_method_id: input.code.expose_digits().to_string(),
@@ -719,8 +789,13 @@ impl Acquirer {
                                     )?;
                                 }
                                 Effect::PostReversal => {
-                                    let entry = payment_entry(&p)?.reversed("REVERSAL");
-                                    store::post_entry(c, &entry, Some(&p.payment_id), None, now)?;
+                                    store::post_entry(
+                                        c,
+                                        &reversal_entry(&p)?,
+                                        Some(&p.payment_id),
+                                        None,
+                                        now,
+                                    )?;
                                 }
                                 Effect::NotifyMerchant => {
                                     if let Some(url) =
@@ -964,6 +1039,23 @@ impl Acquirer {
         ]);
         let refund_id = self.inner.ids.next(now);
         let limits = self.inner.config.limits.clone();
+        let pricing = match (
+            Currency::parse(&payment.pay_to_currency),
+            Currency::parse(&payment.settle_currency),
+        ) {
+            (Ok(w), Ok(s)) if input.amount.currency().code() == payment.currency => {
+                self.price(Flow::Refund, input.amount, w, s, 0)?
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ResultCode::CURRENCY_NOT_SUPPORT,
+                    format!(
+                        "refundAmount.currency must be the payment currency {}",
+                        payment.currency
+                    ),
+                ));
+            }
+        };
         let next_check = now + limits.wallet_call_timeout_ms as i64 + 2_000;
         let inserted = {
             let input = input.clone();
@@ -1022,18 +1114,35 @@ impl Acquirer {
                             ),
                         ));
                     }
-                    // Proportional shares of what the user paid and what the merchant receives;
-                    // the last refund takes the exact remainder so totals match to the unit.
-                    let share = |total: i64, already: i64| -> i64 {
-                        if refunded + amount == p.amount_minor {
-                            total - already
-                        } else {
-                            ((i128::from(total) * i128::from(amount)) / i128::from(p.amount_minor)) as i64
-                        }
+                    // The user gets the refund converted at today's rate, never more than what
+                    // is left of what they paid (the last refund takes exactly the rest); the
+                    // merchant gives back today's settlement amount and gets the fee back pro rata.
+                    let live: Vec<RefundRow> = store::refunds_of_payment(c, &p.payment_id)?
+                        .into_iter()
+                        .filter(|r| r.status != "FAIL")
+                        .collect();
+                    let prior_wallet: i64 = live.iter().map(|r| r.wallet_amount_minor).sum();
+                    let wallet_left = p.pay_to_minor - prior_wallet;
+                    let completes = refunded + amount == p.amount_minor;
+                    let wallet_amount = if completes {
+                        wallet_left
+                    } else {
+                        pricing.pay_to.amount_minor().min(wallet_left)
                     };
-                    let prior = store::refunds_of_payment(c, &p.payment_id)?;
-                    let prior_wallet: i64 = prior.iter().filter(|r| r.status != "FAIL").map(|r| r.wallet_amount_minor).sum();
-                    let prior_settle: i64 = prior.iter().filter(|r| r.status != "FAIL").map(|r| r.settle_minor).sum();
+                    let paid = money(p.amount_minor, &p.currency)?;
+                    let fee_back = paycode_core::fee::refund_fee(
+                        money(p.fee_minor, &p.settle_currency)?,
+                        paid,
+                        money(refunded, &p.currency)?,
+                        input.amount,
+                    )
+                    .map_err(|e| ApiError::new(ResultCode::PROCESS_FAIL, format!("fee: {e}")))?;
+                    if wallet_amount <= 0 {
+                        return Err(ApiError::new(
+                            ResultCode::REFUND_AMOUNT_EXCEED,
+                            "nothing is left to refund to the user",
+                        ));
+                    }
                     let row = RefundRow {
                         refund_id,
                         client_id: input.client_id.clone(),
@@ -1042,10 +1151,15 @@ impl Acquirer {
                         payment_id: p.payment_id.clone(),
                         amount_minor: amount,
                         currency: p.currency.clone(),
-                        wallet_amount_minor: share(p.pay_to_minor, prior_wallet),
+                        wallet_amount_minor: wallet_amount,
                         wallet_currency: p.pay_to_currency.clone(),
-                        settle_minor: share(p.settle_minor, prior_settle),
+                        settle_minor: pricing.settle.amount_minor(),
                         settle_currency: p.settle_currency.clone(),
+                        settlement_quote: pricing
+                            .settlement_quote
+                            .as_ref()
+                            .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
+                        fee_minor: fee_back.amount_minor(),
                         status: "PROCESSING".into(),
                         result_code: ResultCode::UNKNOWN_EXCEPTION.as_str().into(),
                         result_message: String::new(),
@@ -1056,6 +1170,11 @@ impl Acquirer {
                         next_check_ms: Some(next_check),
                     };
                     store::insert_refund(c, &row)?;
+                    for (q, purpose) in [(&pricing.payment_quote, "REFUND"), (&pricing.settlement_quote, "REFUND_SETTLEMENT")] {
+                        if let Some((q, start, expiry)) = q {
+                            store::insert_quote(c, q, *start, *expiry, purpose)?;
+                        }
+                    }
                     store::add_event(c, &p.payment_id, "REFUND", &format!("refund {} of {} {} requested", row.refund_id, amount, row.currency), now)?;
                     Ok(Inserted::Created(row))
                 })

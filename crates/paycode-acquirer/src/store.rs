@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS merchants (
     settlement_currency   TEXT NOT NULL,
     max_amount_minor      INTEGER,        -- per payment, in the transaction currency
     notify_url            TEXT,
+    fee_bps               INTEGER NOT NULL DEFAULT 0,   -- merchant discount rate
+    time_zone             TEXT NOT NULL DEFAULT 'UTC',  -- IANA zone of the settlement cut-off
+    cutoff_minutes        INTEGER NOT NULL DEFAULT 0,   -- local cut-off time, minutes after midnight
     PRIMARY KEY (client_id, reference_merchant_id)
 );
 CREATE TABLE IF NOT EXISTS stores (
@@ -81,6 +84,7 @@ CREATE TABLE IF NOT EXISTS payments (
     settle_minor          INTEGER NOT NULL,
     settle_currency       TEXT NOT NULL,
     settlement_quote      TEXT,
+    fee_minor             INTEGER NOT NULL, -- merchant discount fee, settlement currency
     status                TEXT NOT NULL,  -- PROCESSING | SUCCESS | FAIL | CANCELLED
     result_code           TEXT NOT NULL,
     result_message        TEXT NOT NULL,
@@ -111,6 +115,8 @@ CREATE TABLE IF NOT EXISTS refunds (
     wallet_currency       TEXT NOT NULL,
     settle_minor          INTEGER NOT NULL,
     settle_currency       TEXT NOT NULL,
+    settlement_quote      TEXT,
+    fee_minor             INTEGER NOT NULL, -- fee returned to the merchant, settlement currency
     status                TEXT NOT NULL,  -- PROCESSING | SUCCESS | FAIL
     result_code           TEXT NOT NULL,
     result_message        TEXT NOT NULL,
@@ -123,6 +129,21 @@ CREATE TABLE IF NOT EXISTS refunds (
 );
 CREATE INDEX IF NOT EXISTS refunds_payment ON refunds (payment_id);
 CREATE INDEX IF NOT EXISTS refunds_due ON refunds (next_check_ms);
+-- Every quote given out (payments, refunds, inquireExchangeRate), for audit.
+CREATE TABLE IF NOT EXISTS quotes (
+    quote_id      TEXT PRIMARY KEY,
+    pair          TEXT NOT NULL,
+    price         TEXT NOT NULL,
+    start_ms      INTEGER NOT NULL,
+    expiry_ms     INTEGER NOT NULL,
+    purpose       TEXT NOT NULL           -- PAYMENT | SETTLEMENT | REFUND | REFUND_SETTLEMENT | INQUIRY
+);
+-- The rate table in the rate-file format (one row), replaced whole by the admin API.
+CREATE TABLE IF NOT EXISTS fx_rates (
+    id            INTEGER PRIMARY KEY CHECK (id = 1),
+    rate_file     TEXT NOT NULL,
+    updated_ms    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS journal_entries (
     entry_id      INTEGER PRIMARY KEY AUTOINCREMENT,
     kind          TEXT NOT NULL,
@@ -212,6 +233,7 @@ pub struct PaymentRow {
     pub settle_minor: i64,
     pub settle_currency: String,
     pub settlement_quote: Option<String>,
+    pub fee_minor: i64,
     pub status: String,
     pub result_code: String,
     pub result_message: String,
@@ -233,7 +255,7 @@ const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, reques
     amount_minor, currency, wallet, psp_name, code_masked, pay_to_minor, pay_to_currency, \
     payment_quote, settle_minor, settle_currency, settlement_quote, status, result_code, \
     result_message, wallet_payment_id, psp_customer_id, notify_url, created_ms, expires_ms, \
-    paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms";
+    paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms, fee_minor";
 
 fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
     Ok(PaymentRow {
@@ -271,6 +293,7 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
         next_check_ms: r.get(31)?,
         n_checks: r.get(32)?,
         cancel_requested_ms: r.get(33)?,
+        fee_minor: r.get(34)?,
     })
 }
 
@@ -278,7 +301,7 @@ pub fn insert_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
     c.prepare_cached(&format!(
         "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, \
-         ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)"
+         ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35)"
     ))?
     .execute(params![
         p.payment_id,
@@ -315,6 +338,7 @@ pub fn insert_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
         p.next_check_ms,
         p.n_checks,
         p.cancel_requested_ms,
+        p.fee_minor,
     ])?;
     Ok(())
 }
@@ -424,6 +448,8 @@ pub struct RefundRow {
     pub wallet_currency: String,
     pub settle_minor: i64,
     pub settle_currency: String,
+    pub settlement_quote: Option<String>,
+    pub fee_minor: i64,
     pub status: String,
     pub result_code: String,
     pub result_message: String,
@@ -436,7 +462,8 @@ pub struct RefundRow {
 
 const REFUND_COLUMNS: &str = "refund_id, client_id, refund_request_id, request_hash, payment_id, \
     amount_minor, currency, wallet_amount_minor, wallet_currency, settle_minor, settle_currency, \
-    status, result_code, result_message, reason, notify_url, created_ms, refunded_ms, next_check_ms";
+    status, result_code, result_message, reason, notify_url, created_ms, refunded_ms, next_check_ms, \
+    settlement_quote, fee_minor";
 
 fn refund_from_row(r: &Row<'_>) -> rusqlite::Result<RefundRow> {
     Ok(RefundRow {
@@ -459,13 +486,15 @@ fn refund_from_row(r: &Row<'_>) -> rusqlite::Result<RefundRow> {
         created_ms: r.get(16)?,
         refunded_ms: r.get(17)?,
         next_check_ms: r.get(18)?,
+        settlement_quote: r.get(19)?,
+        fee_minor: r.get(20)?,
     })
 }
 
 pub fn insert_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
     c.prepare_cached(&format!(
         "INSERT INTO refunds ({REFUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
     ))?
     .execute(params![
         r.refund_id,
@@ -487,6 +516,8 @@ pub fn insert_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
         r.created_ms,
         r.refunded_ms,
         r.next_check_ms,
+        r.settlement_quote,
+        r.fee_minor,
     ])?;
     Ok(())
 }
@@ -819,4 +850,37 @@ pub fn account_balance(c: &Connection, account: &str) -> StoreResult<i64> {
     )
     .optional()?
     .unwrap_or(0))
+}
+
+pub fn insert_quote(
+    c: &Connection,
+    q: &paycode_proto::Quote,
+    start_ms: i64,
+    expiry_ms: i64,
+    purpose: &str,
+) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO quotes (quote_id, pair, price, start_ms, expiry_ms, purpose) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (quote_id) DO NOTHING",
+    )?
+    .execute(params![q.quote_id, q.quote_currency_pair, q.quote_price, start_ms, expiry_ms, purpose])?;
+    Ok(())
+}
+
+pub fn rate_file(c: &Connection) -> StoreResult<Option<String>> {
+    Ok(
+        c.query_row("SELECT rate_file FROM fx_rates WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?,
+    )
+}
+
+pub fn set_rate_file(c: &Connection, text: &str, now_ms: i64) -> StoreResult<()> {
+    c.execute(
+        "INSERT INTO fx_rates (id, rate_file, updated_ms) VALUES (1, ?1, ?2) \
+         ON CONFLICT (id) DO UPDATE SET rate_file = excluded.rate_file, updated_ms = excluded.updated_ms",
+        params![text, now_ms],
+    )?;
+    Ok(())
 }

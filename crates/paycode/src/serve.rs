@@ -200,11 +200,14 @@ async fn seed_acquirer(
                     reference_merchant_id: DEMO_MERCHANT_ID,
                     name: DEMO_MERCHANT_NAME,
                     mcc: DEMO_MCC,
-                    currencies: &["SGD".to_string()],
+                    currencies: &["SGD".to_string(), "USD".to_string(), "JPY".to_string()],
                     settlement_currency: "SGD",
                     max_amount_minor: Some(1_000_000),
                     notify_url: None,
                     active: true,
+                    fee_bps: 180,
+                    time_zone: "Asia/Singapore",
+                    cutoff_minutes: 0,
                 },
             )?;
             registry::upsert_store(
@@ -239,8 +242,30 @@ async fn seed_acquirer(
         .reload(acq.db())
         .await
         .context("reloading reference data")?;
+    if acq.rates().mids().next().is_none() {
+        acq.set_rate_file(demo_rate_file()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding exchange rates: {}", e.message))?;
+    }
     Ok(())
 }
+
+/// The demo rate table: the European Central Bank's reference rates of one day, with a 50 bps
+/// spread each way.
+fn demo_rate_file() -> anyhow::Result<String> {
+    let ecb = paycode_core::ecb::parse(DEMO_ECB_XML)
+        .map_err(|e| anyhow::anyhow!("demo ECB rates: {e}"))?;
+    let mut table = paycode_core::fx::RateTable::new();
+    ecb.apply_to(&mut table)
+        .map_err(|e| anyhow::anyhow!("demo ECB rates: {e}"))?;
+    Ok(format!(
+        "# Demo rates: ECB reference rates of {}\nspread default 50 50\n{}",
+        ecb.date(),
+        table.to_rate_file()
+    ))
+}
+
+const DEMO_ECB_XML: &str = include_str!("../../paycode-core/testdata/eurofxref-daily.xml");
 
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
