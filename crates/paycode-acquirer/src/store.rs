@@ -192,6 +192,81 @@ CREATE TABLE IF NOT EXISTS payment_events (
     detail        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS payment_events_payment ON payment_events (payment_id);
+-- Settlement and clearing (settlement.rs). Every settled event (a payment, a refund, the cancel
+-- of a paid payment) once, keyed by transaction and kind, so it lands in exactly one batch and
+-- one clearing; `batch_id` / `clearing_id` are set once, when that batch closes.
+CREATE TABLE IF NOT EXISTS settlement_items (
+    transaction_id        TEXT NOT NULL,
+    kind                  TEXT NOT NULL,  -- PAYMENT | REFUND | CANCEL
+    payment_id            TEXT NOT NULL,
+    merchant              TEXT NOT NULL,  -- ledger name: client_id/reference_merchant_id
+    client_id             TEXT NOT NULL,
+    reference_merchant_id TEXT NOT NULL,
+    reference_store_id    TEXT,
+    transaction_request_id TEXT NOT NULL,
+    payment_method_type   TEXT NOT NULL,
+    wallet                TEXT NOT NULL,
+    psp_name              TEXT NOT NULL,
+    amount_minor          INTEGER NOT NULL, -- transaction amount (positive magnitude)
+    currency              TEXT NOT NULL,
+    wallet_amount_minor   INTEGER NOT NULL,
+    wallet_currency       TEXT NOT NULL,
+    settle_minor          INTEGER NOT NULL, -- gross, settlement currency
+    settle_currency       TEXT NOT NULL,
+    quote_price           TEXT,
+    fee_minor             INTEGER NOT NULL, -- charged (payment) or returned (refund, cancel)
+    event_ms              INTEGER NOT NULL,
+    settle_due_ms         INTEGER NOT NULL, -- end of its merchant business day
+    batch_id              TEXT,
+    clearing_due_ms       INTEGER NOT NULL, -- end of its UTC day
+    clearing_id           TEXT,
+    PRIMARY KEY (transaction_id, kind)
+);
+CREATE INDEX IF NOT EXISTS settlement_items_unsettled ON settlement_items (settle_due_ms) WHERE batch_id IS NULL;
+CREATE INDEX IF NOT EXISTS settlement_items_uncleared ON settlement_items (clearing_due_ms) WHERE clearing_id IS NULL;
+CREATE INDEX IF NOT EXISTS settlement_items_batch ON settlement_items (batch_id);
+CREATE INDEX IF NOT EXISTS settlement_items_clearing ON settlement_items (clearing_id);
+CREATE TABLE IF NOT EXISTS settlement_batches (
+    batch_id              TEXT PRIMARY KEY,
+    merchant              TEXT NOT NULL,
+    currency              TEXT NOT NULL,
+    business_day          INTEGER NOT NULL, -- days since 1970-01-01 in the merchant's calendar
+    seq                   INTEGER NOT NULL, -- 1, or more when a day was closed early
+    utc_offset_s          INTEGER NOT NULL,
+    cutoff_local_s        INTEGER NOT NULL,
+    item_count            INTEGER NOT NULL,
+    gross_minor           INTEGER NOT NULL,
+    fee_minor             INTEGER NOT NULL,
+    net_minor             INTEGER NOT NULL,
+    entry_id              INTEGER,          -- payout or collection entry (none when net is zero)
+    closed_ms             INTEGER NOT NULL,
+    files_written_ms      INTEGER,
+    UNIQUE (merchant, currency, business_day, seq)
+);
+CREATE INDEX IF NOT EXISTS settlement_batches_unwritten ON settlement_batches (closed_ms) WHERE files_written_ms IS NULL;
+CREATE TABLE IF NOT EXISTS clearing_batches (
+    clearing_id           TEXT PRIMARY KEY,
+    wallet                TEXT NOT NULL,
+    currency              TEXT NOT NULL,
+    business_day          INTEGER NOT NULL, -- UTC day
+    seq                   INTEGER NOT NULL,
+    item_count            INTEGER NOT NULL,
+    net_minor             INTEGER NOT NULL,
+    entry_id              INTEGER,
+    closed_ms             INTEGER NOT NULL,
+    files_written_ms      INTEGER,
+    UNIQUE (wallet, currency, business_day, seq)
+);
+CREATE INDEX IF NOT EXISTS clearing_batches_unwritten ON clearing_batches (closed_ms) WHERE files_written_ms IS NULL;
+-- How far the settlement sweep has taken events into settlement_items (one row).
+CREATE TABLE IF NOT EXISTS settlement_cursor (
+    id                    INTEGER PRIMARY KEY CHECK (id = 1),
+    swept_ms              INTEGER NOT NULL,
+    next_sweep_ms         INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payments_paid ON payments (paid_ms) WHERE paid_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS payments_cancelled ON payments (cancelled_ms) WHERE cancelled_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS refunds_refunded ON refunds (refunded_ms) WHERE refunded_ms IS NOT NULL;
 "#;
 
 #[derive(Debug, thiserror::Error)]

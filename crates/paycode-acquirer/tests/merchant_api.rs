@@ -1,0 +1,892 @@
+//! The merchant API over real HTTP: every endpoint, every result code the acquirer produces
+//! itself, idempotency and races, wallet faults and reconciliation, notifications, and hostile
+//! requests. Outcomes are checked in the state, the wallet balance, the ledger and the outbox.
+
+mod common;
+
+use common::*;
+use paycode_acquirer::Limits;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pay_inquire_refund_cancel_with_the_real_wallet() {
+    let h = Harness::new().await;
+    let before = h.balance("alice").await;
+    let code = h.code_for("alice").await;
+    let rx = Receiver::start(0).await;
+    let mut body = h.pay_body("r-1", 1250, &code);
+    body["paymentNotifyUrl"] = json!(rx.url);
+    let paid = h.call("pay", body).await;
+    assert_eq!(code_of(&paid), "SUCCESS", "{paid}");
+    assert_eq!(
+        paid["actualPaymentAmount"],
+        json!({"currency": "SGD", "value": "1250"})
+    );
+    assert_eq!(paid["pspCustomerInfo"]["pspName"], "sgpay");
+    let pid = paid["paymentId"].as_str().unwrap().to_string();
+    assert_eq!(h.balance("alice").await, before - 1250);
+
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "r-1"}))
+        .await;
+    assert_eq!(inq["paymentStatus"], "SUCCESS");
+    assert_eq!(inq["paymentId"], pid.as_str());
+
+    // One journal entry: wallet receivable debited, merchant payable credited.
+    let entries = h
+        .sql_i64(
+            "SELECT COUNT(*) FROM journal_entries WHERE payment_id = ?1",
+            pid.clone(),
+        )
+        .await;
+    assert_eq!(entries, 1);
+
+    // The notification is delivered and signed like a request over the notify URL's path.
+    h.drain().await;
+    assert_eq!(rx.count(), 1);
+    let (headers, path, raw) = rx.state.bodies.lock().unwrap()[0].clone();
+    let n: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(n["notifyType"], "PAYMENT_RESULT");
+    assert_eq!(n["paymentId"], pid.as_str());
+    let sig = paycode_sign::SignatureHeader::parse(headers["signature"].to_str().unwrap()).unwrap();
+    paycode_sign::verify(
+        &verify_key(),
+        &sig,
+        &path,
+        headers["client-id"].to_str().unwrap(),
+        headers["request-time"].to_str().unwrap(),
+        raw.as_bytes(),
+    )
+    .expect("notification signature verifies");
+
+    // Partial refunds up to the paid amount, then REFUND_AMOUNT_EXCEED.
+    let r1 = h
+        .call("refund", json!({"refundRequestId": "rf-1", "paymentId": pid, "refundAmount": {"currency": "SGD", "value": "1000"}}))
+        .await;
+    assert_eq!(code_of(&r1), "SUCCESS", "{r1}");
+    assert_eq!(r1["actualRefundAmount"]["value"], "1000");
+    let over = h
+        .call("refund", json!({"refundRequestId": "rf-2", "paymentId": pid, "refundAmount": {"currency": "SGD", "value": "251"}}))
+        .await;
+    assert_eq!(code_of(&over), "REFUND_AMOUNT_EXCEED");
+    let rest = h
+        .call("refund", json!({"refundRequestId": "rf-3", "paymentId": pid, "refundAmount": {"currency": "SGD", "value": "250"}}))
+        .await;
+    assert_eq!(code_of(&rest), "SUCCESS");
+    assert_eq!(h.balance("alice").await, before);
+    let again = h
+        .call("refund", json!({"refundRequestId": "rf-1", "paymentId": pid, "refundAmount": {"currency": "SGD", "value": "999"}}))
+        .await;
+    assert_eq!(code_of(&again), "REPEAT_REQ_INCONSISTENT");
+    let inq_refund = h
+        .call("inquiryRefund", json!({"refundRequestId": "rf-1"}))
+        .await;
+    assert_eq!(inq_refund["refundStatus"], "SUCCESS");
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    assert_eq!(inq["transactions"].as_array().unwrap().len(), 2);
+
+    // A refunded payment can no longer be cancelled.
+    let c = h.call("cancel", json!({"paymentId": pid})).await;
+    assert_eq!(code_of(&c), "PROCESS_FAIL");
+
+    // Merchant payable for this merchant nets to zero after full refund.
+    let bal = h
+        .sql_i64(
+            "SELECT balance_minor FROM account_balances WHERE account = ?1",
+            format!("merchant_payable:{CLIENT}/{MERCHANT}:SGD"),
+        )
+        .await;
+    assert_eq!(bal, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_reverses_a_paid_payment_in_full_and_is_idempotent() {
+    let h = Harness::new().await;
+    let before = h.balance("alice").await;
+    let code = h.code_for("alice").await;
+    let paid = h.call("pay", h.pay_body("c-1", 700, &code)).await;
+    assert_eq!(code_of(&paid), "SUCCESS");
+    for _ in 0..2 {
+        let c = h.call("cancel", json!({"paymentRequestId": "c-1"})).await;
+        assert_eq!(code_of(&c), "SUCCESS", "{c}");
+        assert!(c["cancelTime"].is_string());
+    }
+    assert_eq!(h.balance("alice").await, before);
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "c-1"}))
+        .await;
+    assert_eq!(inq["paymentStatus"], "CANCELLED");
+    let pid = paid["paymentId"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.sql_i64(
+            "SELECT COUNT(*) FROM journal_entries WHERE payment_id = ?1",
+            pid.clone()
+        )
+        .await,
+        2
+    );
+    let refund = h
+        .call("refund", json!({"refundRequestId": "x", "paymentId": pid, "refundAmount": {"currency": "SGD", "value": "1"}}))
+        .await;
+    assert_eq!(code_of(&refund), "ORDER_STATUS_INVALID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cancel_window_closes_at_a_quarter_past_midnight_next_day() {
+    let h = Harness::new().await;
+    let code = h.code_for("alice").await;
+    let paid = h.call("pay", h.pay_body("w-1", 500, &code)).await;
+    assert_eq!(code_of(&paid), "SUCCESS");
+    h.acq.clock().advance_ms(2 * 86_400_000);
+    let c = h.call("cancel", json!({"paymentRequestId": "w-1"})).await;
+    assert_eq!(code_of(&c), "CANCEL_WINDOW_EXCEED");
+    assert_eq!(status_of(&c), "F");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wallet_failures_reach_the_merchant_with_their_codes() {
+    let h = Harness::new().await;
+    let cases = [
+        ("carol", 10_000, "USER_BALANCE_NOT_ENOUGH"),
+        ("dave", 100, "USER_STATUS_ABNORMAL"),
+    ];
+    for (i, (user, value, expect)) in cases.into_iter().enumerate() {
+        let code = h.code_for(user).await;
+        let r = h
+            .call("pay", h.pay_body(&format!("f-{i}"), value, &code))
+            .await;
+        assert_eq!(code_of(&r), expect, "{r}");
+        assert_eq!(status_of(&r), "F");
+        let inq = h
+            .call(
+                "inquiryPayment",
+                json!({"paymentRequestId": format!("f-{i}")}),
+            )
+            .await;
+        assert_eq!(inq["paymentStatus"], "FAIL");
+        assert_eq!(inq["paymentResultCode"], expect);
+    }
+    // A used code is single use, even after a failed payment.
+    let code = h.code_for("carol").await;
+    let r = h.call("pay", h.pay_body("f-a", 10_000, &code)).await;
+    assert_eq!(code_of(&r), "USER_BALANCE_NOT_ENOUGH");
+    let r = h.call("pay", h.pay_body("f-b", 100, &code)).await;
+    assert_eq!(code_of(&r), "EXPIRED_CODE", "{r}");
+    assert_eq!(
+        h.sql_i64(
+            "SELECT COUNT(*) FROM journal_entries WHERE ?1 = ?1",
+            String::new()
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acquirer_result_codes() {
+    let h = Harness::new().await;
+    let code = FakeWallet::code(1);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut b = h.pay_body("rc", 100, &code);
+        f(&mut b);
+        b
+    };
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            with(&|b| b["order"]["merchant"]["referenceMerchantId"] = json!("NOPE")),
+            "MERCHANT_NOT_REGISTERED",
+            "",
+        ),
+        (
+            with(&|b| b["order"]["merchant"]["referenceMerchantId"] = json!("SUSPENDED")),
+            "INVALID_MERCHANT_STATUS",
+            "",
+        ),
+        (
+            with(&|b| b["paymentAmount"]["currency"] = json!("USD")),
+            "CURRENCY_NOT_SUPPORT",
+            "",
+        ),
+        (
+            with(&|b| b["paymentAmount"]["value"] = json!("2000000")),
+            "PAYMENT_AMOUNT_EXCEED_LIMIT",
+            "",
+        ),
+        (
+            with(&|b| b["paymentMethod"]["paymentMethodId"] = json!("777777021234567890123456")),
+            "INVALID_CODE",
+            "",
+        ),
+        (
+            with(&|b| b["paymentMethod"]["paymentMethodId"] = json!("12345")),
+            "INVALID_CODE",
+            "paymentMethodId",
+        ),
+        (
+            with(&|b| b["paymentAmount"]["value"] = json!("0")),
+            "PARAM_ILLEGAL",
+            "paymentAmount.value",
+        ),
+        (
+            with(&|b| b["paymentAmount"]["value"] = json!("12.5")),
+            "PARAM_ILLEGAL",
+            "paymentAmount.value",
+        ),
+        (
+            with(&|b| b["paymentAmount"]["currency"] = json!("XYZ")),
+            "PARAM_ILLEGAL",
+            "paymentAmount.currency",
+        ),
+        (
+            with(&|b| b["productCode"] = json!("CASHIER_PAYMENT")),
+            "PARAM_ILLEGAL",
+            "productCode",
+        ),
+        (
+            with(&|b| b["paymentRequestId"] = json!("x".repeat(65))),
+            "PARAM_ILLEGAL",
+            "paymentRequestId",
+        ),
+        (
+            with(&|b| b["paymentExpiryTime"] = json!("yesterday")),
+            "PARAM_ILLEGAL",
+            "paymentExpiryTime",
+        ),
+        (
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("paymentAmount");
+            }),
+            "PARAM_ILLEGAL",
+            "paymentAmount",
+        ),
+        (
+            with(&|b| b["paymentAmount"]["value"] = json!(["1"])),
+            "PARAM_ILLEGAL",
+            "paymentAmount.value",
+        ),
+    ];
+    for (body, expect, field) in cases {
+        let r = h.call("pay", body.clone()).await;
+        assert_eq!(code_of(&r), expect, "{body} -> {r}");
+        assert_eq!(status_of(&r), "F");
+        assert!(
+            r["result"]["resultMessage"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{r}"
+        );
+    }
+    assert!(
+        h.fake.calls().is_empty(),
+        "no wallet was called for a refused request"
+    );
+
+    // Numbers where strings are documented are accepted.
+    let mut b = h.pay_body("num", 100, &code);
+    b["paymentAmount"]["value"] = json!(100);
+    let r = h.call("pay", b).await;
+    assert_eq!(code_of(&r), "SUCCESS", "{r}");
+    assert_eq!(r["paymentAmount"]["value"], "100");
+
+    // Unknown payments, other clients' payments.
+    let r = h
+        .call("inquiryPayment", json!({"paymentRequestId": "nope"}))
+        .await;
+    assert_eq!(code_of(&r), "ORDER_NOT_EXIST");
+    let pid = r["paymentId"].clone();
+    assert!(pid.is_null());
+    let mine = h
+        .call("inquiryPayment", json!({"paymentRequestId": "num"}))
+        .await;
+    let r = h
+        .call_as(
+            &h.other,
+            "inquiryPayment",
+            json!({"paymentId": mine["paymentId"]}),
+        )
+        .await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED");
+    let r = h.call_as(&h.other, "refund", json!({"refundRequestId": "o", "paymentId": mine["paymentId"], "refundAmount": {"currency": "SGD", "value": "1"}})).await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED");
+    let r = h
+        .call_as(&h.other, "cancel", json!({"paymentId": mine["paymentId"]}))
+        .await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED");
+    let r = h
+        .call_as(
+            &h.other,
+            "inquiryPayment",
+            json!({"paymentRequestId": "num"}),
+        )
+        .await;
+    assert_eq!(code_of(&r), "ORDER_NOT_EXIST", "request ids are per client");
+    let r = h
+        .call("inquiryRefund", json!({"refundRequestId": "nope"}))
+        .await;
+    assert_eq!(code_of(&r), "ORDER_NOT_EXIST");
+
+    // Refunding a failed payment.
+    h.fake.set_mode(PayMode::Fail("RISK_REJECT"));
+    let r = h
+        .call("pay", h.pay_body("failed", 100, &FakeWallet::code(2)))
+        .await;
+    assert_eq!(code_of(&r), "RISK_REJECT");
+    let r = h
+        .call("refund", json!({"refundRequestId": "rf", "paymentId": r["paymentId"], "refundAmount": {"currency": "SGD", "value": "1"}}))
+        .await;
+    assert_eq!(code_of(&r), "ORDER_STATUS_INVALID");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idempotent_replays_and_concurrent_duplicates_charge_once() {
+    let h = Harness::new().await;
+    let before = h.balance("alice").await;
+    let code = h.code_for("alice").await;
+    let body = h.pay_body("dup-1", 300, &code);
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (client, url, body) = (h.merchant.clone(), h.url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post::<Value, Value>(&format!("{url}/ams/api/v1/payments/pay"), &body)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(
+            ["SUCCESS", "PAYMENT_IN_PROCESS"].contains(&code_of(&r)),
+            "{r}"
+        );
+        ids.insert(r["paymentId"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "one payment for one request id");
+    let r = h.call("pay", body.clone()).await;
+    assert_eq!(code_of(&r), "SUCCESS");
+    assert_eq!(
+        h.balance("alice").await,
+        before - 300,
+        "charged exactly once"
+    );
+    let mut changed = body.clone();
+    changed["paymentAmount"]["value"] = json!("301");
+    let r = h.call("pay", changed).await;
+    assert_eq!(code_of(&r), "REPEAT_REQ_INCONSISTENT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refunds_never_exceed_the_paid_amount() {
+    let h = Harness::new().await;
+    let r = h
+        .call("pay", h.pay_body("cr", 1000, &FakeWallet::code(3)))
+        .await;
+    let pid = r["paymentId"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (client, url, pid) = (h.merchant.clone(), h.url.clone(), pid.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"refundRequestId": format!("rf-{i}"), "paymentId": pid, "refundAmount": {"currency": "SGD", "value": "300"}});
+            client
+                .post::<Value, Value>(&format!("{url}/ams/api/v1/payments/refund"), &body)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match code_of(&r) {
+            "SUCCESS" => ok += 1,
+            "REFUND_AMOUNT_EXCEED" => {}
+            other => panic!("unexpected {other}: {r}"),
+        }
+    }
+    assert_eq!(ok, 3);
+    let refunded: i64 = h.fake.state.lock().unwrap().refunds.values().sum();
+    assert_eq!(refunded, 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_racing_the_users_confirmation_ends_with_one_outcome() {
+    let h = Harness::new().await;
+    for round in 0..4 {
+        let before = h.balance("bob").await;
+        let token = h.device_token("bob").await;
+        let code = h.code_for("bob").await;
+        let rid = format!("race-{round}");
+        let r = h.call("pay", h.pay_body(&rid, 2500, &code)).await;
+        assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS", "{r}");
+        let list: Value = reqwest::Client::new()
+            .get(format!("{}/customer/v1/challenges", h.wallet_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let challenge = list["challenges"][0]["challengeId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let confirm = {
+            let (url, token) = (h.wallet_url.clone(), token.clone());
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(format!("{url}/customer/v1/challenges/{challenge}/confirm"))
+                    .bearer_auth(token)
+                    .json(&json!({"password": "123456"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            })
+        };
+        let cancel = h.call("cancel", json!({"paymentRequestId": rid})).await;
+        let _ = confirm.await.unwrap();
+        assert_eq!(code_of(&cancel), "SUCCESS", "{cancel}");
+        h.drain().await;
+        let inq = h
+            .call("inquiryPayment", json!({"paymentRequestId": rid}))
+            .await;
+        assert_eq!(inq["paymentStatus"], "CANCELLED", "{inq}");
+        assert_eq!(
+            h.balance("bob").await,
+            before,
+            "round {round}: the user is whole"
+        );
+        let pid = inq["paymentId"].as_str().unwrap().to_string();
+        let n = h
+            .sql_i64(
+                "SELECT COUNT(*) FROM journal_entries WHERE payment_id = ?1",
+                pid,
+            )
+            .await;
+        assert!(
+            n == 0 || n == 2,
+            "either nothing posted or payment + reversal, got {n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_payment_completes_by_wallet_notification() {
+    let h = Harness::new().await;
+    let rx = Receiver::start(0).await;
+    let token = h.device_token("bob").await;
+    let code = h.code_for("bob").await;
+    let mut body = h.pay_body("pw-1", 2500, &code);
+    body["paymentNotifyUrl"] = json!(rx.url);
+    let r = h.call("pay", body).await;
+    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS");
+    let list: Value = reqwest::Client::new()
+        .get(format!("{}/customer/v1/challenges", h.wallet_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["challenges"][0]["challengeId"].as_str().unwrap();
+    let ok: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/customer/v1/challenges/{id}/confirm",
+            h.wallet_url
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"password": "123456"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ok["paymentStatus"], "SUCCESS", "{ok}");
+    h.drain().await;
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "pw-1"}))
+        .await;
+    assert_eq!(inq["paymentStatus"], "SUCCESS");
+    assert_eq!(rx.count(), 1);
+    assert_eq!(rx.bodies()[0]["result"]["resultCode"], "SUCCESS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_wallet_outcome_stays_processing_until_the_reconciler_learns_it() {
+    let h = Harness::with(Options {
+        limits: Limits {
+            wallet_pay_timeout_ms: 300,
+            reconcile_interval_ms: 1_000,
+            ..Options::default().limits
+        },
+    })
+    .await;
+    h.fake.set_mode(PayMode::SucceedSlowly(1_500));
+    let r = h
+        .call("pay", h.pay_body("slow", 400, &FakeWallet::code(4)))
+        .await;
+    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS", "{r}");
+    assert_eq!(status_of(&r), "U");
+    let pid = r["paymentId"].as_str().unwrap().to_string();
+    // Nothing is due until the reconciler's check time.
+    h.acq.clock().advance_ms(20_000);
+    h.drain().await;
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    assert_eq!(inq["paymentStatus"], "SUCCESS", "{inq}");
+    assert!(h.fake.calls().iter().all(|c| !c.starts_with("cancel")));
+    assert_eq!(
+        h.sql_i64(
+            "SELECT COUNT(*) FROM journal_entries WHERE payment_id = ?1",
+            pid
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_reset_is_an_unknown_outcome_too() {
+    let h = Harness::new().await;
+    h.fake.set_mode(PayMode::SucceedThenHangUp);
+    let r = h
+        .call("pay", h.pay_body("reset", 400, &FakeWallet::code(5)))
+        .await;
+    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS", "{r}");
+    h.acq.clock().advance_ms(20_000);
+    h.drain().await;
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "reset"}))
+        .await;
+    assert_eq!(inq["paymentStatus"], "SUCCESS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_payment_is_closed_only_after_the_wallet_agrees() {
+    let h = Harness::new().await;
+    let rx = Receiver::start(0).await;
+    h.fake.set_mode(PayMode::Pending);
+    let mut body = h.pay_body("exp", 400, &FakeWallet::code(6));
+    body["paymentNotifyUrl"] = json!(rx.url);
+    let r = h.call("pay", body).await;
+    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS");
+    let pid = r["paymentId"].as_str().unwrap().to_string();
+    h.acq.clock().advance_ms(5_000);
+    h.drain().await;
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    assert_eq!(
+        inq["paymentStatus"], "PROCESSING",
+        "still waiting for the user"
+    );
+    h.acq.clock().advance_ms(120_000);
+    h.drain().await;
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    assert_eq!(inq["paymentStatus"], "FAIL");
+    assert_eq!(inq["paymentResultCode"], "ORDER_IS_CLOSED");
+    assert!(h.fake.calls().contains(&format!("cancel {pid}")));
+    // A late success from the wallet changes nothing.
+    h.fake.set_payment(&pid, "S");
+    let r = h
+        .call("pay", h.pay_body("exp", 400, &FakeWallet::code(6)))
+        .await;
+    assert_eq!(code_of(&r), "ORDER_IS_CLOSED");
+    assert_eq!(rx.count(), 1);
+    assert_eq!(rx.bodies()[0]["result"]["resultCode"], "ORDER_IS_CLOSED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merchant_cancel_voids_a_pending_payment() {
+    let h = Harness::new().await;
+    h.fake.set_mode(PayMode::Pending);
+    let r = h
+        .call("pay", h.pay_body("void", 400, &FakeWallet::code(7)))
+        .await;
+    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS");
+    let c = h.call("cancel", json!({"paymentRequestId": "void"})).await;
+    assert_eq!(code_of(&c), "SUCCESS");
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "void"}))
+        .await;
+    assert_eq!(inq["paymentStatus"], "CANCELLED");
+    let pid = inq["paymentId"].as_str().unwrap().to_string();
+    assert_eq!(
+        h.sql_i64(
+            "SELECT COUNT(*) FROM journal_entries WHERE payment_id = ?1",
+            pid
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_are_retried_then_parked_and_can_be_resent() {
+    let h = Harness::new().await;
+    let rx = Receiver::start(2).await;
+    let mut body = h.pay_body("n-1", 400, &FakeWallet::code(8));
+    body["paymentNotifyUrl"] = json!(rx.url);
+    h.call("pay", body).await;
+    h.drain().await;
+    assert_eq!(
+        rx.count(),
+        1,
+        "first attempt failed; next one is 60 s later"
+    );
+    h.acq.clock().advance_ms(61_000);
+    h.drain().await;
+    h.acq.clock().advance_ms(61_000);
+    h.drain().await;
+    assert_eq!(rx.count(), 3);
+    let list = h
+        .admin_get("/admin/v1/notifications?status=DELIVERED")
+        .await;
+    assert_eq!(list[0]["attempts"], 3);
+
+    // Every attempt fails: parked after the schedule, then resent by an operator.
+    let rx2 = Receiver::start(100).await;
+    let mut body = h.pay_body("n-2", 400, &FakeWallet::code(9));
+    body["paymentNotifyUrl"] = json!(rx2.url);
+    h.call("pay", body).await;
+    for _ in 0..4 {
+        h.drain().await;
+        h.acq.clock().advance_ms(61_000);
+    }
+    assert_eq!(rx2.count(), 3);
+    let parked = h.admin_get("/admin/v1/notifications?status=PARKED").await;
+    assert_eq!(parked.as_array().unwrap().len(), 1);
+    rx2.state
+        .fail_first
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let id = parked[0]["id"].as_i64().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/admin/v1/notifications/{id}/resend", h.url))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    h.drain().await;
+    assert_eq!(rx2.count(), 4);
+    let delivered = h
+        .admin_get("/admin/v1/notifications?status=DELIVERED")
+        .await;
+    assert_eq!(delivered.as_array().unwrap().len(), 2);
+}
+
+/// Sends a raw request and returns (status, lower-case headers, body).
+async fn raw(
+    h: &Harness,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", h.url))
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    // Every answer is signed for the path as sent.
+    paycode_http::verify_answer(&verify_key(), &headers, path, &bytes).expect("answer is signed");
+    (status, headers, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn signed_headers(
+    client: &str,
+    key_name: &str,
+    key_version: u32,
+    path: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let time = "2026-11-27T10:00:00+08:00".to_string();
+    let sig = paycode_sign::sign(
+        common::key(key_name),
+        key_version,
+        path,
+        client,
+        &time,
+        body,
+    )
+    .unwrap();
+    vec![
+        ("Client-Id".into(), client.into()),
+        ("Request-Time".into(), time),
+        ("Signature".into(), sig),
+        (
+            "Content-Type".into(),
+            "application/json; charset=UTF-8".into(),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_requests_get_specific_signed_answers() {
+    let h = Harness::new().await;
+    let path = "/ams/api/v1/payments/inquiryPayment";
+    let body = br#"{"paymentRequestId": "none"}"#;
+    let check = |hs: Vec<(String, String)>| hs;
+    let as_refs = |hs: &[(String, String)]| {
+        hs.iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect::<Vec<_>>()
+    };
+
+    // Correct signature, pretty-printed body, sandbox prefix: verified over the raw bytes.
+    let pretty = b"{\n  \"paymentRequestId\" : \"none\"\n}";
+    let sandbox = "/ams/sandbox/api/v1/payments/inquiryPayment";
+    let hs = signed_headers(CLIENT, "merchant", 1, sandbox, pretty);
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (status, headers, v) = raw(&h, sandbox, &refs, pretty).await;
+    assert_eq!(status, 200);
+    assert_eq!(code_of(&v), "ORDER_NOT_EXIST");
+    assert_eq!(headers["client-id"], CLIENT);
+    assert!(headers.contains_key("response-time"));
+
+    // Spaces after commas in the Signature header are tolerated.
+    let mut hs = signed_headers(CLIENT, "merchant", 1, path, body);
+    hs[2].1 = hs[2].1.replace(',', ", ");
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (_, _, v) = raw(&h, path, &refs, body).await;
+    assert_eq!(code_of(&v), "ORDER_NOT_EXIST");
+
+    type Headers = Vec<(String, String)>;
+    let cases: Vec<(Headers, &[u8], &str)> = vec![
+        // Signed over other bytes.
+        (
+            check(signed_headers(CLIENT, "merchant", 1, path, b"{}")),
+            body,
+            "SIGNATURE_INVALID",
+        ),
+        // Signed by another key.
+        (
+            signed_headers(CLIENT, "other", 1, path, body),
+            body,
+            "SIGNATURE_INVALID",
+        ),
+        // Unknown key version.
+        (
+            signed_headers(CLIENT, "merchant", 7, path, body),
+            body,
+            "KEY_NOT_FOUND",
+        ),
+        // Unknown client.
+        (
+            signed_headers("NOBODY", "merchant", 1, path, body),
+            body,
+            "CLIENT_INVALID",
+        ),
+        // Missing signature.
+        (
+            as_refs(&signed_headers(CLIENT, "merchant", 1, path, body)[..2]),
+            body,
+            "SIGNATURE_INVALID",
+        ),
+    ];
+    for (hs, b, expect) in cases {
+        let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let (status, _, v) = raw(&h, path, &refs, b).await;
+        assert_eq!(status, 200);
+        assert_eq!(code_of(&v), expect, "{v}");
+    }
+
+    // Malformed JSON, invalid UTF-8, deep nesting: PARAM_ILLEGAL naming the body.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for bad in [&b"{not json"[..], b"\xff\xfe{}", deep.as_bytes()] {
+        let hs = signed_headers(CLIENT, "merchant", 1, path, bad);
+        let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let (_, _, v) = raw(&h, path, &refs, bad).await;
+        assert_eq!(code_of(&v), "PARAM_ILLEGAL", "{v}");
+    }
+    // Oversized body.
+    let huge = vec![b' '; 200 * 1024];
+    let hs = signed_headers(CLIENT, "merchant", 1, path, &huge);
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (status, _, v) = raw(&h, path, &refs, &huge).await;
+    assert_eq!((status, code_of(&v)), (200, "PARAM_ILLEGAL"));
+
+    // Unknown API.
+    let p = "/ams/api/v1/payments/teleport";
+    let hs = signed_headers(CLIENT, "merchant", 1, p, body);
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (_, _, v) = raw(&h, p, &refs, body).await;
+    assert_eq!(code_of(&v), "INVALID_API");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_absolute_form_request_line_is_routed_and_verified_on_its_path() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::new().await;
+    let path = "/ams/api/v1/payments/inquiryPayment";
+    let body = br#"{"paymentRequestId":"none"}"#;
+    let hs = signed_headers(CLIENT, "merchant", 1, path, body);
+    let addr = h.url.trim_start_matches("http://");
+    let mut req = format!(
+        "POST http://{addr}{path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in &hs {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("ORDER_NOT_EXIST"), "{out}");
+    assert!(out.contains("\r\nsignature: algorithm=RSA256"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_metrics_and_route_lookup() {
+    let h = Harness::new().await;
+    let code = h.code_for("alice").await;
+    h.call("pay", h.pay_body("m-1", 100, &code)).await;
+    let text = reqwest::get(format!("{}/metrics", h.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("paycode_requests_total"), "{text}");
+    assert!(
+        reqwest::get(format!("{}/healthz", h.url))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        reqwest::get(format!("{}/readyz", h.url))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let w = h
+        .admin_get(&format!("/admin/v1/routes/lookup?code={code}"))
+        .await;
+    assert_eq!(w["wallet"], "sgpay");
+    assert!(
+        !w["code"].as_str().unwrap().contains(&code[..20]),
+        "codes are masked"
+    );
+    let unauth = reqwest::get(format!("{}/admin/v1/notifications", h.url))
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+}
