@@ -9,10 +9,10 @@
 //! The one key decision: keys are RSA-2048 through `aws-lc-rs`, which signs ~5× faster than the
 //! pure-Rust `rsa` crate and verifies directly with the SPKI keys merchants already hold.
 
+use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{self, KeyPair as _, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
-use aws_lc_rs::encoding::AsDer;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::fmt;
@@ -62,7 +62,10 @@ impl PrivateKey {
 
     /// Bare base64 of the PKCS#8 DER: the form the merchant SDKs take.
     pub fn to_pkcs8_base64(&self) -> String {
-        let der = self.pair.as_der().expect("an RSA key in memory always encodes to PKCS#8");
+        let der = self
+            .pair
+            .as_der()
+            .expect("an RSA key in memory always encodes to PKCS#8");
         B64.encode(der.as_ref())
     }
 
@@ -82,7 +85,12 @@ impl PrivateKey {
     pub fn sign_raw(&self, content: &[u8]) -> Result<Vec<u8>, SignError> {
         let mut sig = vec![0u8; self.pair.public_modulus_len()];
         self.pair
-            .sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), content, &mut sig)
+            .sign(
+                &signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                content,
+                &mut sig,
+            )
             .map_err(|_| SignError::SigningFailed)?;
         Ok(sig)
     }
@@ -137,7 +145,8 @@ fn decode_key_text(text: &str) -> Result<Vec<u8>, SignError> {
     if body.is_empty() {
         return Err(SignError::KeyEncoding);
     }
-    B64.decode(body.as_bytes()).map_err(|_| SignError::KeyEncoding)
+    B64.decode(body.as_bytes())
+        .map_err(|_| SignError::KeyEncoding)
 }
 
 /// The exact bytes that are signed.
@@ -235,7 +244,10 @@ pub fn verify(
     time: &str,
     body: &[u8],
 ) -> Result<(), SignError> {
-    key.verify_raw(&signed_content(path, client_id, time, body), &header.signature)
+    key.verify_raw(
+        &signed_content(path, client_id, time, body),
+        &header.signature,
+    )
 }
 
 /// Form-URL-encoding of a base64 string, as the SDKs do it (`+`, `/`, `=` escaped).
@@ -284,31 +296,74 @@ mod tests {
     #[test]
     fn sign_then_verify_round_trips_and_detects_any_change() {
         let k = key();
-        let header = sign(k, 1, "/ams/api/v1/payments/pay", "C1", "2026-01-01T00:00:00Z", b"{}")
-            .unwrap();
+        let header = sign(
+            k,
+            1,
+            "/ams/api/v1/payments/pay",
+            "C1",
+            "2026-01-01T00:00:00Z",
+            b"{}",
+        )
+        .unwrap();
         assert!(header.starts_with("algorithm=RSA256,keyVersion=1,signature="));
         let parsed = SignatureHeader::parse(&header).unwrap();
         let pubkey = k.public_key();
-        verify(&pubkey, &parsed, "/ams/api/v1/payments/pay", "C1", "2026-01-01T00:00:00Z", b"{}")
-            .unwrap();
+        verify(
+            &pubkey,
+            &parsed,
+            "/ams/api/v1/payments/pay",
+            "C1",
+            "2026-01-01T00:00:00Z",
+            b"{}",
+        )
+        .unwrap();
         for (path, cid, time, body) in [
-            ("/ams/sandbox/api/v1/payments/pay", "C1", "2026-01-01T00:00:00Z", &b"{}"[..]),
-            ("/ams/api/v1/payments/pay", "C2", "2026-01-01T00:00:00Z", b"{}"),
-            ("/ams/api/v1/payments/pay", "C1", "2026-01-01T00:00:01Z", b"{}"),
-            ("/ams/api/v1/payments/pay", "C1", "2026-01-01T00:00:00Z", b"{ }"),
+            (
+                "/ams/sandbox/api/v1/payments/pay",
+                "C1",
+                "2026-01-01T00:00:00Z",
+                &b"{}"[..],
+            ),
+            (
+                "/ams/api/v1/payments/pay",
+                "C2",
+                "2026-01-01T00:00:00Z",
+                b"{}",
+            ),
+            (
+                "/ams/api/v1/payments/pay",
+                "C1",
+                "2026-01-01T00:00:01Z",
+                b"{}",
+            ),
+            (
+                "/ams/api/v1/payments/pay",
+                "C1",
+                "2026-01-01T00:00:00Z",
+                b"{ }",
+            ),
         ] {
-            assert_eq!(verify(&pubkey, &parsed, path, cid, time, body), Err(SignError::Mismatch));
+            assert_eq!(
+                verify(&pubkey, &parsed, path, cid, time, body),
+                Err(SignError::Mismatch)
+            );
         }
     }
 
     #[test]
     fn header_parsing_is_tolerant() {
-        let raw = SignatureHeader { key_version: 3, signature: vec![0xfb, 0xff, 0xfe, 1] };
+        let raw = SignatureHeader {
+            key_version: 3,
+            signature: vec![0xfb, 0xff, 0xfe, 1],
+        };
         let v = raw.to_header_value();
         assert!(v.contains("%2B") || v.contains("%2F") || v.contains("%3D"));
         let spaced = v.replace(',', ", ");
         assert_eq!(SignatureHeader::parse(&spaced).unwrap(), raw);
-        let unencoded = format!("algorithm=RSA256, signature={}", B64.encode([0xfb, 0xff, 0xfe, 1]));
+        let unencoded = format!(
+            "algorithm=RSA256, signature={}",
+            B64.encode([0xfb, 0xff, 0xfe, 1])
+        );
         let p = SignatureHeader::parse(&unencoded).unwrap();
         assert_eq!((p.key_version, p.signature), (1, raw.signature.clone()));
         assert!(matches!(
@@ -325,7 +380,10 @@ mod tests {
         let again = PrivateKey::parse(&k.to_pkcs8_base64()).unwrap();
         assert_eq!(again.public_key(), k.public_key());
         let b64 = k.public_key().to_base64();
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", b64);
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            b64
+        );
         assert_eq!(PublicKey::parse(&pem).unwrap(), k.public_key());
         assert!(PublicKey::parse("not a key").is_err());
         assert!(format!("{:?}", k).contains("***"));

@@ -393,7 +393,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             signer: acquirer_signer.clone(),
             admin_token: Some(admin_token(data_dir)?),
             time_zone: chrono_tz::Asia::Singapore,
-            limits: Limits::default(),
+            limits: limits_from_env()?,
         };
         let acq = Acquirer::open(config).await?;
         // With --role acquirer, wallets run elsewhere on their fixed ports.
@@ -527,6 +527,54 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("paycode stopped");
     Ok(())
+}
+
+/// Acquirer limits, with overrides from the environment (`PAYCODE_<LIMIT_NAME>` in upper case,
+/// e.g. `PAYCODE_NOTIFY_SCHEDULE_S=0,120,600`, `PAYCODE_WALLET_PAY_TIMEOUT_MS=5000`).
+fn limits_from_env() -> anyhow::Result<Limits> {
+    fn num<T: std::str::FromStr>(name: &str, slot: &mut T) -> anyhow::Result<()> {
+        if let Ok(v) = std::env::var(name) {
+            *slot = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
+        }
+        Ok(())
+    }
+    let mut l = Limits::default();
+    num(
+        "PAYCODE_REQUEST_BODY_MAX_BYTES",
+        &mut l.request_body_max_bytes,
+    )?;
+    num(
+        "PAYCODE_PAYMENT_EXPIRY_DEFAULT_S",
+        &mut l.payment_expiry_default_s,
+    )?;
+    num("PAYCODE_PAYMENT_EXPIRY_MAX_S", &mut l.payment_expiry_max_s)?;
+    num(
+        "PAYCODE_WALLET_PAY_TIMEOUT_MS",
+        &mut l.wallet_pay_timeout_ms,
+    )?;
+    num(
+        "PAYCODE_WALLET_CALL_TIMEOUT_MS",
+        &mut l.wallet_call_timeout_ms,
+    )?;
+    num("PAYCODE_REFUND_WINDOW_DAYS", &mut l.refund_window_days)?;
+    num(
+        "PAYCODE_RECONCILE_INTERVAL_MS",
+        &mut l.reconcile_interval_ms,
+    )?;
+    num("PAYCODE_NOTIFY_TIMEOUT_MS", &mut l.notify_timeout_ms)?;
+    if let Ok(v) = std::env::var("PAYCODE_NOTIFY_SCHEDULE_S") {
+        l.notify_schedule_s = v
+            .split(',')
+            .map(|x| x.trim().parse::<i64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                anyhow::anyhow!("PAYCODE_NOTIFY_SCHEDULE_S={v:?} must be comma-separated seconds")
+            })?;
+    }
+    Ok(l)
 }
 
 fn write_demo_file(data_dir: &Path, demo: &DemoFile) -> anyhow::Result<()> {

@@ -1,0 +1,178 @@
+//! Crash safety: `kill -9` of a running `serve` loses no acknowledged payment, ledger entry or
+//! notification; after a restart the pending notifications are delivered.
+
+use paycode_http::{SignedClient, Signer};
+use paycode_sign::{PrivateKey, PublicKey};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn start(dir: &Path) -> Child {
+    let _ = std::fs::remove_file(dir.join("demo.json"));
+    let child = Command::new(env!("CARGO_BIN_EXE_paycode"))
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--wallet-port-base",
+            "0",
+        ])
+        .env("PAYCODE_NOTIFY_SCHEDULE_S", "0,1,1,1,1,1,1,1,1,1,1,1")
+        .env("PAYCODE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("demo.json").exists() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn demo(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("demo.json")).unwrap()).unwrap()
+}
+
+fn merchant(d: &Value) -> SignedClient {
+    SignedClient::new(
+        d["clientId"].as_str().unwrap(),
+        Signer::new(
+            PrivateKey::parse(d["merchantPrivateKey"].as_str().unwrap()).unwrap(),
+            1,
+        ),
+        Some(PublicKey::parse(d["acquirerPublicKey"].as_str().unwrap()).unwrap()),
+        Duration::from_secs(20),
+    )
+}
+
+async fn fresh_code(d: &Value, user: &str) -> String {
+    let wallet = d["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == user)
+        .unwrap()["wallet"]
+        .clone();
+    let url = d["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == wallet)
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: paycode_proto::customer::DeviceMaterial = reqwest::Client::new()
+        .post(format!("{url}/customer/v1/devices/register"))
+        .json(&json!({"userName": user, "password": "123456"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let material = paycode_wallet::CodeMaterial::from_device_material(&m).unwrap();
+    paycode_wallet::generate_code(&material, chrono::Utc::now().timestamp() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_payment_entry_or_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    // A merchant notification receiver that refuses everything until told otherwise.
+    let accept = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let notify_url = format!("http://{}/notify", listener.local_addr().unwrap());
+    {
+        let (accept, delivered) = (accept.clone(), delivered.clone());
+        let app = axum::Router::new().fallback(move || {
+            let (accept, delivered) = (accept.clone(), delivered.clone());
+            async move {
+                if accept.load(Ordering::SeqCst) {
+                    delivered.fetch_add(1, Ordering::SeqCst);
+                    (axum::http::StatusCode::OK, r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#)
+                } else {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                }
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+
+    let mut child = start(dir.path());
+    let d = demo(dir.path());
+    let client = merchant(&d);
+    let pay_url = format!(
+        "{}/ams/api/v1/payments/pay",
+        d["acquirerUrl"].as_str().unwrap()
+    );
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let code = fresh_code(&d, "alice").await;
+        let body = json!({
+            "productCode": "IN_STORE_PAYMENT", "paymentRequestId": format!("crash-{i}"),
+            "paymentAmount": {"currency": "SGD", "value": "150"},
+            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
+            "paymentNotifyUrl": notify_url,
+            "order": {"orderDescription": "tea", "merchant": {"referenceMerchantId": d["referenceMerchantId"], "merchantName": "Kopi & Co", "merchantMCC": "5814",
+                      "store": {"referenceStoreId": d["referenceStoreId"], "storeName": "Raffles", "storeMCC": "5814"}}}
+        });
+        let r: Value = client.post(&pay_url, &body).await.unwrap();
+        assert_eq!(r["result"]["resultCode"], "SUCCESS", "{r}");
+        acknowledged.push(r["paymentId"].as_str().unwrap().to_string());
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    accept.store(true, Ordering::SeqCst);
+    let mut child = start(dir.path());
+    let d = demo(dir.path());
+    let client = merchant(&d);
+    let base = d["acquirerUrl"].as_str().unwrap().to_string();
+    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    for (i, pid) in acknowledged.iter().enumerate() {
+        let r: Value = client
+            .post(
+                &format!("{base}/ams/api/v1/payments/inquiryPayment"),
+                &json!({"paymentRequestId": format!("crash-{i}")}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r["paymentStatus"], "SUCCESS", "{r}");
+        assert_eq!(r["paymentId"], pid.as_str());
+        let timeline: Value = reqwest::Client::new()
+            .get(format!("{base}/admin/v1/payments/{pid}"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let postings = timeline["postings"].as_array().unwrap();
+        assert!(
+            !postings.is_empty(),
+            "the ledger entry survived: {timeline}"
+        );
+        assert_eq!(timeline["notifications"].as_array().unwrap().len(), 1);
+    }
+    // The notifications that could not be delivered before the crash are delivered now.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::SeqCst) < acknowledged.len() {
+        assert!(
+            Instant::now() < deadline,
+            "only {} notifications delivered",
+            delivered.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
