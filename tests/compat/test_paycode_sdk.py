@@ -8,7 +8,7 @@ Needs a running ``paycode serve`` in demo mode (``scripts/sdk-compat`` starts on
 
 The SDK is used as shipped, except for the one connection-factory patch described in
 :mod:`sdk_transport`. Every SDK call is also watched by :class:`sdk_transport.VerifySpy` to prove
-that the SDK verified that response's signature (and that it verified).
+that the SDK checked each response's signature and that the check passed.
 """
 
 import datetime
@@ -100,14 +100,15 @@ class PaycodeSdkCompat(unittest.TestCase):
         cls.currency = cls.demo["currency"]
         # The API spells it merchantMCC; demo.json may use either spelling.
         cls.mcc = cls.demo.get("merchantMCC") or cls.demo["merchantMcc"]
-        cls.user = next(
-            (
-                u["name"]
-                for u in cls.demo["users"]
-                if u.get("role") == "everyday" and u.get("currency") == cls.currency
-            ),
-            "alice",
-        )
+        everyday = [u for u in cls.demo["users"] if u.get("role") == "everyday"]
+        # The shared payment: a user of a wallet in the merchant's currency (alice, SGD).
+        cls.user = next((u for u in everyday if u["currency"] == cls.currency), None)
+        if cls.user is None:
+            raise RuntimeError("demo.json has no everyday user paying in " + cls.currency)
+        # The payment to cancel: a user of another wallet when there is one, so that a
+        # cross-currency payment (with its quote) goes through the SDK too, and so that its code
+        # does not have to wait for alice's next time step.
+        cls.second_user = next((u for u in everyday if u["wallet"] != cls.user["wallet"]), cls.user)
         cls.receiver = notify_receiver.NotifyReceiver()
         cls.spy = sdk_transport.VerifySpy().__enter__()
         cls.used_codes = set()
@@ -150,14 +151,14 @@ class PaycodeSdkCompat(unittest.TestCase):
         self.assertIsNotNone(value, what + " missing")
         self.assertRegex(value, ISO_8601, what + " is not ISO-8601")
 
-    def payment_code(self):
-        """A payment code from the customer's phone that this test has not used yet. Codes are
+    def payment_code(self, user):
+        """A payment code from ``user``'s phone that this test has not used yet. Codes are
         time-based and single use, so a repeat within the same time step is waited out."""
         deadline = time.monotonic() + FRESH_CODE_DEADLINE_S
         while True:
             run = subprocess.run(
                 [self.paycode_bin, "--data-dir", self.data_dir, "wallet", "code", "--user",
-                 self.user, "--digits"],
+                 user["name"], "--digits"],
                 capture_output=True,
                 text=True,
                 timeout=CODE_COMMAND_TIMEOUT_S,
@@ -168,7 +169,9 @@ class PaycodeSdkCompat(unittest.TestCase):
                     "`paycode wallet code` failed (%d): %s" % (run.returncode, run.stderr.strip())
                 )
             code = lines[-1]
-            self.assertRegex(code, r"^\d{24}$", "`wallet code --digits` must print 24 digits")
+            if not re.fullmatch(r"\d{24}", code):
+                # Not echoed: whatever it is, it may be most of a payment code.
+                self.fail("`wallet code --digits` printed %d characters, not 24 digits" % len(code))
             if code not in self.used_codes:
                 self.used_codes.add(code)
                 return code
@@ -176,7 +179,7 @@ class PaycodeSdkCompat(unittest.TestCase):
                 self.fail("no fresh payment code (last ends %s)" % masked(code))
             time.sleep(FRESH_CODE_POLL_S)
 
-    def pay(self, amount_minor, amount_as_number=False):
+    def pay(self, user, amount_minor, amount_as_number=False):
         request_id = new_id("pay")
         notify_path = "/notify/pay/" + request_id
         value = amount_minor if amount_as_number else str(amount_minor)
@@ -205,11 +208,11 @@ class PaycodeSdkCompat(unittest.TestCase):
             order,
             self.currency,
             value,
-            self.payment_code(),
+            self.payment_code(user),
             payment_notify_url=self.receiver.url(notify_path),
         )
         body = self.execute(request)
-        return request_id, notify_path, AlipayPayResponse(body), body
+        return request, notify_path, AlipayPayResponse(body), body
 
     def shared(self, name, make):
         """A fixture made once, by whichever test needs it first; a failure to make it is kept
@@ -230,9 +233,10 @@ class PaycodeSdkCompat(unittest.TestCase):
         """The shared successful payment."""
 
         def make():
-            request_id, notify_path, response, body = self.pay(PAID_MINOR)
+            request, notify_path, response, body = self.pay(self.user, PAID_MINOR)
             return {
-                "request_id": request_id,
+                "request": request,
+                "request_id": request.payment_request_id,
                 "notify_path": notify_path,
                 "response": response,
                 "body": body,
@@ -413,8 +417,17 @@ class PaycodeSdkCompat(unittest.TestCase):
 
     def test_cancel_a_second_payment(self):
         # The amount goes as a JSON number here, as the SDK's own examples send it.
-        request_id, _, paid, body = self.pay(CANCELLED_MINOR, amount_as_number=True)
+        user = self.second_user
+        pay_request, _, paid, body = self.pay(user, CANCELLED_MINOR, amount_as_number=True)
         self.assert_result(paid, body)
+        self.assert_amount(paid.payment_amount, CANCELLED_MINOR, body)
+        self.assertEqual(paid.actual_payment_amount.currency, user["currency"], body)
+        if user["currency"] != self.currency:
+            self.assertIsNotNone(paid.payment_quote, "paymentQuote missing in: " + body)
+            self.assertEqual(
+                paid.payment_quote.quote_currency_pair, self.currency + "/" + user["currency"]
+            )
+            self.assertTrue(paid.payment_quote.quote_price, body)
         request = AlipayPayCancelRequest()
         request.payment_id = paid.payment_id
         body = self.execute(request)
@@ -422,9 +435,18 @@ class PaycodeSdkCompat(unittest.TestCase):
         self.assert_result(cancel, body)
         self.assertEqual(cancel.payment_id, paid.payment_id)
         self.assert_time(cancel.cancel_time, "cancelTime")
-        response, body = self.inquire(payment_request_id=request_id)
+        response, body = self.inquire(payment_request_id=pay_request.payment_request_id)
         self.assert_result(response, body)
         self.assertEqual(response.payment_status, TransactionStatusType.CANCELLED, body)
+
+    def test_repeated_pay_returns_the_first_outcome(self):
+        # A merchant that timed out resends the very same request: no second charge.
+        paid = self.paid_payment()
+        body = self.execute(paid["request"])
+        again = AlipayPayResponse(body)
+        self.assert_result(again, body)
+        self.assertEqual(again.payment_id, paid["response"].payment_id)
+        self.assert_amount(again.payment_amount, PAID_MINOR, body)
 
     def test_unknown_payment_is_a_signed_business_failure(self):
         response, body = self.inquire(payment_id="no-such-payment-" + uuid.uuid4().hex)

@@ -256,15 +256,149 @@ async fn handle_merchant(
                 "SUCCESS".into(),
             ))
         }
-        "inquireExchangeRate" => Err(ApiError::new(
-            ResultCode::PROCESS_FAIL,
-            "no exchange rates are configured on this acquirer",
-        )),
+        "inquireExchangeRate" => {
+            let wire: ExchangeRateRequest = parse_json(&req.body)?;
+            let quotes = exchange_rates(acq, &client_id, wire).await?;
+            let body = serde_json::json!({"result": wire::result(ResultCode::SUCCESS, ""), "quotes": quotes});
+            Ok((to_body(&body), "SUCCESS".into()))
+        }
         other => Err(ApiError::new(
             ResultCode::INVALID_API,
             format!("no API {other}"),
         )),
     }
+}
+
+/// `inquireExchangeRate`: `currencyPairs` (`sellCurrency`/`buyCurrency`), a single
+/// `sellCurrency` + `buyCurrency`, or a `paymentCurrency` quoted against every wallet currency.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExchangeRateRequest {
+    #[serde(default)]
+    payment_currency: Option<String>,
+    #[serde(default)]
+    currency_pairs: Option<Vec<CurrencyPair>>,
+    #[serde(default)]
+    sell_currency: Option<String>,
+    #[serde(default)]
+    buy_currency: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CurrencyPair {
+    sell_currency: String,
+    buy_currency: String,
+}
+
+/// Most pairs quoted by one request.
+const QUOTE_PAIRS_MAX: usize = 50;
+
+async fn exchange_rates(
+    acq: &Acquirer,
+    client_id: &str,
+    w: ExchangeRateRequest,
+) -> Result<Vec<paycode_proto::Quote>, ApiError> {
+    let mut pairs: Vec<(Currency, Currency)> = Vec::new();
+    for (i, p) in w.currency_pairs.iter().flatten().enumerate() {
+        pairs.push((
+            parse_currency(
+                &format!("currencyPairs[{i}].sellCurrency"),
+                &p.sell_currency,
+            )?,
+            parse_currency(&format!("currencyPairs[{i}].buyCurrency"), &p.buy_currency)?,
+        ));
+    }
+    match (&w.sell_currency, &w.buy_currency) {
+        (Some(s), Some(b)) => pairs.push((
+            parse_currency("sellCurrency", s)?,
+            parse_currency("buyCurrency", b)?,
+        )),
+        (None, None) => {}
+        _ => {
+            return Err(ApiError::param(
+                "buyCurrency",
+                "sellCurrency and buyCurrency go together",
+            ));
+        }
+    }
+    if pairs.is_empty() {
+        // The payment currency (or each of the client's contracted ones) against every wallet.
+        let snap = acq.snapshot();
+        let bases: Vec<String> = match &w.payment_currency {
+            Some(c) => vec![parse_currency("paymentCurrency", c)?.code().to_string()],
+            None => snap
+                .merchants
+                .values()
+                .filter(|m| m.client_id == client_id)
+                .flat_map(|m| m.currencies.clone())
+                .collect(),
+        };
+        for b in bases {
+            for wallet in snap.wallets.values().filter(|w| w.enabled) {
+                for q in &wallet.currencies {
+                    if let (Ok(b), Ok(q)) = (Currency::parse(&b), Currency::parse(q))
+                        && b != q
+                        && !pairs.contains(&(b, q))
+                    {
+                        pairs.push((b, q));
+                    }
+                }
+            }
+        }
+    }
+    if pairs.len() > QUOTE_PAIRS_MAX {
+        return Err(ApiError::param(
+            "currencyPairs",
+            format!("at most {QUOTE_PAIRS_MAX} pairs per request"),
+        ));
+    }
+    let rates = acq.rates();
+    let now = acq.clock().now_ms();
+    let validity_ms = acq.config().limits.quote_validity_s * 1000;
+    let mut quotes = Vec::new();
+    for (sell, buy) in pairs {
+        if sell == buy {
+            return Err(ApiError::param(
+                "currencyPairs",
+                format!("{sell}/{buy} is not a pair"),
+            ));
+        }
+        let q = rates
+            .quote(
+                acq.next_quote_id(),
+                sell,
+                buy,
+                paycode_core::fx::QuoteSide::Ask,
+                now,
+                validity_ms,
+            )
+            .map_err(|e| {
+                ApiError::new(
+                    ResultCode::CURRENCY_NOT_SUPPORT,
+                    format!("{sell}/{buy}: {e}"),
+                )
+            })?;
+        quotes.push(paycode_proto::Quote {
+            quote_id: q.id().to_string(),
+            quote_currency_pair: q.pair(),
+            quote_price: q.price().to_string(),
+            quote_start_time: Some(wire::iso(q.start_ms())),
+            quote_expiry_time: Some(wire::iso(q.expiry_ms())),
+            guaranteed: true,
+        });
+    }
+    let stored = quotes.clone();
+    let expiry = now + validity_ms;
+    acq.db()
+        .write(move |c| {
+            for q in &stored {
+                crate::store::insert_quote(c, q, now, expiry, "INQUIRY")?;
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(quotes)
 }
 
 fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
@@ -499,7 +633,7 @@ pub async fn metrics_text() -> Response {
     }
 }
 
-fn admin_allowed(acq: &Acquirer, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn admin_allowed(acq: &Acquirer, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = acq.config().admin_token.as_deref() else {
         return Err(Box::new(
             (StatusCode::NOT_FOUND, "the admin API is disabled").into_response(),
@@ -521,7 +655,7 @@ fn admin_allowed(acq: &Acquirer, headers: &HeaderMap) -> Result<(), Box<Response
     }
 }
 
-fn admin_error(e: ApiError) -> Response {
+pub(crate) fn admin_error(e: ApiError) -> Response {
     let status = match e.code {
         ResultCode::ORDER_NOT_EXIST => StatusCode::NOT_FOUND,
         ResultCode::PARAM_ILLEGAL => StatusCode::BAD_REQUEST,

@@ -57,6 +57,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<paycode_db::rusqlite::Error> for ApiError {
+    fn from(e: paycode_db::rusqlite::Error) -> Self {
+        ApiError::from(StoreError::from(e))
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         ApiError::from(StoreError::Db(e))

@@ -255,6 +255,8 @@ impl SignedClient {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(256)
+            // Receivers that look headers up case-sensitively get them as documented.
+            .http1_title_case_headers()
             .build()
             .expect("the HTTP client configuration is static and valid");
         SignedClient {

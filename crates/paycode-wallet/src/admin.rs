@@ -25,6 +25,34 @@ pub(crate) fn routes() -> Router<Arc<Inner>> {
         .route("/admin/v1/users/{name}/freeze", post(freeze))
         .route("/admin/v1/users/{name}/unfreeze", post(unfreeze))
         .route("/admin/v1/users/{name}/unlock", post(unlock))
+        .route("/admin/v1/users/{name}/devices", post(provision))
+}
+
+/// Most devices provisioned by one request.
+const PROVISION_MAX: usize = 100_000;
+
+#[derive(Deserialize)]
+struct Provision {
+    count: usize,
+}
+
+/// Provisions devices without a password (operator only): `{"count": N}` → `{"devices": [DeviceMaterial…]}`.
+async fn provision(State(inner): St, Path(name): Path<String>, body: Bytes) -> Response {
+    let p: Provision = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return param_illegal(format!("body: {e}")),
+    };
+    if p.count == 0 || p.count > PROVISION_MAX {
+        return param_illegal(format!("count must be between 1 and {PROVISION_MAX}"));
+    }
+    match store::provision_devices(&inner, name.clone(), p.count).await {
+        Ok(creds) => Json(serde_json::json!({
+            "result": ResultInfo::success(),
+            "devices": creds.iter().map(|c| crate::customer::material(&inner, &name, c)).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => failed(&e),
+    }
 }
 
 #[derive(Serialize)]

@@ -95,7 +95,11 @@ async fn authenticate(
     }
 }
 
-fn material(inner: &Inner, user: &str, creds: &store::DeviceCredentials) -> DeviceMaterial {
+pub(crate) fn material(
+    inner: &Inner,
+    user: &str,
+    creds: &store::DeviceCredentials,
+) -> DeviceMaterial {
     DeviceMaterial {
         result: ResultInfo::success(),
         device_id: Some(creds.device_id.clone()),

@@ -1512,6 +1512,41 @@ pub(crate) async fn register_device(
         .await
 }
 
+/// Provisions `count` devices for a user in one transaction, without a password: the operator's
+/// path (load tests, fleet set-up), not the customer's.
+pub(crate) async fn provision_devices(
+    inner: &Arc<Inner>,
+    user: String,
+    count: usize,
+) -> Result<Vec<DeviceCredentials>, WalletError> {
+    let i = inner.clone();
+    inner
+        .db
+        .write(move |conn| {
+            load_user(conn, &user)?.ok_or_else(|| WalletError::UnknownUser(user.clone()))?;
+            let now_ms = i.now_ms();
+            let mut out = Vec::with_capacity(count);
+            for _ in 0..count {
+                let creds = new_credentials(&i, conn)?;
+                conn.execute(
+                    "INSERT INTO devices (device_id, user_name, device_name, token_hash, slot, secret, \
+                     created_at_ms, rotated_at_ms) VALUES (?1, ?2, 'provisioned', ?3, ?4, ?5, ?6, ?6)",
+                    params![
+                        creds.device_id,
+                        user,
+                        sha256_hex(creds.token.as_bytes()),
+                        creds.slot,
+                        creds.secret,
+                        now_ms
+                    ],
+                )?;
+                out.push(creds);
+            }
+            Ok(out)
+        })
+        .await
+}
+
 /// Replaces a device's slot, secret and token; the old slot is retired for good.
 pub(crate) async fn rotate_device(
     inner: &Arc<Inner>,

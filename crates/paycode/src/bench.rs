@@ -1,10 +1,254 @@
 //! `paycode bench`: signed payment load against a running `serve`.
+//!
+//! It provisions a bench user with many devices at the merchant's own-currency wallet (each
+//! device's code is single use per time step, so a run needs about one device per payment),
+//! then runs `--clients` concurrent POS loops, each signing a `pay` with a fresh code and
+//! verifying the signed answer, for `--duration-s`. Before the load it measures the machine's
+//! RSA-2048 signing rate on all cores, so the payment rate can be read against the signing floor
+//! (three server-side signatures per payment, four with this client's own on the same machine).
 
+use crate::demo_file::DemoFile;
+use anyhow::{Context, bail};
+use paycode_http::{SignedClient, Signer};
+use paycode_proto::customer::DeviceMaterial;
+use paycode_sign::{PrivateKey, PublicKey};
+use paycode_wallet::{CodeMaterial, generate_code};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Concurrent POS clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long to send payments.
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    /// Devices to provision (one payment each at most); default: enough for 1,500 payments/s.
+    #[arg(long)]
+    devices: Option<usize>,
+    /// Amount of each payment, in the merchant's currency.
+    #[arg(long, default_value = "0.10")]
+    amount: String,
+}
 
-pub async fn run(_data_dir: &Path, _args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("paycode bench is not built yet")
+struct Sample {
+    latency: Duration,
+    code: String,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// RSA-2048 signatures per second on all cores, measured for `window`.
+async fn signing_rate(key: &str, window: Duration) -> anyhow::Result<f64> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..cores {
+        let key = PrivateKey::parse(key)?;
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let mut n = 0u64;
+            let t0 = Instant::now();
+            while t0.elapsed() < window {
+                let _ =
+                    key.sign_raw(b"POST /ams/api/v1/payments/pay\nclient.2026-01-01T00:00:00Z.{}");
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.duration_s == 0 {
+        bail!("--clients and --duration-s must be positive");
+    }
+    let demo = DemoFile::load(data_dir)?;
+    let currency =
+        paycode_core::Currency::parse(&demo.currency).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let amount = paycode_core::Money::from_decimal_str(&args.amount, currency)
+        .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
+    let wallet = demo
+        .wallets
+        .iter()
+        .find(|w| w.currency == demo.currency)
+        .context("demo.json has no wallet in the merchant's currency")?;
+    let http = reqwest::Client::new();
+
+    // A bench user with room for every payment, and its devices.
+    let user = format!("bench-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let n_devices = args
+        .devices
+        .unwrap_or(1_500 * args.duration_s as usize)
+        .clamp(args.clients, 100_000);
+    let huge = amount.amount_minor().saturating_mul(n_devices as i64 + 1);
+    let created: Value = http
+        .post(format!("{}/admin/v1/users", wallet.url))
+        .json(&json!({
+            "name": user, "password": "bench-password", "balanceMinor": huge,
+            "passwordFreePerPaymentMinor": huge, "passwordFreeDailyMinor": huge,
+            "hardLimitPerPaymentMinor": huge, "hardLimitDailyMinor": huge,
+        }))
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach wallet {} at {} (is `paycode serve` running?)",
+                wallet.name, wallet.url
+            )
+        })?
+        .json()
+        .await
+        .context("creating the bench user")?;
+    if created["result"]["resultStatus"] != "S" {
+        bail!("creating the bench user failed: {}", created["result"]);
+    }
+    eprintln!(
+        "provisioning {n_devices} devices for {user} at {} …",
+        wallet.name
+    );
+    let provisioned: Value = http
+        .post(format!("{}/admin/v1/users/{user}/devices", wallet.url))
+        .json(&json!({"count": n_devices}))
+        .send()
+        .await?
+        .json()
+        .await
+        .context("provisioning devices")?;
+    let devices: Vec<CodeMaterial> = provisioned["devices"]
+        .as_array()
+        .context("the wallet returned no devices")?
+        .iter()
+        .map(|d| {
+            let m: DeviceMaterial = serde_json::from_value(d.clone())?;
+            CodeMaterial::from_device_material(&m).map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let devices = Arc::new(devices);
+
+    eprintln!("measuring the signing floor …");
+    let sig_per_s = signing_rate(&demo.merchant_private_key, Duration::from_secs(2)).await?;
+
+    let client = SignedClient::new(
+        &demo.client_id,
+        Signer::new(PrivateKey::parse(&demo.merchant_private_key)?, 1),
+        Some(PublicKey::parse(&demo.acquirer_public_key)?),
+        Duration::from_secs(30),
+    );
+    let url = format!(
+        "{}/ams/api/v1/payments/pay",
+        demo.acquirer_url.trim_end_matches('/')
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let run_id = chrono::Utc::now().format("%H%M%S").to_string();
+    eprintln!(
+        "running {} clients for {} s …",
+        args.clients, args.duration_s
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, url, next, devices, demo, run_id) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            devices.clone(),
+            demo.clone(),
+            run_id.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(device) = devices.get(i) else { break };
+                let code = generate_code(device, chrono::Utc::now().timestamp() as u64);
+                let body = json!({
+                    "productCode": "IN_STORE_PAYMENT",
+                    "paymentRequestId": format!("BENCH-{run_id}-{i}"),
+                    "paymentAmount": {"currency": demo.currency, "value": amount.amount_minor().to_string()},
+                    "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
+                    "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
+                    "order": {"orderDescription": "bench", "merchant": {
+                        "referenceMerchantId": demo.reference_merchant_id, "merchantName": demo.merchant_name,
+                        "merchantMCC": demo.merchant_mcc, "store": {"referenceStoreId": demo.reference_store_id,
+                        "storeName": demo.store_name, "storeMCC": demo.merchant_mcc}}}
+                });
+                let t0 = Instant::now();
+                let code = match client.post::<Value, Value>(&url, &body).await {
+                    Ok(v) => v["result"]["resultCode"].as_str().unwrap_or("NO_RESULT").to_string(),
+                    Err(e) => format!("transport: {}", e.to_string().chars().take(60).collect::<String>()),
+                };
+                samples.push(Sample { latency: t0.elapsed(), code });
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.extend(t.await?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut ok: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.code == "SUCCESS")
+        .map(|s| s.latency)
+        .collect();
+    ok.sort();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.code != "SUCCESS") {
+        *errors.entry(s.code.clone()).or_default() += 1;
+    }
+    let rate = ok.len() as f64 / elapsed;
+    let floor3 = sig_per_s / 3.0;
+    let floor4 = sig_per_s / 4.0;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "paycode bench: {} clients, {:.1} s, amount {amount}",
+        args.clients, elapsed
+    );
+    println!("payments ok      {}", ok.len());
+    println!("payments/s       {rate:.1}");
+    println!(
+        "latency ms       p50 {:.1}  p99 {:.1}  max {:.1}",
+        ms(percentile(&ok, 0.50)),
+        ms(percentile(&ok, 0.99)),
+        ms(ok.last().copied().unwrap_or_default())
+    );
+    println!("errors           {}", samples.len() - ok.len());
+    for (code, n) in &errors {
+        println!("  {code:<30} {n}");
+    }
+    println!("signing          {sig_per_s:.0} RSA-2048 signatures/s on all cores");
+    println!(
+        "signing floor    {floor3:.0} payments/s at 3 server signatures; {floor4:.0} with this client's own on the same machine"
+    );
+    println!(
+        "ratio            {:.0}% of the 3-signature floor, {:.0}% of the 4-signature floor",
+        100.0 * rate / floor3,
+        100.0 * rate / floor4
+    );
+    if samples.len() >= devices.len() {
+        eprintln!(
+            "note: every provisioned device was used; pass a larger --devices for a longer run"
+        );
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ pub struct DemoFile {
     pub merchant_name: String,
     pub reference_store_id: String,
     pub store_name: String,
+    #[serde(rename = "merchantMCC", alias = "merchantMcc")]
     pub merchant_mcc: String,
     /// The demo merchant's transaction currency.
     pub currency: String,
