@@ -20,6 +20,7 @@ impl Acquirer {
         let n_notified = self.notify_pass().await?;
         let n_reconciled = self.reconcile_pass().await?;
         let n_refunds = self.refund_pass().await?;
+        self.settle_pass().await;
         Ok(n_notified + n_reconciled + n_refunds)
     }
 

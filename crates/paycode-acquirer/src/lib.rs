@@ -10,11 +10,15 @@
 //! API boundary: [`router`] builds the whole HTTP surface from an [`Acquirer`]; tests drive it
 //! over a real socket on port 0.
 
+pub mod admin;
+pub mod admin_money;
 pub mod api;
+pub mod audit;
 pub mod background;
 pub mod config;
 pub mod registry;
 pub mod service;
+pub mod settlement;
 pub mod store;
 pub mod wallet_client;
 pub mod wire;
@@ -52,7 +56,33 @@ pub fn router(acq: Acquirer) -> Router {
             post(api::admin_resend),
         )
         .route("/admin/v1/routes/lookup", get(api::admin_route_lookup))
+        .route("/admin/v1/registry", get(admin::get_registry))
+        .route("/admin/v1/clients", post(admin::put_client))
+        .route("/admin/v1/clients/{id}/keys", post(admin::put_client_key))
+        .route("/admin/v1/merchants", post(admin::put_merchant))
+        .route("/admin/v1/wallets", post(admin::put_wallet))
         .route("/admin/v1/ledger/balances", get(api::admin_balances))
+        .route("/admin/v1/settlement/batches", get(admin_money::batches))
+        .route(
+            "/admin/v1/settlement/batches/{id}/summary.csv",
+            get(admin_money::batch_summary),
+        )
+        .route(
+            "/admin/v1/settlement/batches/{id}/detail.csv",
+            get(admin_money::batch_detail),
+        )
+        .route("/admin/v1/settlement/close", post(admin_money::close))
+        .route("/admin/v1/clearing", get(admin_money::clearings))
+        .route(
+            "/admin/v1/clearing/{id}/report.csv",
+            get(admin_money::clearing_report),
+        )
+        .route(
+            "/admin/v1/rates",
+            get(admin_money::rates).post(admin_money::set_rates),
+        )
+        .route("/admin/v1/rates/ecb", post(admin_money::import_ecb))
+        .route("/admin/v1/audit", get(admin_money::audit))
         .fallback(api::merchant_api)
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(acq)

@@ -257,6 +257,8 @@ CREATE TABLE IF NOT EXISTS clearing_batches (
     files_written_ms      INTEGER,
     UNIQUE (wallet, currency, business_day, seq)
 );
+CREATE INDEX IF NOT EXISTS settlement_batches_entry ON settlement_batches (entry_id);
+CREATE INDEX IF NOT EXISTS clearing_batches_entry ON clearing_batches (entry_id);
 CREATE INDEX IF NOT EXISTS clearing_batches_unwritten ON clearing_batches (closed_ms) WHERE files_written_ms IS NULL;
 -- How far the settlement sweep has taken events into settlement_items (one row).
 CREATE TABLE IF NOT EXISTS settlement_cursor (

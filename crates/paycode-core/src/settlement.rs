@@ -296,6 +296,13 @@ impl Batch {
         &self.totals
     }
 
+    /// The same batch under another id (a second batch of the same merchant, currency and day,
+    /// closed early by an operator, needs its own).
+    pub fn with_id(mut self, id: impl Into<String>) -> Batch {
+        self.id = id.into();
+        self
+    }
+
     /// The payout (or collection, when refunds outweigh payments) that settles this batch.
     pub fn payout_entry(&self) -> Result<Option<JournalEntry>, SettlementError> {
         payout_entry(&self.merchant, self.totals.net)

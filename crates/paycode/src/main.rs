@@ -7,10 +7,12 @@
 //! Every error reaches the user as one line (what, why, what to do); nothing panics.
 
 mod app;
+mod config_file;
 mod app_device;
 mod bench;
 mod demo;
 mod demo_file;
+mod money_cmd;
 mod pos;
 mod pos_receipt;
 mod pos_schedule;
@@ -53,6 +55,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Drive signed pay calls against a running `serve` and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Close settlement batches and wallet clearings, writing their report files.
+    Settle(money_cmd::SettleArgs),
+    /// Re-check every money invariant from the store; exits non-zero on any violation.
+    Audit(money_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(&cli.data_dir, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Settle(args) => money_cmd::settle(&cli.data_dir, args).await,
+            Command::Audit(args) => money_cmd::audit(&cli.data_dir, args).await,
         }
     });
     match result {

@@ -107,6 +107,7 @@ pub fn hint_for(code: &str) -> Option<&'static str> {
         "USER_STATUS_ABNORMAL" => {
             "the customer's wallet account is frozen: ask for another payment method"
         }
+        "USER_DECLINED" => "the customer declined on the phone",
         "USER_PAYMENT_VERIFICATION_FAILED" => {
             "the customer declined or entered a wrong password too often"
         }

@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Run only what this TOML file configures (no demo data); see `config_file`.
+    #[arg(long, env = "PAYCODE_CONFIG")]
+    config: Option<PathBuf>,
     /// How long (seconds) to let in-flight requests finish on shutdown.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_s: u64,
@@ -306,6 +309,9 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 
 pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    if let Some(path) = &args.config {
+        return crate::config_file::run(path, shutdown_signal()).await;
+    }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let acquirer_signer = Signer::new(load_or_create_key(data_dir, "acquirer")?, 1);
@@ -313,7 +319,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let merchant_key = load_or_create_key(data_dir, "merchant")?;
     let specs = demo_wallets();
     let shutdown = shutdown_signal();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Tasks::new();
     let base = args.wallet_port_base;
     let host = args
         .listen
@@ -359,19 +365,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             w.url.clone(),
             w.wallet.config().signer.public_key(),
         ));
-        let router = w.wallet.router();
-        let bg = w.wallet.spawn_background();
-        let sd = shutdown.clone();
-        let wallet = w.wallet.clone();
-        let listener = w.listener;
-        tasks.spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(wait_for(sd))
-                .await;
-            bg.abort();
-            wallet.close();
-            r.context("wallet server")
-        });
+        spawn_wallet_server(&mut tasks, w.listener, w.wallet, shutdown.clone());
     }
 
     if args.role != Role::Wallet {
@@ -393,7 +387,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             signer: acquirer_signer.clone(),
             admin_token: Some(admin_token(data_dir)?),
             time_zone: chrono_tz::Asia::Singapore,
-            limits: limits_from_env()?,
+            limits: limits_from_env(Limits::default())?,
         };
         let acq = Acquirer::open(config).await?;
         // With --role acquirer, wallets run elsewhere on their fixed ports.
@@ -448,53 +442,9 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 .collect(),
             notify_url: None,
         };
-        let bg = acq.spawn_background();
-        let router = paycode_acquirer::router(acq.clone());
+        let tls = args.tls_cert.clone().zip(args.tls_key.clone());
         let grace = Duration::from_secs(args.shutdown_grace_s);
-        match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => {
-                let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "loading TLS certificate {} and key {}",
-                            cert.display(),
-                            key.display()
-                        )
-                    })?;
-                let handle = axum_server::Handle::new();
-                let h2 = handle.clone();
-                let sd = shutdown.clone();
-                tokio::spawn(async move {
-                    wait_for(sd).await;
-                    h2.graceful_shutdown(Some(grace));
-                });
-                let std_listener = listener.into_std()?;
-                let acq2 = acq.clone();
-                tasks.spawn(async move {
-                    let r = axum_server::from_tcp_rustls(std_listener, tls)
-                        .context("TLS listener")?
-                        .handle(handle)
-                        .serve(router.into_make_service())
-                        .await;
-                    bg.abort();
-                    acq2.db().close();
-                    r.context("acquirer server")
-                });
-            }
-            _ => {
-                let sd = shutdown.clone();
-                let acq2 = acq.clone();
-                tasks.spawn(async move {
-                    let r = axum::serve(listener, router)
-                        .with_graceful_shutdown(wait_for(sd))
-                        .await;
-                    bg.abort();
-                    acq2.db().close();
-                    r.context("acquirer server")
-                });
-            }
-        }
+        spawn_acquirer_server(&mut tasks, listener, acq, tls, shutdown.clone(), grace).await?;
         write_demo_file(data_dir, &demo)?;
         println!("paycode is running");
         println!(
@@ -518,20 +468,12 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => bail!("a server task failed: {e}"),
-        }
-    }
-    println!("paycode stopped");
-    Ok(())
+    wait_all(tasks).await
 }
 
 /// Acquirer limits, with overrides from the environment (`PAYCODE_<LIMIT_NAME>` in upper case,
 /// e.g. `PAYCODE_NOTIFY_SCHEDULE_S=0,120,600`, `PAYCODE_WALLET_PAY_TIMEOUT_MS=5000`).
-fn limits_from_env() -> anyhow::Result<Limits> {
+pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
     fn num<T: std::str::FromStr>(name: &str, slot: &mut T) -> anyhow::Result<()> {
         if let Ok(v) = std::env::var(name) {
             *slot = v
@@ -541,7 +483,7 @@ fn limits_from_env() -> anyhow::Result<Limits> {
         }
         Ok(())
     }
-    let mut l = Limits::default();
+    let mut l = base;
     num(
         "PAYCODE_REQUEST_BODY_MAX_BYTES",
         &mut l.request_body_max_bytes,
@@ -575,6 +517,95 @@ fn limits_from_env() -> anyhow::Result<Limits> {
             })?;
     }
     Ok(l)
+}
+
+pub(crate) type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;
+
+/// Waits for every server to stop (after a shutdown signal, or the first failure).
+pub(crate) async fn wait_all(mut tasks: Tasks) -> anyhow::Result<()> {
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => bail!("a server task failed: {e}"),
+        }
+    }
+    println!("paycode stopped");
+    Ok(())
+}
+
+/// Serves a wallet until shutdown, then stops its background work and closes its store.
+pub(crate) fn spawn_wallet_server(
+    tasks: &mut Tasks,
+    listener: TcpListener,
+    wallet: Wallet,
+    shutdown: watch::Receiver<bool>,
+) {
+    let router = wallet.router();
+    let bg = wallet.spawn_background();
+    tasks.spawn(async move {
+        let r = axum::serve(listener, router)
+            .with_graceful_shutdown(wait_for(shutdown))
+            .await;
+        bg.abort();
+        wallet.close();
+        r.context("wallet server")
+    });
+}
+
+/// Serves the acquirer (over TLS when a certificate and key are given) until shutdown, letting
+/// in-flight requests finish within `grace`, then stops its background work and closes its store.
+pub(crate) async fn spawn_acquirer_server(
+    tasks: &mut Tasks,
+    listener: TcpListener,
+    acq: Acquirer,
+    tls: Option<(PathBuf, PathBuf)>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let bg = acq.spawn_background();
+    let router = paycode_acquirer::router(acq.clone());
+    match tls {
+        Some((cert, key)) => {
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "loading TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let handle = axum_server::Handle::new();
+            let h2 = handle.clone();
+            tokio::spawn(async move {
+                wait_for(shutdown).await;
+                h2.graceful_shutdown(Some(grace));
+            });
+            let std_listener = listener.into_std()?;
+            tasks.spawn(async move {
+                let r = axum_server::from_tcp_rustls(std_listener, tls)
+                    .context("TLS listener")?
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await;
+                bg.abort();
+                acq.db().close();
+                r.context("acquirer server")
+            });
+        }
+        None => {
+            tasks.spawn(async move {
+                let r = axum::serve(listener, router)
+                    .with_graceful_shutdown(wait_for(shutdown))
+                    .await;
+                bg.abort();
+                acq.db().close();
+                r.context("acquirer server")
+            });
+        }
+    }
+    Ok(())
 }
 
 fn write_demo_file(data_dir: &Path, demo: &DemoFile) -> anyhow::Result<()> {

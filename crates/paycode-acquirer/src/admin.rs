@@ -1,0 +1,384 @@
+//! The operator's registration API (`/admin/v1/…`, bearer token): API clients and their keys
+//! (several key versions may be active during a rotation), merchants with their stores, fees,
+//! settlement currency and cut-off, wallets with their routing rules. Every body is validated
+//! whole before anything is written; the in-memory registry is reloaded after each write.
+
+use crate::api::{admin_allowed, admin_error};
+use crate::registry::{self, NewClient, NewMerchant, NewWallet, Store};
+use crate::service::{Acquirer, ApiError};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use paycode_core::{Currency, ResultCode};
+use paycode_sign::PublicKey;
+use serde::Deserialize;
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    crate::api::parse_json(bytes)
+}
+
+fn currencies(field: &str, list: &[String]) -> Result<Vec<String>, ApiError> {
+    if list.is_empty() {
+        return Err(ApiError::param(field, "needs at least one currency"));
+    }
+    list.iter()
+        .map(|c| {
+            Currency::parse(c)
+                .map(|c| c.code().to_string())
+                .map_err(|e| ApiError::param(field, e))
+        })
+        .collect()
+}
+
+async fn write_and_reload<F>(acq: &Acquirer, f: F) -> Response
+where
+    F: FnOnce(&paycode_db::rusqlite::Connection) -> Result<(), ApiError> + Send + 'static,
+{
+    let result = acq.db().write(f).await;
+    match result {
+        Ok(()) => match acq.registry().reload(acq.db()).await {
+            Ok(()) => Json(serde_json::json!({"result": "SUCCESS"})).into_response(),
+            Err(e) => admin_error(ApiError::from(e)),
+        },
+        Err(e) => admin_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientBody {
+    client_id: String,
+    name: String,
+    #[serde(default)]
+    notify_url: Option<String>,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn put_client(State(acq): State<Acquirer>, headers: HeaderMap, raw: Bytes) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let b: ClientBody = match body(&raw) {
+        Ok(b) => b,
+        Err(e) => return admin_error(e),
+    };
+    if b.client_id.is_empty() || b.client_id.len() > 64 {
+        return admin_error(ApiError::param("clientId", "must be 1 to 64 characters"));
+    }
+    let now = acq.clock().now_ms();
+    write_and_reload(&acq, move |c| {
+        registry::upsert_client(
+            c,
+            &NewClient {
+                client_id: &b.client_id,
+                name: &b.name,
+                notify_url: b.notify_url.as_deref(),
+            },
+            now,
+        )?;
+        registry::set_client_status(c, &b.client_id, b.active)?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyBody {
+    key_version: u32,
+    public_key: String,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+/// Registers (or retires, with `active: false`) one key version of a client.
+pub async fn put_client_key(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+    raw: Bytes,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let b: KeyBody = match body(&raw) {
+        Ok(b) => b,
+        Err(e) => return admin_error(e),
+    };
+    let key = match PublicKey::parse(&b.public_key) {
+        Ok(k) => k,
+        Err(e) => return admin_error(ApiError::param("publicKey", e)),
+    };
+    if !acq.snapshot().clients.contains_key(&client_id) {
+        return admin_error(ApiError::new(
+            ResultCode::ORDER_NOT_EXIST,
+            format!("no client {client_id}"),
+        ));
+    }
+    write_and_reload(&acq, move |c| {
+        registry::upsert_client_key(c, &client_id, b.key_version, &key, b.active)?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoreBody {
+    reference_store_id: String,
+    name: String,
+    mcc: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MerchantBody {
+    client_id: String,
+    reference_merchant_id: String,
+    name: String,
+    mcc: String,
+    currencies: Vec<String>,
+    settlement_currency: String,
+    #[serde(default)]
+    max_amount_minor: Option<i64>,
+    #[serde(default)]
+    notify_url: Option<String>,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(default)]
+    fee_bps: u32,
+    #[serde(default = "utc")]
+    time_zone: String,
+    #[serde(default)]
+    cutoff_minutes: u32,
+    #[serde(default)]
+    stores: Vec<StoreBody>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+pub async fn put_merchant(State(acq): State<Acquirer>, headers: HeaderMap, raw: Bytes) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let b: MerchantBody = match body(&raw) {
+        Ok(b) => b,
+        Err(e) => return admin_error(e),
+    };
+    let checked = (|| {
+        if !acq.snapshot().clients.contains_key(&b.client_id) {
+            return Err(ApiError::param(
+                "clientId",
+                format!("no client {}", b.client_id),
+            ));
+        }
+        let list = currencies("currencies", &b.currencies)?;
+        let settle = currencies(
+            "settlementCurrency",
+            std::slice::from_ref(&b.settlement_currency),
+        )?;
+        b.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ApiError::param(
+                "timeZone",
+                format!("{:?} is not an IANA time zone", b.time_zone),
+            )
+        })?;
+        if b.cutoff_minutes >= 24 * 60 {
+            return Err(ApiError::param("cutoffMinutes", "must be less than 1440"));
+        }
+        if b.fee_bps > 10_000 {
+            return Err(ApiError::param("feeBps", "must be at most 10000"));
+        }
+        if b.max_amount_minor.is_some_and(|m| m <= 0) {
+            return Err(ApiError::param("maxAmountMinor", "must be positive"));
+        }
+        Ok((list, settle[0].clone()))
+    })();
+    let (list, settle) = match checked {
+        Ok(x) => x,
+        Err(e) => return admin_error(e),
+    };
+    write_and_reload(&acq, move |c| {
+        registry::upsert_merchant(
+            c,
+            &NewMerchant {
+                client_id: &b.client_id,
+                reference_merchant_id: &b.reference_merchant_id,
+                name: &b.name,
+                mcc: &b.mcc,
+                currencies: &list,
+                settlement_currency: &settle,
+                max_amount_minor: b.max_amount_minor,
+                notify_url: b.notify_url.as_deref(),
+                active: b.active,
+                fee_bps: b.fee_bps,
+                time_zone: &b.time_zone,
+                cutoff_minutes: b.cutoff_minutes,
+            },
+        )?;
+        for s in &b.stores {
+            registry::upsert_store(
+                c,
+                &b.client_id,
+                &b.reference_merchant_id,
+                &Store {
+                    reference_store_id: s.reference_store_id.clone(),
+                    name: s.name.clone(),
+                    mcc: s.mcc.clone(),
+                },
+            )?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteBody {
+    /// `CII` or `REGEX`.
+    kind: String,
+    pattern: String,
+    #[serde(default = "default_priority")]
+    priority: i64,
+}
+
+fn default_priority() -> i64 {
+    100
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WalletBody {
+    name: String,
+    #[serde(default)]
+    psp_name: Option<String>,
+    base_url: String,
+    public_key: String,
+    currencies: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    routes: Vec<RouteBody>,
+}
+
+/// Registers a wallet (any MPP that speaks the protocol) and its routing rules.
+pub async fn put_wallet(State(acq): State<Acquirer>, headers: HeaderMap, raw: Bytes) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let b: WalletBody = match body(&raw) {
+        Ok(b) => b,
+        Err(e) => return admin_error(e),
+    };
+    let checked = (|| {
+        let key = PublicKey::parse(&b.public_key).map_err(|e| ApiError::param("publicKey", e))?;
+        let list = currencies("currencies", &b.currencies)?;
+        if !(b.base_url.starts_with("http://") || b.base_url.starts_with("https://")) {
+            return Err(ApiError::param("baseUrl", "must be an http(s) URL"));
+        }
+        for (i, r) in b.routes.iter().enumerate() {
+            match r.kind.as_str() {
+                "CII" if r.pattern.len() == 6 && r.pattern.bytes().all(|x| x.is_ascii_digit()) => {}
+                "CII" => {
+                    return Err(ApiError::param(
+                        &format!("routes[{i}].pattern"),
+                        "a CII is 6 digits",
+                    ));
+                }
+                "REGEX" => {
+                    regex::Regex::new(&r.pattern)
+                        .map_err(|e| ApiError::param(&format!("routes[{i}].pattern"), e))?;
+                }
+                _ => {
+                    return Err(ApiError::param(
+                        &format!("routes[{i}].kind"),
+                        "must be CII or REGEX",
+                    ));
+                }
+            }
+        }
+        Ok((key, list))
+    })();
+    let (key, list) = match checked {
+        Ok(x) => x,
+        Err(e) => return admin_error(e),
+    };
+    write_and_reload(&acq, move |c| {
+        registry::upsert_wallet(
+            c,
+            &NewWallet {
+                name: &b.name,
+                psp_name: b.psp_name.as_deref().unwrap_or(&b.name),
+                base_url: &b.base_url,
+                public_key: &key,
+                currencies: &list,
+                enabled: b.enabled,
+            },
+        )?;
+        for r in &b.routes {
+            registry::upsert_route(c, &r.kind, &r.pattern, &b.name, r.priority)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The reference data as the acquirer currently sees it.
+pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let snap = acq.snapshot();
+    let mut clients: Vec<_> = snap
+        .clients
+        .values()
+        .map(|c| {
+            let mut versions: Vec<_> = c.keys.keys().copied().collect();
+            versions.sort();
+            serde_json::json!({"clientId": c.client_id, "name": c.name, "active": c.active, "keyVersions": versions})
+        })
+        .collect();
+    clients.sort_by_key(|v| v["clientId"].as_str().unwrap_or("").to_string());
+    let mut merchants: Vec<_> = snap
+        .merchants
+        .values()
+        .map(|m| {
+            serde_json::json!({
+                "clientId": m.client_id, "referenceMerchantId": m.reference_merchant_id, "name": m.name,
+                "currencies": m.currencies, "settlementCurrency": m.settlement_currency, "feeBps": m.fee_bps,
+                "timeZone": m.time_zone, "cutoffMinutes": m.cutoff_minutes, "active": m.active,
+                "stores": m.stores.keys().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    merchants.sort_by_key(|v| v["referenceMerchantId"].as_str().unwrap_or("").to_string());
+    let mut wallets: Vec<_> = snap
+        .wallets
+        .values()
+        .map(|w| serde_json::json!({"name": w.name, "pspName": w.psp_name, "baseUrl": w.base_url, "currencies": w.currencies, "enabled": w.enabled}))
+        .collect();
+    wallets.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
+    let routes: Vec<_> = snap
+        .routes
+        .iter()
+        .map(|r| {
+            let (kind, pattern) = match &r.pattern {
+                registry::RoutePattern::Cii(c) => ("CII", c.clone()),
+                registry::RoutePattern::Regex(re) => ("REGEX", re.as_str().to_string()),
+            };
+            serde_json::json!({"kind": kind, "pattern": pattern, "wallet": r.wallet, "priority": r.priority})
+        })
+        .collect();
+    Json(serde_json::json!({"clients": clients, "merchants": merchants, "wallets": wallets, "routes": routes}))
+        .into_response()
+}

@@ -1,0 +1,263 @@
+//! `paycode serve --config FILE`: runs exactly what the file configures — an acquirer, any number
+//! of reference wallets, or both — with no demo data. Reference data (merchants, keys, wallets,
+//! routes, rates) is then managed through the admin API. Relative paths are relative to the
+//! file's directory. `PAYCODE_*` environment variables override acquirer limits (see `serve`).
+//!
+//! ```toml
+//! [acquirer]
+//! listen = "0.0.0.0:8443"
+//! public_url = "https://acquirer.example:8443"   # how wallets reach us
+//! db = "acquirer.db"
+//! private_key_file = "keys/acquirer.key"         # PEM or bare base64 PKCS#8
+//! admin_token_file = "admin-token"
+//! time_zone = "Asia/Singapore"                   # cancel window
+//! tls_cert = "tls/cert.pem"                      # optional
+//! tls_key = "tls/key.pem"
+//! rate_file = "rates.txt"                        # optional; loaded at start
+//! [acquirer.limits]
+//! notify_schedule_s = [0, 120, 600]
+//!
+//! [[wallets]]
+//! name = "sgpay"
+//! cii = "281005"
+//! currency = "SGD"
+//! listen = "127.0.0.1:8085"
+//! db = "wallet-sgpay.db"
+//! private_key_file = "keys/wallet-sgpay.key"
+//! acquirer_public_key_file = "keys/acquirer.pub"  # PEM or bare base64 SPKI
+//! ```
+
+use crate::serve::{Tasks, spawn_acquirer_server, spawn_wallet_server, wait_all};
+use anyhow::{Context, bail};
+use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
+use paycode_http::Signer;
+use paycode_sign::{PrivateKey, PublicKey};
+use paycode_wallet::{Wallet, WalletConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub acquirer: Option<AcquirerSection>,
+    #[serde(default)]
+    pub wallets: Vec<WalletSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquirerSection {
+    pub listen: String,
+    pub public_url: Option<String>,
+    pub db: PathBuf,
+    pub private_key_file: PathBuf,
+    #[serde(default = "default_acquirer_id")]
+    pub client_id_at_wallets: String,
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub rate_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_s: u64,
+}
+
+/// Optional overrides of [`Limits`]; names and units as there.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub request_body_max_bytes: Option<usize>,
+    pub payment_expiry_default_s: Option<i64>,
+    pub payment_expiry_max_s: Option<i64>,
+    pub quote_validity_s: Option<i64>,
+    pub wallet_pay_timeout_ms: Option<u64>,
+    pub wallet_call_timeout_ms: Option<u64>,
+    pub cancel_window_next_day_minutes: Option<u32>,
+    pub refund_window_days: Option<i64>,
+    pub reconcile_interval_ms: Option<i64>,
+    pub notify_schedule_s: Option<Vec<i64>>,
+    pub notify_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletSection {
+    pub name: String,
+    pub cii: String,
+    pub currency: String,
+    pub listen: String,
+    pub db: PathBuf,
+    pub private_key_file: PathBuf,
+    pub acquirer_public_key_file: PathBuf,
+    pub client_id: Option<String>,
+    #[serde(default = "default_acquirer_id")]
+    pub acquirer_client_id: String,
+    pub code_step_s: Option<u64>,
+    pub code_validity_s: Option<u64>,
+    pub challenge_timeout_s: Option<u64>,
+}
+
+fn default_acquirer_id() -> String {
+    crate::serve::ACQUIRER_CLIENT_ID.to_string()
+}
+
+fn default_tz() -> String {
+    "UTC".into()
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+impl LimitsSection {
+    fn apply(&self, l: &mut Limits) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { l.$f = v; } )* };
+        }
+        set!(
+            request_body_max_bytes,
+            payment_expiry_default_s,
+            payment_expiry_max_s,
+            quote_validity_s,
+            wallet_pay_timeout_ms,
+            wallet_call_timeout_ms,
+            cancel_window_next_day_minutes,
+            refund_window_days,
+            reconcile_interval_ms,
+            notify_schedule_s,
+            notify_timeout_ms
+        );
+    }
+}
+
+fn read(base: &Path, p: &Path, what: &str) -> anyhow::Result<String> {
+    let path = base.join(p);
+    std::fs::read_to_string(&path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration {}", path.display()))?;
+    let cfg: FileConfig = toml::from_str(&text)
+        .with_context(|| format!("the configuration {} is not valid", path.display()))?;
+    if cfg.acquirer.is_none() && cfg.wallets.is_empty() {
+        bail!(
+            "the configuration {} runs nothing: add an [acquirer] section or [[wallets]]",
+            path.display()
+        );
+    }
+    Ok(cfg)
+}
+
+/// Runs what the file configures until shutdown.
+pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let cfg = load(path)?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut tasks = Tasks::new();
+    for w in &cfg.wallets {
+        let key = PrivateKey::parse(&read(&base, &w.private_key_file, "wallet key")?)
+            .with_context(|| format!("wallet {}: private key", w.name))?;
+        let acquirer_key = PublicKey::parse(&read(
+            &base,
+            &w.acquirer_public_key_file,
+            "acquirer public key",
+        )?)
+        .with_context(|| format!("wallet {}: acquirer public key", w.name))?;
+        let currency = paycode_core::Currency::parse(&w.currency)
+            .map_err(|e| anyhow::anyhow!("wallet {}: currency: {e}", w.name))?;
+        let mut wc = WalletConfig::new(
+            &w.name,
+            &w.cii,
+            currency,
+            base.join(&w.db),
+            w.client_id.as_deref().unwrap_or(&w.name),
+            Signer::new(key, 1),
+            &w.acquirer_client_id,
+            acquirer_key,
+        );
+        if let Some(v) = w.code_step_s {
+            wc.code_step_s = v;
+        }
+        if let Some(v) = w.code_validity_s {
+            wc.code_validity_s = v;
+        }
+        if let Some(v) = w.challenge_timeout_s {
+            wc.challenge_timeout_s = v;
+        }
+        let wallet = tokio::task::spawn_blocking(move || Wallet::open(wc)).await??;
+        let listener = tokio::net::TcpListener::bind(&w.listen)
+            .await
+            .with_context(|| format!("wallet {}: cannot listen on {}", w.name, w.listen))?;
+        println!(
+            "  wallet {:<8} {}  http://{}",
+            w.name,
+            w.currency,
+            listener.local_addr()?
+        );
+        spawn_wallet_server(&mut tasks, listener, wallet, shutdown.clone());
+    }
+    if let Some(a) = &cfg.acquirer {
+        let key = PrivateKey::parse(&read(&base, &a.private_key_file, "acquirer key")?)
+            .context("acquirer private key")?;
+        let admin_token = match &a.admin_token_file {
+            Some(p) => Some(read(&base, p, "admin token")?.trim().to_string()),
+            None => std::env::var("PAYCODE_ADMIN_TOKEN").ok(),
+        };
+        let tz: chrono_tz::Tz = a.time_zone.parse().map_err(|_| {
+            anyhow::anyhow!("acquirer.time_zone {:?} is not an IANA zone", a.time_zone)
+        })?;
+        let mut limits = Limits::default();
+        a.limits.apply(&mut limits);
+        let limits = crate::serve::limits_from_env(limits)?;
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("acquirer: cannot listen on {}", a.listen))?;
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+            (None, None) => None,
+            _ => bail!("acquirer: tls_cert and tls_key go together"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = a.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "{scheme}://{}",
+                listener
+                    .local_addr()
+                    .map(|x| x.to_string())
+                    .unwrap_or_default()
+            )
+        });
+        let acq = Acquirer::open(AcquirerConfig {
+            db_path: base.join(&a.db),
+            public_url: public_url.clone(),
+            client_id_at_wallets: a.client_id_at_wallets.clone(),
+            signer: Signer::new(key, 1),
+            admin_token,
+            time_zone: tz,
+            limits,
+        })
+        .await?;
+        if let Some(rates) = &a.rate_file {
+            acq.set_rate_file(read(&base, rates, "rate file")?)
+                .await
+                .map_err(|e| anyhow::anyhow!("rate file: {}", e.message))?;
+        }
+        println!("  acquirer        {public_url}");
+        spawn_acquirer_server(
+            &mut tasks,
+            listener,
+            acq,
+            tls,
+            shutdown.clone(),
+            Duration::from_secs(a.shutdown_grace_s),
+        )
+        .await?;
+    }
+    println!("paycode is running ({})", path.display());
+    wait_all(tasks).await
+}

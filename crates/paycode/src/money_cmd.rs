@@ -1,0 +1,217 @@
+//! `paycode settle` and `paycode audit`: the operator's money commands.
+//!
+//! Both work whether or not `serve` is running. With a running acquirer they go through its
+//! admin API (URL from `<data-dir>/demo.json`, token from `<data-dir>/admin-token`), so the one
+//! process that owns the store does the work; when nothing answers there, they open the store
+//! in the data directory directly. `audit` exits non-zero when any invariant is violated.
+
+use crate::demo_file::DemoFile;
+use anyhow::Context;
+use paycode_acquirer::audit::AuditReport;
+use paycode_acquirer::settlement::{SettleOutcome, batch_file_paths, clearing_file_path};
+use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
+use paycode_core::{Currency, Money};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long a settlement run or an audit may take through the admin API (both stream over the
+/// whole store).
+const ADMIN_CALL_TIMEOUT_S: u64 = 3_600;
+
+#[derive(clap::Args)]
+pub struct SettleArgs {
+    /// Close everything up to now, the current business day included (default: only the days
+    /// whose cut-off has passed).
+    #[arg(long)]
+    now: bool,
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {}
+
+/// Where a running acquirer's admin API is, if one answers.
+struct Admin {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+enum Reached<T> {
+    Answer(T),
+    NotRunning,
+}
+
+impl Admin {
+    /// The admin API described by the data directory, if the files are there.
+    fn from_data_dir(data_dir: &Path) -> anyhow::Result<Option<Admin>> {
+        let Ok(demo) = DemoFile::load(data_dir) else {
+            return Ok(None);
+        };
+        let Ok(token) = std::fs::read_to_string(data_dir.join("admin-token")) else {
+            return Ok(None);
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(ADMIN_CALL_TIMEOUT_S))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Some(Admin {
+            url: demo.acquirer_url.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+            http,
+        }))
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<Reached<T>> {
+        let url = format!("{}{path}", self.url);
+        let resp = match self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Ok(Reached::NotRunning),
+            Err(e) => return Err(e).with_context(|| format!("calling {url}")),
+        };
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "{url} answered HTTP {status}: {} (is the admin token in the data directory the server's?)",
+                text.trim()
+            );
+        }
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("{url} answered something that is not the expected JSON"))?;
+        Ok(Reached::Answer(value))
+    }
+}
+
+/// Opens the acquirer's store in the data directory (when no server is running).
+async fn open_store(data_dir: &Path) -> anyhow::Result<Acquirer> {
+    let db_path = data_dir.join("acquirer.db");
+    if !db_path.exists() {
+        anyhow::bail!(
+            "no acquirer store at {} (start `paycode serve` once, or pass --data-dir)",
+            db_path.display()
+        );
+    }
+    // The signer is never used: nothing is sent from this process.
+    let key = paycode_sign::PrivateKey::generate().context("generating a throwaway key")?;
+    Acquirer::open(AcquirerConfig {
+        db_path,
+        public_url: "http://127.0.0.1".into(),
+        client_id_at_wallets: "paycode-acquirer".into(),
+        signer: paycode_http::Signer::new(key, 1),
+        admin_token: None,
+        time_zone: chrono_tz::UTC,
+        limits: Limits::default(),
+    })
+    .await
+}
+
+fn amount(minor: i64, currency: &str) -> String {
+    match Currency::parse(currency) {
+        Ok(c) => Money::new(minor, c).to_string(),
+        Err(_) => format!("{minor} {currency} (minor units)"),
+    }
+}
+
+fn print_outcome(data_dir: &Path, o: &SettleOutcome) {
+    let reports = data_dir.join("reports");
+    println!(
+        "closed {} settlement batch(es) and {} wallet clearing(s); {} new event(s) taken in",
+        o.batches.len(),
+        o.clearings.len(),
+        o.n_swept
+    );
+    for b in &o.batches {
+        let (summary, detail) = batch_file_paths(&reports, &b.batch_id);
+        println!(
+            "batch {}: {} item(s), payout {} to {} for {} ({}, {})",
+            b.batch_id,
+            b.item_count,
+            amount(b.net_minor, &b.currency),
+            b.merchant,
+            b.settlement_date,
+            summary.display(),
+            detail.display()
+        );
+    }
+    for c in &o.clearings {
+        println!(
+            "clearing {}: {} item(s), {} owes {} ({})",
+            c.clearing_id,
+            c.item_count,
+            c.wallet,
+            amount(c.net_minor, &c.currency),
+            clearing_file_path(&reports, &c.clearing_id).display()
+        );
+    }
+}
+
+pub async fn settle(data_dir: &Path, args: SettleArgs) -> anyhow::Result<ExitCode> {
+    if let Some(admin) = Admin::from_data_dir(data_dir)? {
+        let path = format!("/admin/v1/settlement/close?now={}", args.now);
+        if let Reached::Answer(outcome) = admin
+            .call::<SettleOutcome>(reqwest::Method::POST, &path)
+            .await?
+        {
+            print_outcome(data_dir, &outcome);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let acq = open_store(data_dir).await?;
+    let outcome = if args.now {
+        acq.settle_now().await
+    } else {
+        acq.settle_due(acq.clock().now_ms()).await
+    };
+    acq.db().close();
+    let outcome = outcome.map_err(|e| anyhow::anyhow!("settlement failed: {}", e.message))?;
+    print_outcome(data_dir, &outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(data_dir: &Path, _args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let mut report: Option<AuditReport> = None;
+    if let Some(admin) = Admin::from_data_dir(data_dir)?
+        && let Reached::Answer(r) = admin
+            .call::<AuditReport>(reqwest::Method::GET, "/admin/v1/audit")
+            .await?
+    {
+        report = Some(r);
+    }
+    let report = match report {
+        Some(r) => r,
+        None => {
+            let acq = open_store(data_dir).await?;
+            let r = acq.audit_report().await;
+            acq.db().close();
+            r.map_err(|e| anyhow::anyhow!("the audit could not run: {}", e.message))?
+        }
+    };
+    if report.violations.is_empty() {
+        println!("OK: {}", report.summary());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for v in &report.violations {
+        println!("{v}");
+    }
+    eprintln!(
+        "FAILED: {}{} violation(s); {}",
+        report.violations.len(),
+        if report.truncated { "+" } else { "" },
+        report.summary()
+    );
+    Ok(ExitCode::from(1))
+}

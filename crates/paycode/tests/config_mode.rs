@@ -1,0 +1,188 @@
+//! `serve --config`: only what the file configures runs, with no demo data; merchants, keys,
+//! wallets and routes are then registered through the admin API, and a payment goes through.
+
+use paycode_http::{SignedClient, Signer};
+use paycode_sign::PrivateKey;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_acquirer_and_wallet_are_set_up_through_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acq_key, wallet_key, merchant_key) = (
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+        PrivateKey::generate().unwrap(),
+    );
+    std::fs::write(dir.path().join("acquirer.key"), acq_key.to_pkcs8_base64()).unwrap();
+    std::fs::write(
+        dir.path().join("acquirer.pub"),
+        acq_key.public_key().to_base64(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("wallet.key"), wallet_key.to_pkcs8_base64()).unwrap();
+    std::fs::write(dir.path().join("admin-token"), "tok-123\n").unwrap();
+    std::fs::write(
+        dir.path().join("paycode.toml"),
+        r#"
+[acquirer]
+listen = "127.0.0.1:0"
+db = "acquirer.db"
+private_key_file = "acquirer.key"
+admin_token_file = "admin-token"
+time_zone = "Asia/Singapore"
+[acquirer.limits]
+notify_schedule_s = [0, 1]
+
+[[wallets]]
+name = "mywallet"
+cii = "281777"
+currency = "SGD"
+listen = "127.0.0.1:0"
+db = "wallet.db"
+private_key_file = "wallet.key"
+acquirer_public_key_file = "acquirer.pub"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paycode"))
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--config",
+        ])
+        .arg(dir.path().join("paycode.toml"))
+        .env("PAYCODE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut acquirer, mut wallet) = (String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http"))
+            .map(str::to_string);
+        if line.contains("acquirer") {
+            acquirer = url.unwrap();
+        } else if line.contains("wallet mywallet") {
+            wallet = url.unwrap();
+        } else if line.starts_with("paycode is running") {
+            break;
+        }
+    }
+    assert!(!acquirer.is_empty() && !wallet.is_empty());
+    assert!(
+        !dir.path().join("demo.json").exists(),
+        "no demo data in config mode"
+    );
+
+    let http = reqwest::Client::new();
+    let admin = |path: &str, body: Value| {
+        http.post(format!("{acquirer}/admin/v1/{path}"))
+            .bearer_auth("tok-123")
+            .json(&body)
+            .send()
+    };
+    // Bad input names the field and writes nothing.
+    let bad = admin(
+        "merchants",
+        json!({"clientId": "NOPE", "referenceMerchantId": "M", "name": "x", "mcc": "5812",
+        "currencies": ["SGD"], "settlementCurrency": "SGD"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("clientId"));
+    for (path, body) in [
+        ("clients", json!({"clientId": "ACME", "name": "Acme"})),
+        (
+            "clients/ACME/keys",
+            json!({"keyVersion": 2, "publicKey": merchant_key.public_key().to_base64()}),
+        ),
+        (
+            "merchants",
+            json!({"clientId": "ACME", "referenceMerchantId": "ACME-1", "name": "Acme Store", "mcc": "5411",
+            "currencies": ["SGD"], "settlementCurrency": "SGD", "feeBps": 150, "timeZone": "Asia/Singapore",
+            "stores": [{"referenceStoreId": "ST-1", "name": "Acme Orchard", "mcc": "5411"}]}),
+        ),
+        (
+            "wallets",
+            json!({"name": "mywallet", "baseUrl": wallet, "publicKey": wallet_key.public_key().to_base64(),
+            "currencies": ["SGD"], "routes": [{"kind": "CII", "pattern": "281777"}]}),
+        ),
+    ] {
+        let r = admin(path, body).await.unwrap();
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let registry: Value = http
+        .get(format!("{acquirer}/admin/v1/registry"))
+        .bearer_auth("tok-123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registry["clients"][0]["keyVersions"], json!([2]));
+    assert_eq!(registry["routes"][0]["wallet"], "mywallet");
+
+    // A user at the wallet, a device, a code, a payment signed with key version 2.
+    let created: Value = http
+        .post(format!("{wallet}/admin/v1/users"))
+        .json(
+            &json!({"name": "zoe", "password": "pw-1234", "balanceMinor": 10_000,
+            "passwordFreePerPaymentMinor": 5_000, "passwordFreeDailyMinor": 10_000,
+            "hardLimitPerPaymentMinor": 10_000, "hardLimitDailyMinor": 10_000}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["result"]["resultStatus"], "S", "{created}");
+    let m: paycode_proto::customer::DeviceMaterial = http
+        .post(format!("{wallet}/customer/v1/devices/register"))
+        .json(&json!({"userName": "zoe", "password": "pw-1234"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let material = paycode_wallet::CodeMaterial::from_device_material(&m).unwrap();
+    let code = paycode_wallet::generate_code(&material, chrono::Utc::now().timestamp() as u64);
+    let client = SignedClient::new(
+        "ACME",
+        Signer::new(
+            PrivateKey::parse(&merchant_key.to_pkcs8_base64()).unwrap(),
+            2,
+        ),
+        Some(acq_key.public_key()),
+        Duration::from_secs(20),
+    );
+    let paid: Value = client
+        .post(&format!("{acquirer}/ams/api/v1/payments/pay"), &json!({
+            "productCode": "IN_STORE_PAYMENT", "paymentRequestId": "acme-1",
+            "paymentAmount": {"currency": "SGD", "value": "1999"},
+            "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
+            "order": {"orderDescription": "groceries", "merchant": {"referenceMerchantId": "ACME-1",
+                "store": {"referenceStoreId": "ST-1"}}}
+        }))
+        .await
+        .unwrap();
+    assert_eq!(paid["result"]["resultCode"], "SUCCESS", "{paid}");
+    assert_eq!(paid["pspCustomerInfo"]["pspName"], "mywallet");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
