@@ -58,6 +58,14 @@ impl Acquirer {
         let limits = &self.config().limits;
         let lease = now + limits.work_lease_ms;
         let batch = limits.background_batch_max;
+        // Look before claiming: an idle pass must not cost a write and an fsync.
+        let any_due = self
+            .db()
+            .read(move |c| store::any_notification_due(c, now).map_err(ApiError::from))
+            .await?;
+        if !any_due {
+            return Ok(0);
+        }
         let claimed = self
             .db()
             .write(move |c| {
@@ -290,6 +298,13 @@ impl Acquirer {
     async fn refund_pass(&self) -> Result<usize, ApiError> {
         let now = self.now_ms();
         let limits = self.config().limits.clone();
+        let any_due = self
+            .db()
+            .read(move |c| Ok::<_, ApiError>(!store::refunds_due(c, now, 1)?.is_empty()))
+            .await?;
+        if !any_due {
+            return Ok(0);
+        }
         let due = self
             .db()
             .write(move |c| {

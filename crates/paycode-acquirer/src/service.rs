@@ -409,8 +409,14 @@ impl Acquirer {
     // ---------------------------------------------------------------- pay
 
     /// Pays with a scanned code: records the intent, asks the wallet, records the outcome.
-    pub async fn pay(&self, input: PayInput) -> Result<PaymentRow, ApiError> {
-        let now = self.now_ms();
+    /// Validates a pay request against the registry and prices it: the row to insert, the
+    /// pricing and the wallet. Pure in-memory work.
+    fn prepare_payment(
+        &self,
+        input: &PayInput,
+        hash: &str,
+        now: i64,
+    ) -> Result<(PaymentRow, Pricing, Wallet), ApiError> {
         let snap = self.snapshot();
         let m = &input.order.merchant;
         let merchant = snap
@@ -462,26 +468,6 @@ impl Acquirer {
                     .map(|st| st.name.clone())
             })
         });
-        let hash = sha256_hex(&[
-            "IN_STORE_PAYMENT",
-            &input.amount.amount_minor().to_string(),
-            currency.code(),
-            input.code.expose_digits(),
-            &m.reference_merchant_id,
-            store_id.as_deref().unwrap_or(""),
-        ]);
-
-        // An existing request id answers with the first attempt's state, before any routing.
-        let existing = {
-            let (cid, rid) = (input.client_id.clone(), input.payment_request_id.clone());
-            self.inner
-                .db
-                .read(move |c| store::payment_by_request_id(c, &cid, &rid).map_err(ApiError::from))
-                .await?
-        };
-        if let Some(p) = existing {
-            return replay(p, &hash);
-        }
 
         let wallet = snap.route(&input.code).ok_or_else(|| {
             ApiError::new(
@@ -544,7 +530,7 @@ impl Acquirer {
             payment_id: self.inner.ids.next(now),
             client_id: input.client_id.clone(),
             payment_request_id: input.payment_request_id.clone(),
-            request_hash: hash.clone(),
+            request_hash: hash.to_string(),
             reference_merchant_id: m.reference_merchant_id.clone(),
             reference_store_id: store_id,
             merchant_name: m
@@ -599,6 +585,41 @@ impl Acquirer {
             next_check_ms: Some(now + limits.wallet_pay_timeout_ms as i64 + 2_000),
             n_checks: 0,
         };
+        Ok((row, pricing, wallet.clone()))
+    }
+
+    pub async fn pay(&self, input: PayInput) -> Result<PaymentRow, ApiError> {
+        let now = self.now_ms();
+        let m = &input.order.merchant;
+        let store_id = m.store.as_ref().map(|s| s.reference_store_id.clone());
+        let hash = sha256_hex(&[
+            "IN_STORE_PAYMENT",
+            &input.amount.amount_minor().to_string(),
+            input.amount.currency().code(),
+            input.code.expose_digits(),
+            &m.reference_merchant_id,
+            store_id.as_deref().unwrap_or(""),
+        ]);
+        let (row, pricing, wallet) = match self.prepare_payment(&input, &hash, now) {
+            Ok(x) => x,
+            Err(e) => {
+                // A repeat answers with the first attempt's state even if the request would be
+                // refused now (merchant suspended, rates changed, route removed).
+                let (cid, rid) = (input.client_id.clone(), input.payment_request_id.clone());
+                let existing = self
+                    .inner
+                    .db
+                    .read(move |c| {
+                        store::payment_by_request_id(c, &cid, &rid).map_err(ApiError::from)
+                    })
+                    .await?;
+                return match existing {
+                    Some(p) => replay(p, &hash),
+                    None => Err(e),
+                };
+            }
+        };
+        let wallet = &wallet;
         let inserted = {
             let row = row.clone();
             self.inner
@@ -640,7 +661,7 @@ impl Acquirer {
                 payment_method_id: input.code.expose_digits().to_string(),
             },
             order: input.order.clone(),
-            payment_expiry_time: wire::iso(expires_ms),
+            payment_expiry_time: wire::iso(row.expires_ms),
             payment_notify_url: Some(format!(
                 "{}{}",
                 self.inner.config.public_url.trim_end_matches('/'),

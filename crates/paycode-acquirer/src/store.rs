@@ -757,6 +757,13 @@ pub fn enqueue_notification(
     Ok(())
 }
 
+pub fn any_notification_due(c: &Connection, now_ms: i64) -> StoreResult<bool> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'PENDING' AND next_attempt_ms <= ?1)",
+    )?
+    .query_row([now_ms], |r| r.get(0))?)
+}
+
 /// Claims up to `limit` due notifications by pushing their next attempt to `lease_until_ms`,
 /// so that a concurrent worker (or a crash mid-send) cannot lose or double-claim them.
 pub fn claim_due_notifications(
