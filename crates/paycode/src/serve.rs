@@ -613,11 +613,17 @@ fn write_demo_file(data_dir: &Path, demo: &DemoFile) -> anyhow::Result<()> {
     write_private(&DemoFile::path(data_dir), &text)
 }
 
+/// Logs go to stderr, filtered by `PAYCODE_LOG` (default `info`); `PAYCODE_LOG_FORMAT=json`
+/// writes one JSON object per line for log collectors.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PAYCODE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("PAYCODE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
