@@ -1,11 +1,12 @@
 //! `paycode demo`: the whole story against a running `serve`, narrated step by step:
 //!
 //! 1. a password-free payment;
-//! 2. a payment that needs the password, confirmed on the phone while the POS polls;
-//! 3. an insufficient balance;
-//! 4. a payment cancelled by the merchant;
-//! 5. a partial refund;
-//! 6. where the merchant's signed notifications arrived.
+//! 2. a visitor paying from a wallet in another currency (the acquirer's quote on the receipt);
+//! 3. a payment that needs the password, confirmed on the phone while the POS polls;
+//! 4. an insufficient balance;
+//! 5. a payment cancelled by the merchant;
+//! 6. a partial refund;
+//! 7. where the merchant's signed notifications arrived.
 //!
 //! The demo plays the cashier (the same code as `paycode pos`), the customers' phones (the same
 //! code as `paycode wallet`, each payment from a freshly registered device so that single-use
@@ -189,7 +190,7 @@ impl Story {
         }
     }
 
-    fn expect(&mut self, step: &str, ok: bool) {
+    fn check_step(&mut self, step: &str, ok: bool) {
         if !ok {
             self.failures.push(step.to_string());
         }
@@ -221,12 +222,38 @@ impl Story {
         self.print_receipt(&r);
         self.note_final(&r);
         let ok = r.outcome == Outcome::Paid;
-        self.expect("1. password-free payment was not paid", ok);
+        self.check_step("1. password-free payment was not paid", ok);
         Ok(ok.then_some(r))
     }
 
+    /// A wallet in another currency: the acquirer's quote fixes what the customer pays.
+    async fn visitor(&mut self) -> anyhow::Result<()> {
+        heading(2, "A visitor pays from a wallet in another currency");
+        let Some(user) = self
+            .demo
+            .users
+            .iter()
+            .find(|u| u.role == "everyday" && u.currency != self.demo.currency)
+            .cloned()
+        else {
+            say("   (every demo wallet pays in the merchant's currency; nothing to show)");
+            return Ok(());
+        };
+        let (_, device) = self.phone(&user).await?;
+        let code = self.code_of(&user, &device)?;
+        let charge = self.charge_of(self.amount("6.80")?, code, "A kaya toast set");
+        let r = self.charge(&charge).await?;
+        self.print_receipt(&r);
+        self.note_final(&r);
+        self.check_step(
+            "2. the payment from a wallet in another currency was not paid",
+            r.outcome == Outcome::Paid,
+        );
+        Ok(())
+    }
+
     async fn with_password(&mut self) -> anyhow::Result<()> {
-        heading(2, "A payment that needs the password");
+        heading(3, "A payment that needs the password");
         let user = self.user_with_role("password")?.clone();
         let (customer, device) = self.phone(&user).await?;
         let code = self.code_of(&user, &device)?;
@@ -278,15 +305,15 @@ impl Story {
         let r = pos.await.context("the POS task stopped")??;
         self.print_receipt(&r);
         self.note_final(&r);
-        self.expect(
-            "2. password payment was not paid",
+        self.check_step(
+            "3. password payment was not paid",
             r.outcome == Outcome::Paid,
         );
         Ok(())
     }
 
     async fn low_balance(&mut self) -> anyhow::Result<()> {
-        heading(3, "Not enough balance");
+        heading(4, "Not enough balance");
         let user = self.user_with_role("low-balance")?.clone();
         let (customer, device) = self.phone(&user).await?;
         if let Ok(b) = customer.balance(&user.name, device.token()?).await
@@ -305,15 +332,15 @@ impl Story {
         self.note_final(&r);
         let ok =
             matches!(&r.outcome, Outcome::Failed { code, .. } if code == "USER_BALANCE_NOT_ENOUGH");
-        self.expect(
-            "3. low-balance payment did not fail with USER_BALANCE_NOT_ENOUGH",
+        self.check_step(
+            "4. low-balance payment did not fail with USER_BALANCE_NOT_ENOUGH",
             ok,
         );
         Ok(())
     }
 
     async fn cancel(&mut self) -> anyhow::Result<()> {
-        heading(4, "A cancel");
+        heading(5, "A cancel");
         let user = self.user_with_role("everyday")?.clone();
         let (customer, device) = self.phone(&user).await?;
         let token = device.token()?.to_string();
@@ -364,17 +391,17 @@ impl Story {
             "   the payment is now {}",
             status.as_deref().unwrap_or("(unknown)")
         ));
-        self.expect(
-            "4. the payment was not cancelled",
+        self.check_step(
+            "5. the payment was not cancelled",
             r.outcome == Outcome::Paid && cancelled && status.as_deref() == Some("CANCELLED"),
         );
         Ok(())
     }
 
     async fn refund(&mut self, paid: &ChargeResult) -> anyhow::Result<()> {
-        heading(5, "A partial refund");
+        heading(6, "A partial refund");
         let Some(payment_id) = paid.details.payment_id.clone() else {
-            self.expect("5. the first payment has no payment id to refund", false);
+            self.check_step("6. the first payment has no payment id to refund", false);
             return Ok(());
         };
         let amount = self.amount("5.00")?;
@@ -409,13 +436,13 @@ impl Story {
                 false
             }
         };
-        self.expect("5. the partial refund did not succeed", ok);
+        self.check_step("6. the partial refund did not succeed", ok);
         Ok(())
     }
 
     async fn notifications(&mut self, inbox: &Inbox) {
         let expected = self.final_payments.clone();
-        heading(6, "The merchant's notifications");
+        heading(7, "The merchant's notifications");
         say(&format!(
             "   the merchant's backend listens at {}",
             self.notify_url
@@ -482,8 +509,8 @@ impl Story {
                 ));
             }
         }
-        self.expect(
-            "6. a notification is missing or badly signed",
+        self.check_step(
+            "7. a notification is missing or badly signed",
             all_signed
                 && expected.iter().all(|id| {
                     got.iter().any(|a| {
@@ -517,12 +544,13 @@ pub async fn run(data_dir: &Path, args: DemoArgs) -> anyhow::Result<ExitCode> {
         final_payments: Vec::new(),
     };
     let paid = story.password_free().await?;
+    story.visitor().await?;
     story.with_password().await?;
     story.low_balance().await?;
     story.cancel().await?;
     match &paid {
         Some(p) => story.refund(p).await?,
-        None => story.expect("5. no paid payment to refund", false),
+        None => story.check_step("6. no paid payment to refund", false),
     }
     story.notifications(&inbox).await;
     if story.failures.is_empty() {

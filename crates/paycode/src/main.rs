@@ -7,9 +7,9 @@
 //! Every error reaches the user as one line (what, why, what to do); nothing panics.
 
 mod app;
-mod config_file;
 mod app_device;
 mod bench;
+mod config_file;
 mod demo;
 mod demo_file;
 mod money_cmd;
@@ -62,7 +62,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1: exit code 2 means "payment failed" for the POS.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(1),
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -136,11 +136,15 @@ fn print_outcome(data_dir: &Path, o: &SettleOutcome) {
     );
     for b in &o.batches {
         let (summary, detail) = batch_file_paths(&reports, &b.batch_id);
+        let movement = if b.net_minor < 0 {
+            format!("collects {} from", amount(-b.net_minor, &b.currency))
+        } else {
+            format!("pays {} to", amount(b.net_minor, &b.currency))
+        };
         println!(
-            "batch {}: {} item(s), payout {} to {} for {} ({}, {})",
+            "batch {}: {} item(s), {movement} {} for {} ({}, {})",
             b.batch_id,
             b.item_count,
-            amount(b.net_minor, &b.currency),
             b.merchant,
             b.settlement_date,
             summary.display(),
@@ -148,12 +152,16 @@ fn print_outcome(data_dir: &Path, o: &SettleOutcome) {
         );
     }
     for c in &o.clearings {
+        let movement = if c.net_minor < 0 {
+            format!("is owed {}", amount(-c.net_minor, &c.currency))
+        } else {
+            format!("owes {}", amount(c.net_minor, &c.currency))
+        };
         println!(
-            "clearing {}: {} item(s), {} owes {} ({})",
+            "clearing {}: {} item(s), {} {movement} ({})",
             c.clearing_id,
             c.item_count,
             c.wallet,
-            amount(c.net_minor, &c.currency),
             clearing_file_path(&reports, &c.clearing_id).display()
         );
     }

@@ -125,6 +125,14 @@ pub fn hint_for(code: &str) -> Option<&'static str> {
     })
 }
 
+/// `1 SGD = 5.37 CNY` from the pair `SGD/CNY` and its price.
+pub fn show_rate(pair: &str, price: &str) -> String {
+    match pair.split_once('/') {
+        Some((base, quote)) => format!("1 {base} = {price} {quote}"),
+        None => format!("{price} ({pair})"),
+    }
+}
+
 /// The receipt text. `status_line` is the final word (`PAID`, `FAILED …`, `CANCELLED`, …).
 pub fn format_receipt(shop: &Shop, d: &PaymentDetails, status_line: &str, now_iso: &str) -> String {
     let mut out = String::new();
@@ -155,11 +163,7 @@ pub fn format_receipt(shop: &Shop, d: &PaymentDetails, status_line: &str, now_is
         row(
             &mut out,
             "Rate",
-            &format!(
-                "1 {} = {}",
-                q.quote_currency_pair.replace('/', " → "),
-                q.quote_price
-            ),
+            &show_rate(&q.quote_currency_pair, &q.quote_price),
         );
     }
     row(
@@ -240,7 +244,7 @@ mod tests {
             "SGD 12.50",
             "cnpay",
             "CNY 67.12",
-            "1 SGD → CNY = 5.37",
+            "1 SGD = 5.37 CNY",
             "P123",
             "POS-1",
             "2026-01-02T03:04:05.000Z",

@@ -1,0 +1,214 @@
+//! `paycode settle` and `paycode audit` as the binary: through the admin API of a live `serve`,
+//! then on the store directly once it is stopped, and the audit's non-zero exit on a corrupted
+//! posting.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_paycode");
+const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `paycode serve` child on free ports with its own data directory; killed on drop.
+struct Serve {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    demo: Value,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let child = std::process::Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--wallet-port-base",
+                "0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut serve = Serve {
+            child: Some(child),
+            dir,
+            demo: Value::Null,
+        };
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let demo_path = serve.dir.path().join("demo.json");
+        loop {
+            if let Some(demo) = std::fs::read_to_string(&demo_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                && reachable(demo["acquirerUrl"].as_str().unwrap())
+            {
+                serve.demo = demo;
+                return serve;
+            }
+            if let Some(status) = serve.child.as_mut().unwrap().try_wait().unwrap() {
+                let log =
+                    std::fs::read_to_string(serve.dir.path().join("serve.log")).unwrap_or_default();
+                panic!("serve exited with {status} before it was ready:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not write demo.json in time"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--data-dir")
+            .arg(self.data_dir())
+            .timeout(COMMAND_TIMEOUT);
+        c
+    }
+
+    /// An everyday user whose wallet pays in the merchant's currency.
+    fn user(&self) -> String {
+        let users = self.demo["users"].as_array().unwrap();
+        users
+            .iter()
+            .find(|u| u["role"] == "everyday" && u["currency"] == self.demo["currency"])
+            .or_else(|| users.iter().find(|u| u["role"] == "everyday"))
+            .unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn reachable(url: &str) -> bool {
+    let host_port = url.trim_start_matches("http://").trim_end_matches('/');
+    std::net::TcpStream::connect(host_port).is_ok()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn settle_and_audit_work_with_serve_running_and_without_it() {
+    let mut serve = Serve::start();
+    let user = serve.user();
+    let out = serve
+        .cmd()
+        .args(["wallet", "code", "--user", &user, "--digits"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let code = text(&out.stdout).trim().to_string();
+    let currency = serve.demo["currency"].as_str().unwrap().to_string();
+    let out = serve
+        .cmd()
+        .args(["pos", "charge", "12.50", &currency, "--code", &code])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // Through the running server's admin API.
+    let out = serve.cmd().arg("audit").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    assert!(stdout.contains("1 payments"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+
+    let out = serve.cmd().args(["settle", "--now"]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("closed 1 settlement batch(es) and 1 wallet clearing(s)"),
+        "{stdout}"
+    );
+    let batch_line = stdout
+        .lines()
+        .find(|l| l.starts_with("batch "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(batch_line.contains("1 item(s)"), "{batch_line}");
+    let reports = serve.data_dir().join("reports").join("settlement");
+    let files: Vec<String> = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let detail = files.iter().find(|f| f.ends_with("-detail.csv")).unwrap();
+    let detail = std::fs::read_to_string(reports.join(detail)).unwrap();
+    assert_eq!(detail.lines().count(), 3, "{detail}");
+    assert!(detail.contains(",1250,"), "{detail}");
+    assert!(detail.ends_with("<END>\n"));
+
+    // With the server stopped, both open the store directly.
+    serve.stop();
+    let out = serve.cmd().arg("settle").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("closed 0 settlement batch(es)"),
+        "{stdout}"
+    );
+    let out = serve.cmd().arg("audit").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 batches"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A corrupted posting makes the audit fail, naming the rows, one per line.
+    let db = paycode_db::rusqlite::Connection::open(serve.data_dir().join("acquirer.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE postings SET amount_minor = amount_minor + 1 WHERE entry_id = \
+             (SELECT MIN(entry_id) FROM journal_entries WHERE payment_id IS NOT NULL) AND idx = 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let out = serve.cmd().arg("audit").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("journal_entries ") && l.contains("does not balance")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("payments ")),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).starts_with("FAILED: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
