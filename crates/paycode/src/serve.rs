@@ -26,6 +26,7 @@ pub const ACQUIRER_CLIENT_ID: &str = "paycode-acquirer";
 pub const DEMO_CLIENT_ID: &str = "SANDBOX_PAYCODE_DEMO";
 pub const DEMO_MERCHANT_ID: &str = "M-KOPI-001";
 pub const DEMO_MERCHANT_NAME: &str = "Kopi & Co";
+pub const DEMO_SECOND_MERCHANT_ID: &str = "M-KOPI-002";
 pub const DEMO_STORE_ID: &str = "S-RAFFLES-01";
 pub const DEMO_STORE_NAME: &str = "Kopi & Co Raffles Place";
 pub const DEMO_MCC: &str = "5814";
@@ -220,6 +221,35 @@ async fn seed_acquirer(
                 &registry::Store {
                     reference_store_id: DEMO_STORE_ID.into(),
                     name: DEMO_STORE_NAME.into(),
+                    mcc: DEMO_MCC.into(),
+                },
+            )?;
+            // The same client also acts for a second shop (system-integrator style) that sells
+            // in JPY and USD and is settled in USD, so settlement has two currencies.
+            registry::upsert_merchant(
+                c,
+                &NewMerchant {
+                    client_id: DEMO_CLIENT_ID,
+                    reference_merchant_id: DEMO_SECOND_MERCHANT_ID,
+                    name: "Kopi & Co Ginza",
+                    mcc: DEMO_MCC,
+                    currencies: &["JPY".to_string(), "USD".to_string()],
+                    settlement_currency: "USD",
+                    max_amount_minor: None,
+                    notify_url: None,
+                    active: true,
+                    fee_bps: 200,
+                    time_zone: "Asia/Tokyo",
+                    cutoff_minutes: 0,
+                },
+            )?;
+            registry::upsert_store(
+                c,
+                DEMO_CLIENT_ID,
+                DEMO_SECOND_MERCHANT_ID,
+                &registry::Store {
+                    reference_store_id: "S-GINZA-01".into(),
+                    name: "Kopi & Co Ginza".into(),
                     mcc: DEMO_MCC.into(),
                 },
             )?;
