@@ -479,7 +479,7 @@ fn expected_item(c: &Connection, item: &ItemRow) -> StoreResult<Result<ItemRow, 
     let Some(p) = store::payment_by_id(c, &item.payment_id)? else {
         return Ok(Err(format!("payment {} does not exist", item.payment_id)));
     };
-    let facts = PaymentFacts::of(&p)?;
+    let facts = PaymentFacts::of(&p);
     Ok(match item.kind.as_str() {
         "PAYMENT" => match p.paid_ms {
             Some(_) => Ok(facts.payment_item()?),

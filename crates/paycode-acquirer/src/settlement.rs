@@ -3,7 +3,8 @@
 //!
 //! **Intake.** Settled events (a paid payment, a successful refund, the cancel of a paid
 //! payment) are swept from `payments` and `refunds` into `settlement_items` by their event time,
-//! in bounded chunks, each at most once (keyed by transaction and kind). A sweep starts
+//! in bounded chunks read on a reader connection (the writer only inserts what is new), each
+//! at most once (keyed by transaction and kind). A sweep starts
 //! [`SWEEP_LOOKBACK_MS`] before the previous one ended, so an event whose write committed a
 //! little after its timestamp is still taken; `paycode audit` checks that nothing older was
 //! missed. Each item records when its business day ends (`settle_due_ms`, in the merchant's IANA
@@ -14,11 +15,13 @@
 //! never apart; the report files are written after the commit and can always be rebuilt from
 //! the store, because a closed batch never changes. [`Acquirer::settle_due`] closes the batches
 //! whose cut-off has passed; [`Acquirer::settle_now`] closes everything up to now. An event that
-//! arrives after its day's batch was closed goes into the next day's batch; when an operator
-//! closed a day early, the rest of that day becomes the day's next batch (`…-2`, `…-3`).
+//! arrives after its day's batch was closed (at the cut-off, or early by an operator) goes into
+//! the next day's batch; an operator closing the same day again gets a further batch of that
+//! day (`…-2`, `…-3`), since a closed batch is never reopened.
 //!
-//! **Cost.** The background pass asks one question of the store — is a sweep, a batch or a file
-//! due? — through the cursor row and partial indexes, so an idle acquirer pays one cheap query.
+//! **Cost.** The background pass sweeps at most every [`SWEEP_INTERVAL_MS`] and otherwise asks
+//! one question of the store — is a batch, a clearing or a file due? — through partial indexes,
+//! so an idle acquirer pays one cheap read and never a write.
 
 use crate::registry::Snapshot;
 use crate::service::{Acquirer, ApiError};
@@ -38,7 +41,7 @@ use std::sync::Arc;
 /// A background pass sweeps new events at most this often (closing always sweeps first).
 pub const SWEEP_INTERVAL_MS: i64 = 60_000;
 /// A sweep re-reads this far before where the previous one ended.
-pub const SWEEP_LOOKBACK_MS: i64 = 120_000;
+pub const SWEEP_LOOKBACK_MS: i64 = 60_000;
 /// Events taken into `settlement_items` per write job.
 pub const SWEEP_CHUNK_MAX: usize = 1_000;
 /// Batches (and clearings) closed per pass at most; the next pass takes the rest.
@@ -342,6 +345,8 @@ impl Source {
                  pay_to_minor, pay_to_currency, settle_minor, settle_currency, settlement_quote, \
                  fee_minor, paid_ms FROM payments WHERE paid_ms IS NOT NULL AND paid_ms >= ?1 \
                  AND paid_ms < ?2 AND (paid_ms > ?3 OR (paid_ms = ?3 AND payment_id > ?4)) \
+                 AND NOT EXISTS (SELECT 1 FROM settlement_items i \
+                 WHERE i.transaction_id = payments.payment_id AND i.kind = 'PAYMENT') \
                  ORDER BY paid_ms, payment_id LIMIT ?5"
             }
             Source::Cancelled => {
@@ -351,6 +356,8 @@ impl Source {
                  fee_minor, cancelled_ms FROM payments WHERE cancelled_ms IS NOT NULL \
                  AND paid_ms IS NOT NULL AND cancelled_ms >= ?1 AND cancelled_ms < ?2 \
                  AND (cancelled_ms > ?3 OR (cancelled_ms = ?3 AND payment_id > ?4)) \
+                 AND NOT EXISTS (SELECT 1 FROM settlement_items i \
+                 WHERE i.transaction_id = payments.payment_id AND i.kind = 'CANCEL') \
                  ORDER BY cancelled_ms, payment_id LIMIT ?5"
             }
             Source::Refunded => {
@@ -361,7 +368,9 @@ impl Source {
                  FROM refunds r JOIN payments p ON p.payment_id = r.payment_id \
                  WHERE r.status = 'SUCCESS' AND r.refunded_ms IS NOT NULL AND r.refunded_ms >= ?1 \
                  AND r.refunded_ms < ?2 AND (r.refunded_ms > ?3 OR (r.refunded_ms = ?3 \
-                 AND r.refund_id > ?4)) ORDER BY r.refunded_ms, r.refund_id LIMIT ?5"
+                 AND r.refund_id > ?4)) AND NOT EXISTS (SELECT 1 FROM settlement_items i \
+                 WHERE i.transaction_id = r.refund_id AND i.kind = 'REFUND') \
+                 ORDER BY r.refunded_ms, r.refund_id LIMIT ?5"
             }
         }
     }
@@ -407,8 +416,8 @@ pub struct PaymentFacts<'a> {
 }
 
 impl<'a> PaymentFacts<'a> {
-    pub fn of(p: &'a PaymentRow) -> StoreResult<PaymentFacts<'a>> {
-        Ok(PaymentFacts { p })
+    pub fn of(p: &'a PaymentRow) -> PaymentFacts<'a> {
+        PaymentFacts { p }
     }
 
     fn base(&self, kind: ItemKind, event_ms: Option<i64>) -> StoreResult<ItemRow> {
@@ -484,23 +493,17 @@ fn due_ms(cal: &Calendar, event_ms: i64) -> i64 {
     cal.day_end_s(cal.business_day(event_ms.div_euclid(1000))) * 1000
 }
 
-/// What one sweep chunk did: rows read, rows new, and the key of the last row read.
-struct SweptChunk {
-    n_read: usize,
-    n_new: usize,
-    last: Option<(i64, String)>,
-}
-
-/// Takes up to [`SWEEP_CHUNK_MAX`] events of `source` with `from_ms <= time < to_ms` after
-/// `after` into `settlement_items`; returns how many rows were read and the last key.
-fn sweep_chunk(
+/// Reads up to [`SWEEP_CHUNK_MAX`] events of `source` with `from_ms <= time < to_ms`, after
+/// the key `after` and not yet in `settlement_items`, with their due times (a read: the writer
+/// only inserts what this found).
+fn read_chunk(
     c: &Connection,
     snap: &Snapshot,
     source: Source,
     from_ms: i64,
     to_ms: i64,
     after: &(i64, String),
-) -> StoreResult<SweptChunk> {
+) -> StoreResult<Vec<ItemRow>> {
     let mut stmt = c.prepare_cached(source.query())?;
     let mut rows = stmt.query(params![
         from_ms,
@@ -509,12 +512,11 @@ fn sweep_chunk(
         after.1,
         SWEEP_CHUNK_MAX as i64
     ])?;
-    let (mut n_read, mut n_new, mut last) = (0, 0, None);
     let mut calendars: HashMap<(String, String), Calendar> = HashMap::new();
     let utc = Calendar::utc();
+    let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let mut item = source_item(r)?;
-        n_read += 1;
         let cal = *calendars
             .entry((item.client_id.clone(), item.reference_merchant_id.clone()))
             .or_insert_with(|| {
@@ -522,14 +524,9 @@ fn sweep_chunk(
             });
         item.settle_due_ms = due_ms(&cal, item.event_ms);
         item.clearing_due_ms = due_ms(&utc, item.event_ms);
-        n_new += insert_item(c, &item)?;
-        last = Some((item.event_ms, item.transaction_id));
+        out.push(item);
     }
-    Ok(SweptChunk {
-        n_read,
-        n_new,
-        last,
-    })
+    Ok(out)
 }
 
 fn insert_item(c: &Connection, i: &ItemRow) -> StoreResult<usize> {
@@ -585,6 +582,28 @@ fn set_cursor(c: &Connection, swept_ms: i64, next_sweep_ms: i64) -> StoreResult<
         params![swept_ms, next_sweep_ms],
     )?;
     Ok(())
+}
+
+/// When this process next sweeps, per store. Kept in memory (a process-wide map keyed by the
+/// store's path, since the throttle is this process's own business): an idle background pass
+/// then neither writes nor sweeps, and a restarted process sweeps at once.
+fn sweep_schedule() -> &'static std::sync::Mutex<HashMap<PathBuf, i64>> {
+    static NEXT: std::sync::OnceLock<std::sync::Mutex<HashMap<PathBuf, i64>>> =
+        std::sync::OnceLock::new();
+    NEXT.get_or_init(Default::default)
+}
+
+fn next_sweep_ms(db_path: &Path) -> i64 {
+    sweep_schedule()
+        .lock()
+        .map(|m| m.get(db_path).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn set_next_sweep_ms(db_path: &Path, at_ms: i64) {
+    if let Ok(mut m) = sweep_schedule().lock() {
+        m.insert(db_path.to_path_buf(), at_ms);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,7 +716,7 @@ pub fn rebuild_batch(c: &Connection, row: &BatchRow) -> StoreResult<Batch> {
     .ok_or_else(|| corrupt(format!("batch {} has no items", row.batch_id)))?;
     if batch.items().len() != items.len() {
         return Err(corrupt(format!(
-            "batch {} holds {} items of which {} fall on or before its day",
+            "batch {} holds {} items of which {} belong to its merchant, currency and day",
             row.batch_id,
             items.len(),
             batch.items().len()
@@ -806,12 +825,7 @@ fn close_settlement(
     if mode == Mode::Due && last_seq.is_some() {
         // The day was closed already (early, or these are late events): they go into the next
         // day's batch.
-        let next_due_ms = cal.day_end_s(day + 1) * 1000;
-        c.prepare_cached(
-            "UPDATE settlement_items SET settle_due_ms = ?4 WHERE batch_id IS NULL \
-             AND merchant = ?1 AND settle_currency = ?2 AND settle_due_ms <= ?3",
-        )?
-        .execute(params![group.owner, group.currency, now_ms, next_due_ms])?;
+        defer_settlement(c, group, cal, day, now_ms)?;
         return Ok(None);
     }
     let rows: Vec<ItemRow> = c
@@ -829,6 +843,9 @@ fn close_settlement(
     let Some(batch) = core::close_batch(&group.owner, settle_currency, cutoff, day, &items)
         .map_err(|e| corrupt(format!("closing {} {}: {e}", group.owner, group.currency)))?
     else {
+        if mode == Mode::Due {
+            defer_settlement(c, group, cal, day, now_ms)?;
+        }
         return Ok(None);
     };
     let seq = last_seq.map_or(1, |s| s + 1);
@@ -891,7 +908,29 @@ fn close_settlement(
             )));
         }
     }
+    if mode == Mode::Due {
+        // Whatever the day's cut-off left out waits for the next day.
+        defer_settlement(c, group, cal, day, now_ms)?;
+    }
     Ok(Some((row, batch)))
+}
+
+/// Moves a group's unsettled items that are due at `now_ms` to the end of the day after `day`,
+/// so that a closed day is never reopened and a due item is never due twice.
+fn defer_settlement(
+    c: &Connection,
+    group: &Group,
+    cal: &Calendar,
+    day: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let next_due_ms = cal.day_end_s(day + 1) * 1000;
+    c.prepare_cached(
+        "UPDATE settlement_items SET settle_due_ms = ?4 WHERE batch_id IS NULL \
+         AND merchant = ?1 AND settle_currency = ?2 AND settle_due_ms <= ?3",
+    )?
+    .execute(params![group.owner, group.currency, now_ms, next_due_ms])?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1140,25 +1179,26 @@ impl Acquirer {
     }
 
     /// Closes every batch and clearing whose cut-off has passed at `now_ms`. Cheap when nothing
-    /// is due: one indexed query.
+    /// is due: one indexed read, and no write.
     pub async fn settle_due(&self, now_ms: i64) -> Result<SettleOutcome, ApiError> {
-        let (next_sweep_ms, due) = self
-            .db()
-            .read(move |c| {
-                let (_, next_sweep_ms) = cursor(c)?;
-                let due: bool = c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM settlement_items WHERE batch_id IS NULL \
-                     AND settle_due_ms <= ?1) OR EXISTS (SELECT 1 FROM settlement_items \
-                     WHERE clearing_id IS NULL AND clearing_due_ms <= ?1) \
-                     OR EXISTS (SELECT 1 FROM settlement_batches WHERE files_written_ms IS NULL) \
-                     OR EXISTS (SELECT 1 FROM clearing_batches WHERE files_written_ms IS NULL)",
-                    [now_ms],
-                    |r| r.get(0),
-                )?;
-                Ok::<_, ApiError>((next_sweep_ms, due))
-            })
-            .await?;
-        if now_ms < next_sweep_ms && !due {
+        let sweep_due = now_ms >= next_sweep_ms(&self.config().db_path);
+        let due = sweep_due
+            || self
+                .db()
+                .read(move |c| {
+                    let due: bool = c.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM settlement_items WHERE batch_id IS NULL \
+                         AND settle_due_ms <= ?1) OR EXISTS (SELECT 1 FROM settlement_items \
+                         WHERE clearing_id IS NULL AND clearing_due_ms <= ?1) \
+                         OR EXISTS (SELECT 1 FROM settlement_batches WHERE files_written_ms IS NULL) \
+                         OR EXISTS (SELECT 1 FROM clearing_batches WHERE files_written_ms IS NULL)",
+                        [now_ms],
+                        |r| r.get(0),
+                    )?;
+                    Ok::<_, ApiError>(due)
+                })
+                .await?;
+        if !due {
             return Ok(SettleOutcome::default());
         }
         self.run_settlement(Mode::Due, now_ms).await
@@ -1187,14 +1227,25 @@ impl Acquirer {
             .read(move |c| due_settlement_groups(c, mode, now_ms).map_err(ApiError::from))
             .await?;
         let snap = self.snapshot();
+        // One group's failure (say a corrupt row) must not hold up the others' payouts.
+        let mut first_error: Option<ApiError> = None;
         for group in groups {
             let cal = merchant_calendar(&snap, &group.client_id, &group.reference_merchant_id);
+            let what = format!("{} {}", group.owner, group.currency);
             let closed = self
                 .db()
                 .write(move |c| {
                     close_settlement(c, &group, &cal, mode, now_ms).map_err(ApiError::from)
                 })
-                .await?;
+                .await;
+            let closed = match closed {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(group = %what, error = %e.message, "closing a settlement batch failed");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             if let Some((row, _)) = closed {
                 tracing::info!(batch_id = %row.batch_id, items = row.item_count, net_minor = row.net_minor, currency = %row.currency, "settlement batch closed");
                 out.batches.push(row.info());
@@ -1205,17 +1256,29 @@ impl Acquirer {
             .read(move |c| due_clearing_groups(c, mode, now_ms).map_err(ApiError::from))
             .await?;
         for group in groups {
+            let what = format!("{} {}", group.owner, group.currency);
             let closed = self
                 .db()
                 .write(move |c| close_clearing(c, &group, mode, now_ms).map_err(ApiError::from))
-                .await?;
+                .await;
+            let closed = match closed {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(group = %what, error = %e.message, "closing a wallet clearing failed");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             if let Some(row) = closed {
                 tracing::info!(clearing_id = %row.clearing_id, items = row.item_count, net_minor = row.net_minor, currency = %row.currency, "wallet clearing closed");
                 out.clearings.push(row.info());
             }
         }
         self.write_pending_files().await?;
-        Ok(out)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Takes new settled events into `settlement_items`; returns how many were new.
@@ -1232,28 +1295,42 @@ impl Acquirer {
             loop {
                 let snap: Arc<Snapshot> = self.snapshot();
                 let key = after.clone();
-                let SweptChunk {
-                    n_read,
-                    n_new,
-                    last,
-                } = self
+                let items = self
                     .db()
-                    .write(move |c| {
-                        sweep_chunk(c, &snap, source, from_ms, to_ms, &key).map_err(ApiError::from)
+                    .read(move |c| {
+                        read_chunk(c, &snap, source, from_ms, to_ms, &key).map_err(ApiError::from)
                     })
                     .await?;
-                n_new_total += n_new;
+                let full = items.len() == SWEEP_CHUNK_MAX;
+                let last = items.last().map(|i| (i.event_ms, i.transaction_id.clone()));
+                if !items.is_empty() {
+                    n_new_total += self
+                        .db()
+                        .write(move |c| {
+                            let mut n = 0;
+                            for item in &items {
+                                n += insert_item(c, item)?;
+                            }
+                            Ok::<_, ApiError>(n)
+                        })
+                        .await?;
+                }
                 match last {
-                    Some(last) if n_read == SWEEP_CHUNK_MAX => after = last,
+                    Some(last) if full => after = last,
                     _ => break,
                 }
             }
         }
-        self.db()
-            .write(move |c| {
-                set_cursor(c, to_ms, now_ms + SWEEP_INTERVAL_MS).map_err(ApiError::from)
-            })
-            .await?;
+        // The cursor moves only when something was taken in, so an idle sweep costs no write;
+        // its window then stays at most the lookback plus the time since the last event.
+        if n_new_total > 0 {
+            self.db()
+                .write(move |c| {
+                    set_cursor(c, to_ms, now_ms + SWEEP_INTERVAL_MS).map_err(ApiError::from)
+                })
+                .await?;
+        }
+        set_next_sweep_ms(&self.config().db_path, now_ms + SWEEP_INTERVAL_MS);
         Ok(n_new_total)
     }
 
