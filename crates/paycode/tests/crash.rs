@@ -4,41 +4,12 @@
 use paycode_http::{SignedClient, Signer};
 use paycode_sign::{PrivateKey, PublicKey};
 use serde_json::{Value, json};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
+mod common;
+use common::Serve;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn start(dir: &Path) -> Child {
-    let _ = std::fs::remove_file(dir.join("demo.json"));
-    let child = Command::new(env!("CARGO_BIN_EXE_paycode"))
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--wallet-port-base",
-            "0",
-        ])
-        .env("PAYCODE_NOTIFY_SCHEDULE_S", "0,1,1,1,1,1,1,1,1,1,1,1")
-        .env("PAYCODE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("demo.json").exists() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn demo(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("demo.json")).unwrap()).unwrap()
-}
 
 fn merchant(d: &Value) -> SignedClient {
     SignedClient::new(
@@ -106,8 +77,9 @@ async fn kill_9_loses_no_acknowledged_payment_entry_or_notification() {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     }
 
-    let mut child = start(dir.path());
-    let d = demo(dir.path());
+    const FAST_RETRIES: (&str, &str) = ("PAYCODE_NOTIFY_SCHEDULE_S", "0,1,1,1,1,1,1,1,1,1,1,1");
+    let mut serve = Serve::start_in(dir.path(), &[FAST_RETRIES]);
+    let d = serve.demo.clone();
     let client = merchant(&d);
     let pay_url = format!(
         "{}/ams/api/v1/payments/pay",
@@ -128,15 +100,14 @@ async fn kill_9_loses_no_acknowledged_payment_entry_or_notification() {
         assert_eq!(r["result"]["resultCode"], "SUCCESS", "{r}");
         acknowledged.push(r["paymentId"].as_str().unwrap().to_string());
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    serve.stop(); // SIGKILL
 
     accept.store(true, Ordering::SeqCst);
-    let mut child = start(dir.path());
-    let d = demo(dir.path());
+    let serve = Serve::start_in(dir.path(), &[FAST_RETRIES]);
+    let d = serve.demo.clone();
     let client = merchant(&d);
     let base = d["acquirerUrl"].as_str().unwrap().to_string();
-    let token = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let token = serve.admin_token();
     for (i, pid) in acknowledged.iter().enumerate() {
         let r: Value = client
             .post(
@@ -173,6 +144,5 @@ async fn kill_9_loses_no_acknowledged_payment_entry_or_notification() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(serve);
 }

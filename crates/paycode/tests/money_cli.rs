@@ -2,122 +2,15 @@
 //! then on the store directly once it is stopped, and the audit's non-zero exit on a corrupted
 //! posting.
 
-use assert_cmd::Command;
-use serde_json::Value;
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paycode");
-const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+mod common;
 
-/// A `paycode serve` child on free ports with its own data directory; killed on drop.
-struct Serve {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    demo: Value,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let child = std::process::Command::new(BIN)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--wallet-port-base",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut serve = Serve {
-            child: Some(child),
-            dir,
-            demo: Value::Null,
-        };
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        let demo_path = serve.dir.path().join("demo.json");
-        loop {
-            if let Some(demo) = std::fs::read_to_string(&demo_path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                && reachable(demo["acquirerUrl"].as_str().unwrap())
-            {
-                serve.demo = demo;
-                return serve;
-            }
-            if let Some(status) = serve.child.as_mut().unwrap().try_wait().unwrap() {
-                let log =
-                    std::fs::read_to_string(serve.dir.path().join("serve.log")).unwrap_or_default();
-                panic!("serve exited with {status} before it was ready:\n{log}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not write demo.json in time"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--data-dir")
-            .arg(self.data_dir())
-            .timeout(COMMAND_TIMEOUT);
-        c
-    }
-
-    /// An everyday user whose wallet pays in the merchant's currency.
-    fn user(&self) -> String {
-        let users = self.demo["users"].as_array().unwrap();
-        users
-            .iter()
-            .find(|u| u["role"] == "everyday" && u["currency"] == self.demo["currency"])
-            .or_else(|| users.iter().find(|u| u["role"] == "everyday"))
-            .unwrap()["name"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn reachable(url: &str) -> bool {
-    let host_port = url.trim_start_matches("http://").trim_end_matches('/');
-    std::net::TcpStream::connect(host_port).is_ok()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::*;
 
 #[test]
 fn settle_and_audit_work_with_serve_running_and_without_it() {
     let mut serve = Serve::start();
-    let user = serve.user();
+    let user = serve.user("everyday").0;
     let out = serve
         .cmd()
         .args(["wallet", "code", "--user", &user, "--digits"])

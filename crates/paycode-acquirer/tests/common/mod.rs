@@ -469,8 +469,7 @@ impl Harness {
             .unwrap_or_else(|e| panic!("{op} failed at transport level: {e}"))
     }
 
-    /// A fresh, unused code of a real wallet user (one new device per code).
-    pub async fn code_for(&self, user: &str) -> String {
+    async fn register(&self, user: &str) -> paycode_proto::customer::DeviceMaterial {
         let m: paycode_proto::customer::DeviceMaterial = reqwest::Client::new()
             .post(format!("{}/customer/v1/devices/register", self.wallet_url))
             .json(&json!({"userName": user, "password": "123456"}))
@@ -482,23 +481,18 @@ impl Harness {
             .unwrap();
         assert!(m.result.is_success(), "register {user}: {:?}", m.result);
         self.devices.fetch_add(1, Ordering::SeqCst);
-        let material = CodeMaterial::from_device_material(&m).unwrap();
-        let now_s = (chrono::Utc::now().timestamp()) as u64;
-        generate_code(&material, now_s)
+        m
+    }
+
+    /// A fresh, unused code of a real wallet user (one new device per code).
+    pub async fn code_for(&self, user: &str) -> String {
+        let material = CodeMaterial::from_device_material(&self.register(user).await).unwrap();
+        generate_code(&material, chrono::Utc::now().timestamp() as u64)
     }
 
     /// Registers a device and returns its bearer token (for the customer API).
     pub async fn device_token(&self, user: &str) -> String {
-        let m: paycode_proto::customer::DeviceMaterial = reqwest::Client::new()
-            .post(format!("{}/customer/v1/devices/register", self.wallet_url))
-            .json(&json!({"userName": user, "password": "123456"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        m.device_token.unwrap()
+        self.register(user).await.device_token.unwrap()
     }
 
     pub fn pay_body(&self, request_id: &str, value: i64, code: &str) -> Value {

@@ -1,0 +1,153 @@
+//! A live `paycode serve` for the binary's tests: a child process on free ports with its own
+//! data directory, ready once `demo.json` is written and the acquirer answers; killed on drop.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_paycode");
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(120);
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Serve {
+    child: Option<Child>,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub demo: Value,
+}
+
+impl Serve {
+    /// Demo mode in a fresh temporary data directory.
+    pub fn start() -> Serve {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Serve::start_in(tmp.path(), &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Demo mode in `dir` (kept, so a test can restart on the same store), with extra
+    /// environment variables.
+    pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Serve {
+        let demo_path = dir.join("demo.json");
+        let _ = std::fs::remove_file(&demo_path);
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--data-dir")
+            .arg(dir)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--wallet-port-base",
+                "0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut serve = Serve {
+            child: Some(cmd.spawn().unwrap()),
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            demo: Value::Null,
+        };
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(demo) = std::fs::read_to_string(&demo_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                && reachable(demo["acquirerUrl"].as_str().unwrap())
+            {
+                serve.demo = demo;
+                return serve;
+            }
+            if let Some(status) = serve.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "serve exited with {status} before it was ready:\n{}",
+                    serve.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not write demo.json in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// `paycode --data-dir <this serve's dir>` with a timeout.
+    pub fn cmd(&self) -> Command {
+        paycode(self.data_dir())
+    }
+
+    pub fn currency(&self) -> String {
+        self.demo["currency"].as_str().unwrap().to_string()
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// A user with `role` whose wallet pays in the merchant's currency (no exchange rate
+    /// needed), else the first with that role: `(name, password)`.
+    pub fn user(&self, role: &str) -> (String, String) {
+        let users = self.demo["users"].as_array().unwrap();
+        let with_role: Vec<&Value> = users.iter().filter(|u| u["role"] == role).collect();
+        let u = with_role
+            .iter()
+            .find(|u| u["currency"] == self.demo["currency"])
+            .or(with_role.first())
+            .unwrap_or_else(|| panic!("no user with role {role}"));
+        (
+            u["name"].as_str().unwrap().to_string(),
+            u["password"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn reachable(url: &str) -> bool {
+    let host_port = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    std::net::TcpStream::connect(host_port).is_ok()
+}
+
+pub fn paycode(data_dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(data_dir).timeout(COMMAND_TIMEOUT);
+    c
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
