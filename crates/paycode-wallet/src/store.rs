@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS payments (
 );
 CREATE INDEX IF NOT EXISTS payments_by_user_paid ON payments(user_name, paid_at_ms);
 CREATE INDEX IF NOT EXISTS payments_processing ON payments(deadline_ms) WHERE state = 'PROCESSING';
+-- What each user paid per UTC day (successful, not reversed), kept in step with `payments` by
+-- the only two functions that write payment rows, so the daily limit check reads one row
+-- instead of summing the day's payments.
+CREATE TABLE IF NOT EXISTS user_daily (
+    user_name TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    paid_minor INTEGER NOT NULL,
+    PRIMARY KEY (user_name, day)
+);
 CREATE TABLE IF NOT EXISTS refunds (
     refund_request_id TEXT PRIMARY KEY,
     refund_id TEXT NOT NULL UNIQUE,
@@ -268,7 +277,50 @@ pub(crate) fn load_payment(
     load_payment_where(conn, "payment_request_id = ?1", params![prid])
 }
 
+/// A payment's share of its user's daily total: `(user, UTC day, amount)` while it is paid and
+/// not reversed.
+fn daily_share(
+    state: &str,
+    reversed_at_ms: Option<i64>,
+    paid_at_ms: Option<i64>,
+    user: Option<&str>,
+    amount_minor: i64,
+) -> Option<(String, i64, i64)> {
+    match (state, reversed_at_ms, paid_at_ms, user) {
+        ("SUCCESS", None, Some(paid), Some(user)) => {
+            Some((user.to_string(), paid.div_euclid(86_400_000), amount_minor))
+        }
+        _ => None,
+    }
+}
+
+fn add_daily(
+    conn: &Connection,
+    share: Option<(String, i64, i64)>,
+    sign: i64,
+) -> Result<(), WalletError> {
+    if let Some((user, day, amount)) = share {
+        conn.prepare_cached(
+            "INSERT INTO user_daily (user_name, day, paid_minor) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (user_name, day) DO UPDATE SET paid_minor = paid_minor + excluded.paid_minor",
+        )?
+        .execute(params![user, day, sign * amount])?;
+    }
+    Ok(())
+}
+
 fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> {
+    add_daily(
+        conn,
+        daily_share(
+            p.state.as_str(),
+            p.reversed_at_ms,
+            p.paid_at_ms,
+            p.user_name.as_deref(),
+            p.amount_minor,
+        ),
+        1,
+    )?;
     conn.execute(
         &format!(
             "INSERT INTO payments ({PAY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
@@ -306,6 +358,33 @@ fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> 
 }
 
 fn update_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> {
+    let before = conn
+        .prepare_cached(
+            "SELECT state, reversed_at_ms, paid_at_ms, user_name, amount_minor FROM payments \
+             WHERE payment_request_id = ?1",
+        )?
+        .query_row([&p.payment_request_id], |r| {
+            Ok(daily_share(
+                &r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, Option<String>>(3)?.as_deref(),
+                r.get(4)?,
+            ))
+        })
+        .optional()?
+        .flatten();
+    let after = daily_share(
+        p.state.as_str(),
+        p.reversed_at_ms,
+        p.paid_at_ms,
+        p.user_name.as_deref(),
+        p.amount_minor,
+    );
+    if before != after {
+        add_daily(conn, before, -1)?;
+        add_daily(conn, after, 1)?;
+    }
     let n = conn.execute(
         "UPDATE payments SET state = ?2, result_code = ?3, result_message = ?4, paid_at_ms = ?5, \
          finished_at_ms = ?6, cancelled_at_ms = ?7, reversed_at_ms = ?8, refunded_minor = ?9 \
@@ -475,13 +554,11 @@ fn load_user(conn: &Connection, name: &str) -> Result<Option<UserRow>, WalletErr
 
 /// What the user paid today (UTC day), net of reversals.
 fn paid_today(conn: &Connection, user: &str, now_ms: i64) -> Result<i64, WalletError> {
-    let day_start = now_ms - now_ms.rem_euclid(86_400_000);
-    Ok(conn.query_row(
-        "SELECT COALESCE(SUM(amount_minor), 0) FROM payments WHERE user_name = ?1 \
-         AND state = 'SUCCESS' AND reversed_at_ms IS NULL AND paid_at_ms >= ?2",
-        params![user, day_start],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached("SELECT paid_minor FROM user_daily WHERE user_name = ?1 AND day = ?2")?
+        .query_row(params![user, now_ms.div_euclid(86_400_000)], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1808,6 +1885,25 @@ pub(crate) async fn audit(inner: &Arc<Inner>) -> Result<Vec<AuditFinding>, Walle
                         problem: format!("negative balance {balance}"),
                     });
                 }
+            }
+            // The daily totals the limit check reads agree with the payments they summarise.
+            let mut st = c.prepare(
+                "SELECT user_name, day, SUM(expected), SUM(stored) FROM ( \
+                   SELECT user_name, paid_at_ms / 86400000 AS day, amount_minor AS expected, 0 AS stored \
+                   FROM payments WHERE state = 'SUCCESS' AND reversed_at_ms IS NULL \
+                     AND paid_at_ms IS NOT NULL AND user_name IS NOT NULL \
+                   UNION ALL SELECT user_name, day, 0, paid_minor FROM user_daily) \
+                 GROUP BY user_name, day HAVING SUM(expected) != SUM(stored)",
+            )?;
+            let days = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })?;
+            for d in days {
+                let (name, day, expected, stored) = d?;
+                findings.push(AuditFinding {
+                    subject: format!("user {name}"),
+                    problem: format!("day {day}: daily total {stored} but its payments sum to {expected}"),
+                });
             }
             let mut st = c.prepare(
                 "SELECT p.payment_request_id, p.state, p.amount_minor, p.reversed_at_ms IS NOT NULL, \
