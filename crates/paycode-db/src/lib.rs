@@ -244,18 +244,50 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".to_string())
 }
 
+/// Runs a fixed statement through the statement cache: the transaction-control statements run
+/// several times per payment and are not worth re-parsing each time.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// `Connection::execute` through the statement cache, for hot paths.
+pub trait ExecCached {
+    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+
+    /// `Connection::query_row` through the statement cache.
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl ExecCached for Connection {
+    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 fn run_in_savepoint<R, E, F>(conn: &Connection, f: F) -> Result<R, E>
 where
     E: From<DbError>,
     F: FnOnce(&Connection) -> Result<R, E>,
 {
-    conn.execute_batch("SAVEPOINT job")
-        .map_err(|e| E::from(DbError::Sqlite(e)))?;
+    run_cached(conn, "SAVEPOINT job").map_err(|e| E::from(DbError::Sqlite(e)))?;
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
         .unwrap_or_else(|p| Err(E::from(DbError::JobPanicked(panic_text(&p)))));
     let end = match outcome {
-        Ok(_) => conn.execute_batch("RELEASE job"),
-        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job"),
+        Ok(_) => run_cached(conn, "RELEASE job"),
+        Err(_) => {
+            run_cached(conn, "ROLLBACK TO job").and_then(|()| run_cached(conn, "RELEASE job"))
+        }
     };
     match end {
         Ok(()) => outcome,
@@ -272,7 +304,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_max: usize) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let msg = format!("cannot begin transaction: {e}");
             tracing::error!(error = %e, "group commit could not begin");
             for job in jobs {
@@ -283,7 +315,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_max: usize) {
             continue;
         }
         let completers: Vec<Completer> = jobs.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let commit = run_cached(&conn, "COMMIT").map_err(|e| {
             tracing::error!(error = %e, "group commit failed");
             let _ = conn.execute_batch("ROLLBACK");
             format!("commit failed: {e}")

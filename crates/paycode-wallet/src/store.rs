@@ -16,6 +16,7 @@ use aws_lc_rs::rand::SecureRandom;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use paycode_core::ResultCode;
+use paycode_db::ExecCached;
 use paycode_db::rusqlite::{Connection, OptionalExtension, params};
 use paycode_proto::{Amount, ResultInfo};
 use std::sync::Arc;
@@ -260,7 +261,7 @@ fn load_payment_where(
     args: impl paycode_db::rusqlite::Params,
 ) -> Result<Option<PaymentRow>, WalletError> {
     let sql = format!("SELECT {PAY_COLS} FROM payments WHERE {clause}");
-    let found = conn.query_row(&sql, args, payment_from_row).optional()?;
+    let found = conn.query_row_cached(&sql, args, payment_from_row).optional()?;
     match found {
         None => Ok(None),
         Some((mut p, state)) => {
@@ -321,7 +322,7 @@ fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> 
         ),
         1,
     )?;
-    conn.execute(
+    conn.exec_cached(
         &format!(
             "INSERT INTO payments ({PAY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
              ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
@@ -385,7 +386,7 @@ fn update_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> 
         add_daily(conn, before, -1)?;
         add_daily(conn, after, 1)?;
     }
-    let n = conn.execute(
+    let n = conn.exec_cached(
         "UPDATE payments SET state = ?2, result_code = ?3, result_message = ?4, paid_at_ms = ?5, \
          finished_at_ms = ?6, cancelled_at_ms = ?7, reversed_at_ms = ?8, refunded_minor = ?9 \
          WHERE payment_request_id = ?1",
@@ -472,11 +473,11 @@ fn move_money(
             "a {kind} would make user {user}'s balance negative"
         )));
     }
-    conn.execute(
+    conn.exec_cached(
         "UPDATE users SET balance_minor = ?2 WHERE name = ?1",
         params![user, new_balance],
     )?;
-    conn.execute(
+    conn.exec_cached(
         "INSERT INTO ledger (user_name, kind, amount_minor, payment_request_id, refund_request_id, \
          merchant_name, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![user, kind, delta_minor, prid, refund_rid, merchant, now_ms],
@@ -507,7 +508,7 @@ fn enqueue_notify(
     let body = serde_json::to_string(&body)
         .map_err(|e| WalletError::Corrupt(format!("cannot encode a notification: {e}")))?;
     let delay = i64::try_from(inner.config.notify_retry_ms[0]).unwrap_or(i64::MAX);
-    conn.execute(
+    conn.exec_cached(
         "INSERT INTO notify_outbox (payment_request_id, url, body, next_attempt_at_ms) \
          VALUES (?1, ?2, ?3, ?4)",
         params![
@@ -635,7 +636,7 @@ fn check_code(
     ) {
         CodeCheck::Accepted { step } => {
             let step = i64::try_from(step).map_err(|_| WalletError::Overflow)?;
-            conn.execute(
+            conn.exec_cached(
                 "UPDATE devices SET last_used_step = ?2 WHERE device_id = ?1",
                 params![device_id, step],
             )?;
@@ -978,7 +979,7 @@ fn refund_tx(
     p.refunded_minor = total;
     update_payment(conn, &p)?;
     let refund_id = inner.new_id("WR");
-    conn.execute(
+    conn.exec_cached(
         "INSERT INTO refunds (refund_request_id, refund_id, payment_request_id, amount_minor, \
          currency, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -1171,7 +1172,7 @@ fn confirm_tx(
         let failures = u.password_failures.saturating_add(1);
         let max = inner.config.password_max_attempts;
         let locked = failures >= max;
-        conn.execute(
+        conn.exec_cached(
             "UPDATE users SET password_failures = ?2, password_locked = ?3 WHERE name = ?1",
             params![user, failures, locked],
         )?;
@@ -1201,7 +1202,7 @@ fn confirm_tx(
             remaining_attempts: Some(left),
         });
     }
-    conn.execute(
+    conn.exec_cached(
         "UPDATE users SET password_failures = 0 WHERE name = ?1",
         params![user],
     )?;
@@ -1354,7 +1355,7 @@ pub(crate) async fn create_user(inner: &Arc<Inner>, u: NewUser) -> Result<(), Wa
         .write(move |conn| {
             let now_ms = i.now_ms();
             let customer_id = format!("{}{}", i.config.cii, random_token(12));
-            let inserted = conn.execute(
+            let inserted = conn.exec_cached(
                 "INSERT OR IGNORE INTO users (name, customer_id, password_hash, balance_minor, frozen, \
                  pwfree_per_payment_minor, pwfree_daily_minor, hard_per_payment_minor, \
                  hard_daily_minor, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -1436,11 +1437,11 @@ pub(crate) async fn set_flag(
         .db
         .write(move |conn| {
             let n = match flag {
-                UserFlag::Frozen(f) => conn.execute(
+                UserFlag::Frozen(f) => conn.exec_cached(
                     "UPDATE users SET frozen = ?2 WHERE name = ?1",
                     params![name, f],
                 )?,
-                UserFlag::Unlock => conn.execute(
+                UserFlag::Unlock => conn.exec_cached(
                     "UPDATE users SET password_locked = 0, password_failures = 0 WHERE name = ?1",
                     params![name],
                 )?,
@@ -1502,7 +1503,7 @@ fn fresh_slot(conn: &Connection) -> Result<String, WalletError> {
         let mut b = [0u8; 8];
         random_bytes(&mut b);
         let slot = format!("{:08}", u64::from_be_bytes(b) % 100_000_000);
-        let taken: bool = conn.query_row(
+        let taken: bool = conn.query_row_cached(
             "SELECT EXISTS (SELECT 1 FROM devices WHERE slot = ?1) \
              OR EXISTS (SELECT 1 FROM retired_slots WHERE slot = ?1)",
             params![slot],
@@ -1554,7 +1555,7 @@ pub(crate) async fn register_device(
                 let failures = u.password_failures.saturating_add(1);
                 let max = i.config.password_max_attempts;
                 let locked = failures >= max;
-                conn.execute(
+                conn.exec_cached(
                     "UPDATE users SET password_failures = ?2, password_locked = ?3 WHERE name = ?1",
                     params![user, failures, locked],
                 )?;
@@ -1565,13 +1566,13 @@ pub(crate) async fn register_device(
                     remaining: max - failures,
                 });
             }
-            conn.execute(
+            conn.exec_cached(
                 "UPDATE users SET password_failures = 0 WHERE name = ?1",
                 params![user],
             )?;
             let creds = new_credentials(&i, conn)?;
             let now_ms = i.now_ms();
-            conn.execute(
+            conn.exec_cached(
                 "INSERT INTO devices (device_id, user_name, device_name, token_hash, slot, secret, \
                  created_at_ms, rotated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
                 params![
@@ -1605,7 +1606,7 @@ pub(crate) async fn provision_devices(
             let mut out = Vec::with_capacity(count);
             for _ in 0..count {
                 let creds = new_credentials(&i, conn)?;
-                conn.execute(
+                conn.exec_cached(
                     "INSERT INTO devices (device_id, user_name, device_name, token_hash, slot, secret, \
                      created_at_ms, rotated_at_ms) VALUES (?1, ?2, 'provisioned', ?3, ?4, ?5, ?6, ?6)",
                     params![
@@ -1634,18 +1635,18 @@ pub(crate) async fn rotate_device(
         .db
         .write(move |conn| {
             let now_ms = i.now_ms();
-            let old_slot: String = conn.query_row(
+            let old_slot: String = conn.query_row_cached(
                 "SELECT slot FROM devices WHERE device_id = ?1",
                 params![device_id],
                 |r| r.get(0),
             )?;
             let mut creds = new_credentials(&i, conn)?;
             creds.device_id = device_id.clone();
-            conn.execute(
+            conn.exec_cached(
                 "INSERT INTO retired_slots (slot, device_id, retired_at_ms) VALUES (?1, ?2, ?3)",
                 params![old_slot, device_id, now_ms],
             )?;
-            conn.execute(
+            conn.exec_cached(
                 "UPDATE devices SET slot = ?2, secret = ?3, token_hash = ?4, last_used_step = NULL, \
                  rotated_at_ms = ?5 WHERE device_id = ?1",
                 params![device_id, creds.slot, creds.secret, sha256_hex(creds.token.as_bytes()), now_ms],
@@ -1816,7 +1817,7 @@ pub(crate) async fn record_attempt(
             let now_ms = i.now_ms();
             let n = n_attempts_before.saturating_add(1);
             match error {
-                None => conn.execute(
+                None => conn.exec_cached(
                     "UPDATE notify_outbox SET n_attempts = ?2, delivered_at_ms = ?3, last_error = NULL \
                      WHERE notify_id = ?1",
                     params![notify_id, n, now_ms],
@@ -1825,7 +1826,7 @@ pub(crate) async fn record_attempt(
                     let schedule = &i.config.notify_retry_ms;
                     let idx = usize::try_from(n).unwrap_or(usize::MAX).min(schedule.len() - 1);
                     let delay = i64::try_from(schedule[idx]).unwrap_or(i64::MAX);
-                    conn.execute(
+                    conn.exec_cached(
                         "UPDATE notify_outbox SET n_attempts = ?2, next_attempt_at_ms = ?3, \
                          last_error = ?4 WHERE notify_id = ?1",
                         params![notify_id, n, now_ms.saturating_add(delay), e],
