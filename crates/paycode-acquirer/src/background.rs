@@ -10,6 +10,7 @@
 
 use crate::service::{Acquirer, ApiError, WalletFacts, wallet_failure_code};
 use crate::store::{self, OutboxRow};
+use paycode_core::ResultCode;
 use paycode_core::payment::PaymentEvent;
 use paycode_proto::ResultInfo;
 use std::time::Duration;
@@ -200,6 +201,7 @@ impl Acquirer {
                             &p.payment_id,
                             retry_at,
                             &format!("expired, wallet did not confirm the close: {why}"),
+                            false,
                         )
                         .await?;
                     }
@@ -239,8 +241,13 @@ impl Acquirer {
                             .await?;
                         }
                         _ => {
-                            self.recheck_at(&p.payment_id, retry_at, "wallet: still in process")
-                                .await?
+                            self.recheck_at(
+                                &p.payment_id,
+                                retry_at,
+                                "wallet: still in process",
+                                true,
+                            )
+                            .await?
                         }
                     }
                 }
@@ -259,6 +266,7 @@ impl Acquirer {
                                 &p.payment_id,
                                 retry_at,
                                 "unknown at wallet; close not confirmed yet",
+                                false,
                             )
                             .await?
                         }
@@ -269,25 +277,44 @@ impl Acquirer {
                         "inquiry answered {} {}",
                         r.result.result_code, r.result.result_message
                     );
-                    self.recheck_at(&p.payment_id, retry_at, &why).await?;
+                    self.recheck_at(&p.payment_id, retry_at, &why, false)
+                        .await?;
                 }
                 Err(e) => {
-                    self.recheck_at(&p.payment_id, retry_at, &format!("inquiry failed: {e}"))
-                        .await?
+                    self.recheck_at(
+                        &p.payment_id,
+                        retry_at,
+                        &format!("inquiry failed: {e}"),
+                        false,
+                    )
+                    .await?
                 }
             }
         }
         Ok(n)
     }
 
-    async fn recheck_at(&self, payment_id: &str, at_ms: i64, detail: &str) -> Result<(), ApiError> {
+    /// Leaves a processing payment for a later check; `in_process` records that the wallet
+    /// confirmed it is waiting for the user (so merchants see `PAYMENT_IN_PROCESS`).
+    async fn recheck_at(
+        &self,
+        payment_id: &str,
+        at_ms: i64,
+        detail: &str,
+        in_process: bool,
+    ) -> Result<(), ApiError> {
         let (id, detail, now) = (payment_id.to_string(), detail.to_string(), self.now_ms());
         self.db()
             .write(move |c| {
-                if let Some(p) = store::payment_by_id(c, &id)?
+                if let Some(mut p) = store::payment_by_id(c, &id)?
                     && p.status == "PROCESSING"
                 {
-                    store::set_payment_next_check(c, &id, Some(at_ms))?;
+                    p.next_check_ms = Some(at_ms);
+                    if in_process {
+                        p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
+                        p.result_message = String::new();
+                    }
+                    store::update_payment(c, &p)?;
                     store::add_event(c, &id, "RECONCILE", &detail, now)?;
                 }
                 Ok::<_, ApiError>(())

@@ -713,7 +713,8 @@ impl Acquirer {
                             "wallet answered {} {}: waiting",
                             resp.result.result_code, resp.result.result_message
                         );
-                        self.schedule_check(&id, &detail).await
+                        self.schedule_check(&id, ResultCode::PAYMENT_IN_PROCESS, &detail)
+                            .await
                     }
                 }
             }
@@ -735,24 +736,39 @@ impl Acquirer {
             }
             Err(CallError::Unknown(why)) => {
                 tracing::warn!(payment_id = %id, error = %why, "wallet outcome unknown");
-                self.schedule_check(&id, &format!("wallet outcome unknown: {why}"))
-                    .await
+                self.schedule_check(
+                    &id,
+                    ResultCode::UNKNOWN_EXCEPTION,
+                    "the wallet's answer was lost; inquire for the outcome",
+                )
+                .await
             }
         }
     }
 
     /// Leaves the payment PROCESSING and hands it to the reconciler.
-    async fn schedule_check(&self, payment_id: &str, detail: &str) -> Result<PaymentRow, ApiError> {
+    /// `code` says what the merchant is told meanwhile: `PAYMENT_IN_PROCESS` when the wallet said
+    /// so, `UNKNOWN_EXCEPTION` when its answer was lost.
+    async fn schedule_check(
+        &self,
+        payment_id: &str,
+        code: ResultCode,
+        detail: &str,
+    ) -> Result<PaymentRow, ApiError> {
         let now = self.now_ms();
         let next = now + self.inner.config.limits.reconcile_interval_ms;
         let (id, detail) = (payment_id.to_string(), detail.to_string());
         self.inner
             .db
             .write(move |c| {
-                let p = store::payment_by_id(c, &id)?
+                let mut p = store::payment_by_id(c, &id)?
                     .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
                 if p.status == "PROCESSING" {
-                    store::set_payment_next_check(c, &id, Some(next))?;
+                    p.next_check_ms = Some(next);
+                    p.result_code = code.as_str().to_string();
+                    p.result_message = detail.clone();
+                    p.updated_ms = now;
+                    store::update_payment(c, &p)?;
                     store::add_event(c, &id, "WALLET", &detail, now)?;
                 }
                 Ok::<_, ApiError>(store::payment_by_id(c, &id)?.unwrap_or(p))

@@ -33,12 +33,16 @@ pub fn state_of(p: &PaymentRow) -> PaymentState {
 /// The `result` of a pay answer (or notification) for a payment in its current state.
 pub fn payment_result(p: &PaymentRow) -> ResultInfo {
     let state = state_of(p);
-    let code = state.result_code();
-    let message = match state {
-        PaymentState::Fail(_) => p.result_message.as_str(),
-        _ => "",
-    };
-    result(code, message)
+    match state {
+        // While processing, the stored code says whether the wallet is waiting for the user
+        // (PAYMENT_IN_PROCESS) or its answer was lost (UNKNOWN_EXCEPTION).
+        PaymentState::Processing => match ResultCode::parse(&p.result_code) {
+            Some(code) if code.status() == ResultStatus::U => result(code, &p.result_message),
+            _ => result(ResultCode::PAYMENT_IN_PROCESS, ""),
+        },
+        PaymentState::Fail(code) => result(code, &p.result_message),
+        _ => result(state.result_code(), ""),
+    }
 }
 
 fn quote(json: &Option<String>) -> Option<Quote> {

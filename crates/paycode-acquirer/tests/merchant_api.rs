@@ -532,9 +532,12 @@ async fn an_unknown_wallet_outcome_stays_processing_until_the_reconciler_learns_
     let r = h
         .call("pay", h.pay_body("slow", 400, &FakeWallet::code(4)))
         .await;
-    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS", "{r}");
+    assert_eq!(code_of(&r), "UNKNOWN_EXCEPTION", "{r}");
     assert_eq!(status_of(&r), "U");
     let pid = r["paymentId"].as_str().unwrap().to_string();
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    assert_eq!(inq["paymentStatus"], "PROCESSING");
+    assert_eq!(inq["paymentResultCode"], "UNKNOWN_EXCEPTION");
     // Nothing is due until the reconciler's check time.
     h.acq.clock().advance_ms(20_000);
     h.drain().await;
@@ -558,7 +561,7 @@ async fn a_connection_reset_is_an_unknown_outcome_too() {
     let r = h
         .call("pay", h.pay_body("reset", 400, &FakeWallet::code(5)))
         .await;
-    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS", "{r}");
+    assert_eq!(code_of(&r), "UNKNOWN_EXCEPTION", "{r}");
     h.acq.clock().advance_ms(20_000);
     h.drain().await;
     let inq = h
