@@ -214,7 +214,25 @@ async fn code_command(data_dir: &Path, a: CodeArgs) -> anyhow::Result<ExitCode> 
         println!("{}", code_screen(&a.user, &digits, left, color)?);
         return Ok(ExitCode::from(EXIT_OK));
     }
+    // A person is looking at the screen and no code is shown yet: when the wallet is reachable,
+    // take a fresh pseudonymous slot so codes cannot be linked across sessions. Offline, the
+    // stored material keeps working.
+    let device = rotate_if_online(data_dir, &a.user, device).await;
     live_code(&a.user, &device, color).await
+}
+
+async fn rotate_if_online(data_dir: &Path, user: &str, device: Device) -> Device {
+    let rotated = async {
+        let demo = DemoFile::load(data_dir).ok()?;
+        let (_, wallet) = find_user(&demo, user).ok()?;
+        let m = CustomerApi::new(wallet)
+            .rotate(user, device.token().ok()?)
+            .await
+            .ok()?;
+        save_device(data_dir, user, &m).ok()?;
+        Device::from_material(m).ok()
+    };
+    rotated.await.unwrap_or(device)
 }
 
 /// Redraws the code each time it changes and the countdown each second, until Ctrl-C.

@@ -250,6 +250,16 @@ impl CustomerApi {
         self.http.post(self.url(path)).bearer_auth(token).json(body)
     }
 
+    /// A new pseudonymous slot and secret for this device (the old slot is retired).
+    pub async fn rotate(&self, user: &str, token: &str) -> Result<DeviceMaterial, CustomerError> {
+        self.call(
+            self.post("devices/rotate", token, &serde_json::json!({})),
+            user,
+            true,
+        )
+        .await
+    }
+
     pub async fn challenges(
         &self,
         user: &str,
