@@ -105,7 +105,8 @@ pub fn inquiry_response(p: &PaymentRow, refunds: &[RefundRow]) -> InquiryPayment
             transaction_type: "CANCEL".into(),
             transaction_status: "SUCCESS".into(),
             transaction_amount: Amount::new(&p.currency, p.amount_minor),
-            transaction_id: format!("{}C", p.payment_id),
+            // The same id as the CANCEL line of the settlement report.
+            transaction_id: p.payment_id.clone(),
             transaction_request_id: None,
             transaction_time: Some(iso(ms)),
             transaction_result: Some(result(ResultCode::SUCCESS, "")),
