@@ -54,6 +54,11 @@ fn to_body<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("wire types always serialize")
 }
 
+/// A response body with the result code it carries (for metrics).
+fn answer<T: Serialize>(v: &T, result: &ResultInfo) -> (Vec<u8>, String) {
+    (to_body(v), result.result_code.clone())
+}
+
 /// The merchant API: one handler for every path, so that unknown ones still get a signed answer.
 pub async fn merchant_api(
     State(acq): State<Acquirer>,
@@ -189,13 +194,7 @@ async fn handle_merchant(
             let wire: merchant::PayRequest = parse_json(&req.body)?;
             let input = pay_input(client_id, wire)?;
             let p = acq.pay(input).await?;
-            let resp = wire::pay_response(&p);
-            let code = resp
-                .result
-                .as_ref()
-                .map(|r| r.result_code.clone())
-                .unwrap_or_default();
-            Ok((to_body(&resp), code))
+            Ok(answer(&wire::pay_response(&p), &wire::payment_result(&p)))
         }
         "inquiryPayment" => {
             let wire: merchant::PaymentRef = parse_json(&req.body)?;
@@ -235,12 +234,8 @@ async fn handle_merchant(
             let input = refund_input(client_id, wire)?;
             let r = acq.refund(input).await?;
             let resp = wire::refund_response(&r);
-            let code = resp
-                .result
-                .as_ref()
-                .map(|r| r.result_code.clone())
-                .unwrap_or_default();
-            Ok((to_body(&resp), code))
+            let result = resp.result.clone().unwrap_or_else(ResultInfo::success);
+            Ok(answer(&resp, &result))
         }
         "inquiryRefund" => {
             let wire: merchant::InquiryRefundRequest = parse_json(&req.body)?;
@@ -379,14 +374,7 @@ async fn exchange_rates(
                     format!("{sell}/{buy}: {e}"),
                 )
             })?;
-        quotes.push(paycode_proto::Quote {
-            quote_id: q.id().to_string(),
-            quote_currency_pair: q.pair(),
-            quote_price: q.price().to_string(),
-            quote_start_time: Some(wire::iso(q.start_ms())),
-            quote_expiry_time: Some(wire::iso(q.expiry_ms())),
-            guaranteed: true,
-        });
+        quotes.push(crate::service::wire_quote(&q).0);
     }
     let stored = quotes.clone();
     let expiry = now + validity_ms;

@@ -229,7 +229,7 @@ pub(crate) fn refund_entry(p: &PaymentRow, r: &RefundRow) -> Result<JournalEntry
 }
 
 /// The wire form of a core quote, with its start and expiry for storage.
-fn wire_quote(q: &paycode_core::fx::Quote) -> (Quote, i64, i64) {
+pub(crate) fn wire_quote(q: &paycode_core::fx::Quote) -> (Quote, i64, i64) {
     (
         Quote {
             quote_id: q.id().to_string(),
