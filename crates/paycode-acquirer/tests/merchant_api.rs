@@ -893,3 +893,122 @@ async fn health_metrics_and_route_lookup() {
         .unwrap();
     assert_eq!(unauth.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_currencies_in_one_payment_are_quoted_answered_notified_and_booked() {
+    let h = Harness::new().await;
+    h.acq
+        .set_rate_file("mid USD/JPY 150.00\nmid USD/CNY 7.20\nspread default 50 50\n".into())
+        .await
+        .unwrap();
+    let fake_url = h.fake.url.clone();
+    h.acq
+        .db()
+        .write(move |c| {
+            use paycode_acquirer::registry::*;
+            upsert_merchant(
+                c,
+                &NewMerchant {
+                    client_id: CLIENT,
+                    reference_merchant_id: "M-JP",
+                    name: "Ginza Shop",
+                    mcc: "5812",
+                    currencies: &["JPY".to_string()],
+                    settlement_currency: "USD",
+                    max_amount_minor: None,
+                    notify_url: None,
+                    active: true,
+                    fee_bps: 200,
+                    time_zone: "Asia/Tokyo",
+                    cutoff_minutes: 0,
+                },
+            )?;
+            upsert_wallet(
+                c,
+                &NewWallet {
+                    name: "cnfake",
+                    psp_name: "cnfake",
+                    base_url: &fake_url,
+                    public_key: &key("fakepay").public_key(),
+                    currencies: &["CNY".to_string()],
+                    enabled: true,
+                },
+            )?;
+            upsert_route(c, "CII", "289998", "cnfake", 100)?;
+            Ok::<_, paycode_acquirer::ApiError>(())
+        })
+        .await
+        .unwrap();
+    h.acq.registry().reload(h.acq.db()).await.unwrap();
+    let rx = Receiver::start(0).await;
+    let mut body = h.pay_body("fx-1", 1000, "289998020000000000000001");
+    body["paymentAmount"] = json!({"currency": "JPY", "value": "1000"});
+    body["order"]["merchant"]["referenceMerchantId"] = json!("M-JP");
+    body["paymentNotifyUrl"] = json!(rx.url);
+    let r = h.call("pay", body).await;
+    assert_eq!(code_of(&r), "SUCCESS", "{r}");
+    assert_eq!(r["paymentQuote"]["quoteCurrencyPair"], "JPY/CNY");
+    assert_eq!(r["settlementQuote"]["quoteCurrencyPair"], "USD/JPY");
+    assert_eq!(r["actualPaymentAmount"]["currency"], "CNY");
+    assert_eq!(r["grossSettlementAmount"]["currency"], "USD");
+    // What the wallet was asked to debit is exactly what the merchant is told the user paid.
+    let pid = r["paymentId"].as_str().unwrap().to_string();
+    let asked = h.fake.state.lock().unwrap().pay_to[&pid]
+        .pay_to_amount
+        .clone();
+    assert_eq!(r["actualPaymentAmount"]["value"], asked.value.as_str());
+    // 1000 JPY at 7.20/150 CNY per JPY plus a 50 bps ask spread is 48.24 CNY; settled at about
+    // 150 JPY per USD less the bid side: between 6.60 and 6.70 USD.
+    assert_eq!(asked.value, "4824");
+    let usd: i64 = r["grossSettlementAmount"]["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((660..=670).contains(&usd), "{usd}");
+
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    for field in [
+        "paymentQuote",
+        "settlementQuote",
+        "actualPaymentAmount",
+        "grossSettlementAmount",
+    ] {
+        assert_eq!(inq[field], r[field], "{field}");
+    }
+    h.drain().await;
+    let n = &rx.bodies()[0];
+    for field in [
+        "paymentQuote",
+        "settlementQuote",
+        "actualPaymentAmount",
+        "grossSettlementAmount",
+    ] {
+        assert_eq!(n[field], r[field], "{field}");
+    }
+    // Booked through the FX position: every entry balances per currency, and the fee (2%) is
+    // revenue in the settlement currency.
+    let unbalanced = h
+        .sql_i64(
+            "SELECT COUNT(*) FROM (SELECT entry_id, currency, SUM(CASE side WHEN 'D' THEN amount_minor \
+             ELSE -amount_minor END) AS net FROM postings GROUP BY entry_id, currency HAVING net != 0) \
+             WHERE ?1 = ?1",
+            String::new(),
+        )
+        .await;
+    assert_eq!(unbalanced, 0);
+    let fee = h
+        .sql_i64(
+            "SELECT -balance_minor FROM account_balances WHERE account = ?1",
+            "fee_revenue::USD".into(),
+        )
+        .await;
+    assert_eq!(fee, (usd * 200 + 5_000) / 10_000);
+    let fx_cny = h
+        .sql_i64(
+            "SELECT -balance_minor FROM account_balances WHERE account = ?1",
+            "fx_position::CNY".into(),
+        )
+        .await;
+    assert_eq!(fx_cny, 4824);
+}
