@@ -1285,6 +1285,21 @@ impl Acquirer {
                     RefundState::Success => {
                         r.refunded_ms = Some(now);
                         r.result_message = String::new();
+                        // The fee returned is fixed now, against the refunds that actually
+                        // succeeded before this one, so a failed sibling cannot skew it.
+                        let before: i64 = store::refunds_of_payment(c, &r.payment_id)?
+                            .iter()
+                            .filter(|x| x.status == "SUCCESS" && x.refund_id != r.refund_id)
+                            .map(|x| x.amount_minor)
+                            .sum();
+                        r.fee_minor = paycode_core::fee::refund_fee(
+                            money(p.fee_minor, &p.settle_currency)?,
+                            money(p.amount_minor, &p.currency)?,
+                            money(before, &p.currency)?,
+                            money(r.amount_minor, &r.currency)?,
+                        )
+                        .map_err(|e| StoreError::Corrupt(format!("refund {id} fee: {e}")))?
+                        .amount_minor();
                         store::update_refund(c, &r)?;
                         store::post_entry(
                             c,

@@ -602,7 +602,7 @@ pub fn insert_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
 pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
     c.prepare_cached(
         "UPDATE refunds SET status = ?2, result_code = ?3, result_message = ?4, \
-         refunded_ms = ?5, next_check_ms = ?6 WHERE refund_id = ?1",
+         refunded_ms = ?5, next_check_ms = ?6, fee_minor = ?7 WHERE refund_id = ?1",
     )?
     .execute(params![
         r.refund_id,
@@ -611,6 +611,7 @@ pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
         r.result_message,
         r.refunded_ms,
         r.next_check_ms,
+        r.fee_minor,
     ])?;
     Ok(())
 }
