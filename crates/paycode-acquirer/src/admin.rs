@@ -382,3 +382,37 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
     Json(serde_json::json!({"clients": clients, "merchants": merchants, "wallets": wallets, "routes": routes}))
         .into_response()
 }
+
+/// The risk rules as stored (JSON list; see `risk`).
+pub async fn get_risk_rules(State(acq): State<Acquirer>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    match acq.risk_rules_json().await {
+        Ok(text) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
+/// Replaces the risk rules; the whole list is validated first (errors name the rule and field).
+pub async fn put_risk_rules(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let text = match String::from_utf8(raw.to_vec()) {
+        Ok(t) => t,
+        Err(_) => return admin_error(ApiError::param("body", "is not UTF-8")),
+    };
+    match acq.set_risk_rules(text).await {
+        Ok(()) => Json(serde_json::json!({"result": "SUCCESS"})).into_response(),
+        Err(e) => admin_error(e),
+    }
+}

@@ -21,6 +21,7 @@ impl Acquirer {
         let n_notified = self.notify_pass().await?;
         let n_reconciled = self.reconcile_pass().await?;
         let n_refunds = self.refund_pass().await?;
+        self.prune_pass().await?;
         self.settle_pass().await;
         Ok(n_notified + n_reconciled + n_refunds)
     }
@@ -320,6 +321,26 @@ impl Acquirer {
                 Ok::<_, ApiError>(())
             })
             .await
+    }
+
+    /// Forgets seen-code hashes after a day: no code is valid for more than minutes, so the
+    /// replay rule never needs them, and the set stays as small as one day of traffic.
+    async fn prune_pass(&self) -> Result<(), ApiError> {
+        const KEEP_MS: i64 = 86_400_000;
+        let cutoff = self.now_ms() - KEEP_MS;
+        let batch = self.config().limits.background_batch_max * 16;
+        let due = self
+            .db()
+            .read(move |c| crate::risk::any_seen_code_before(c, cutoff).map_err(ApiError::from))
+            .await?;
+        if due {
+            self.db()
+                .write(move |c| {
+                    crate::risk::prune_seen_codes(c, cutoff, batch).map_err(ApiError::from)
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn refund_pass(&self) -> Result<usize, ApiError> {

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod background;
 pub mod config;
 pub mod registry;
+pub mod risk;
 pub mod service;
 pub mod settlement;
 pub mod store;
@@ -57,6 +58,10 @@ pub fn router(acq: Acquirer) -> Router {
         )
         .route("/admin/v1/routes/lookup", get(api::admin_route_lookup))
         .route("/admin/v1/registry", get(admin::get_registry))
+        .route(
+            "/admin/v1/risk/rules",
+            get(admin::get_risk_rules).post(admin::put_risk_rules),
+        )
         .route("/admin/v1/clients", post(admin::put_client))
         .route("/admin/v1/clients/{id}/keys", post(admin::put_client_key))
         .route("/admin/v1/merchants", post(admin::put_merchant))

@@ -158,6 +158,7 @@ pub(crate) struct Inner {
     pub notifier: SignedClient,
     pub clock: Clock,
     pub rates: RwLock<Arc<RateTable>>,
+    pub risk_rules: RwLock<Arc<Vec<paycode_core::risk::Rule>>>,
     ids: IdGen,
 }
 
@@ -247,6 +248,8 @@ pub(crate) fn wire_quote(q: &paycode_core::fx::Quote) -> (Quote, i64, i64) {
 enum Inserted<T> {
     Created(T),
     Existing(T),
+    /// Refused by a risk rule: stored as failed, never routed.
+    Rejected(T),
 }
 
 impl Acquirer {
@@ -255,9 +258,10 @@ impl Acquirer {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
+        let schema = format!("{}{}", store::SCHEMA, crate::risk::SCHEMA);
         let db = Db::open(
             &config.db_path,
-            store::SCHEMA,
+            &schema,
             paycode_db::DbConfig::default(),
         )
         .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
@@ -281,6 +285,15 @@ impl Acquirer {
                 .map_err(|e| anyhow::anyhow!("the stored rate table is invalid: {e}"))?,
             None => RateTable::new(),
         };
+        let rules_text = db
+            .read(crate::risk::stored_rules)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the risk rules: {e}"))?;
+        let risk_rules = match rules_text {
+            Some(text) => crate::risk::parse_rules(&text)
+                .map_err(|e| anyhow::anyhow!("the stored risk rules are invalid: {}", e.message))?,
+            None => Vec::new(),
+        };
         let notifier = SignedClient::new(
             &config.client_id_at_wallets,
             config.signer.clone(),
@@ -296,6 +309,7 @@ impl Acquirer {
                 notifier,
                 clock: Clock::default(),
                 rates: RwLock::new(Arc::new(rates)),
+                risk_rules: RwLock::new(Arc::new(risk_rules)),
                 ids: IdGen::new(),
             }),
         })
@@ -357,6 +371,27 @@ impl Acquirer {
             .await?;
         *self.inner.rates.write().expect("rate lock poisoned") = Arc::new(table);
         Ok(())
+    }
+
+    /// Replaces the risk rules (validated first), durably.
+    pub async fn set_risk_rules(&self, json: String) -> Result<(), ApiError> {
+        let rules = crate::risk::parse_rules(&json)?;
+        let now = self.now_ms();
+        self.inner
+            .db
+            .write(move |c| crate::risk::store_rules(c, &json, now).map_err(ApiError::from))
+            .await?;
+        *self.inner.risk_rules.write().expect("risk lock poisoned") = Arc::new(rules);
+        Ok(())
+    }
+
+    pub async fn risk_rules_json(&self) -> Result<String, ApiError> {
+        Ok(self
+            .inner
+            .db
+            .read(|c| crate::risk::stored_rules(c).map_err(ApiError::from))
+            .await?
+            .unwrap_or_else(|| "[]".to_string()))
     }
 
     /// A fresh quote id.
@@ -620,8 +655,31 @@ impl Acquirer {
             }
         };
         let wallet = &wallet;
+        let rules = self
+            .inner
+            .risk_rules
+            .read()
+            .expect("risk lock poisoned")
+            .clone();
+        let (merchant_mcc, store_mcc) = {
+            let snap = self.snapshot();
+            let m = snap.merchant(&row.client_id, &row.reference_merchant_id);
+            let store_mcc = input.order.merchant.store.as_ref().and_then(|s| {
+                s.store_mcc.clone().or_else(|| {
+                    m.and_then(|m| m.stores.get(&s.reference_store_id))
+                        .map(|st| st.mcc.clone())
+                })
+            });
+            (m.map(|m| m.mcc.clone()).unwrap_or_default(), store_mcc)
+        };
+        let code_hash = sha256_hex(&[input.code.expose_digits()]);
+        let amount = input.amount;
         let inserted = {
-            let row = row.clone();
+            let mut row = row.clone();
+            let quotes = [
+                (pricing.payment_quote.clone(), "PAYMENT"),
+                (pricing.settlement_quote.clone(), "SETTLEMENT"),
+            ];
             self.inner
                 .db
                 .write(move |c| {
@@ -630,16 +688,67 @@ impl Acquirer {
                     {
                         return Ok(Inserted::Existing(p));
                     }
+                    // Risk: decided in this job, so counters, decision and row are atomic.
+                    let merchant = merchant_key(&row);
+                    let now = row.created_ms;
+                    let (today_minor, today_count) =
+                        crate::risk::merchant_today(c, &merchant, &row.currency, now)?;
+                    let decision = paycode_core::risk::evaluate(
+                        &rules,
+                        &paycode_core::risk::Facts {
+                            merchant: &merchant,
+                            merchant_mcc: &merchant_mcc,
+                            store_mcc: store_mcc.as_deref(),
+                            amount,
+                            merchant_today_minor: today_minor,
+                            merchant_today_count: today_count,
+                            code_seen: crate::risk::code_seen(c, &code_hash)?,
+                        },
+                    );
+                    crate::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
+                    if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
+                        row.status = "FAIL".into();
+                        row.result_code = code.as_str().into();
+                        row.result_message = reason.clone();
+                        row.next_check_ms = None;
+                        store::insert_payment(c, &row)?;
+                        store::add_event(c, &row.payment_id, "RISK", &decision.describe(), now)?;
+                        if let Some(url) = row.notify_url.as_deref().filter(|u| !u.is_empty()) {
+                            store::enqueue_notification(
+                                c,
+                                &NewNotification {
+                                    kind: "PAYMENT_RESULT",
+                                    payment_id: &row.payment_id,
+                                    refund_id: None,
+                                    client_id: &row.client_id,
+                                    url,
+                                    body: &wire::payment_notification(&row),
+                                },
+                                now,
+                            )?;
+                        }
+                        return Ok(Inserted::Rejected(row));
+                    }
+                    crate::risk::remember_code(c, &code_hash, &row.payment_id, now)?;
                     store::insert_payment(c, &row)?;
+                    for (q, purpose) in &quotes {
+                        if let Some((q, start, expiry)) = q {
+                            store::insert_quote(c, q, *start, *expiry, purpose)?;
+                        }
+                    }
                     store::add_event(
                         c,
                         &row.payment_id,
                         "CREATED",
                         &format!(
-                            "pay {} {} with code {} routed to {}",
-                            row.amount_minor, row.currency, row.code_masked, row.wallet
+                            "pay {} {} with code {} routed to {}; risk: {}",
+                            row.amount_minor,
+                            row.currency,
+                            row.code_masked,
+                            row.wallet,
+                            decision.describe()
                         ),
-                        row.created_ms,
+                        now,
                     )?;
                     Ok::<_, ApiError>(Inserted::Created(row))
                 })
@@ -647,6 +756,10 @@ impl Acquirer {
         };
         let row = match inserted {
             Inserted::Existing(p) => return replay(p, &hash),
+            Inserted::Rejected(p) => {
+                tracing::info!(payment_id = %p.payment_id, code = %p.result_code, "payment refused by risk rules");
+                return Ok(p);
+            }
             Inserted::Created(r) => r,
         };
         tracing::info!(payment_id = %row.payment_id, wallet = %row.wallet, code = %row.code_masked, "payment created");
@@ -1225,7 +1338,7 @@ impl Acquirer {
         };
         let row = match inserted {
             Inserted::Existing(r) if r.status != "PROCESSING" => return Ok(r),
-            Inserted::Existing(r) | Inserted::Created(r) => r,
+            Inserted::Existing(r) | Inserted::Created(r) | Inserted::Rejected(r) => r,
         };
         self.drive_refund(&payment, row).await
     }

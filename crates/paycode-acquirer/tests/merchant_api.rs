@@ -1012,3 +1012,89 @@ async fn three_currencies_in_one_payment_are_quoted_answered_notified_and_booked
         .await;
     assert_eq!(fx_cny, 4824);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn risk_rules_are_data_and_every_decision_is_recorded_with_its_rule() {
+    let h = Harness::new().await;
+    let http = reqwest::Client::new();
+    let put = |body: String| {
+        http.post(format!("{}/admin/v1/risk/rules", h.url))
+            .bearer_auth("admin-secret")
+            .body(body)
+            .send()
+    };
+    // A bad rule list is refused whole, naming the rule and field.
+    let bad = put(r#"[{"id": "m", "kind": "MAX_AMOUNT", "currency": "SGD"}]"#.into())
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("[0].maxMinor"));
+    let rules = r#"[
+        {"id": "replay", "kind": "CODE_REPLAY", "code": "EXPIRED_CODE"},
+        {"id": "max-sgd", "kind": "MAX_AMOUNT", "currency": "SGD", "maxMinor": 5000, "code": "PAYMENT_AMOUNT_EXCEED_LIMIT"},
+        {"id": "velocity", "kind": "MERCHANT_DAILY_COUNT", "max": 4, "code": "PAYMENT_COUNT_EXCEED_LIMIT"}
+    ]"#;
+    assert!(put(rules.into()).await.unwrap().status().is_success());
+
+    let ok = h
+        .call("pay", h.pay_body("rk-1", 100, &FakeWallet::code(20)))
+        .await;
+    assert_eq!(code_of(&ok), "SUCCESS");
+    let t = h
+        .admin_get(&format!(
+            "/admin/v1/payments/{}",
+            ok["paymentId"].as_str().unwrap()
+        ))
+        .await;
+    let created = t["timeline"][0]["detail"].as_str().unwrap();
+    assert!(
+        created.contains("allow (rules checked: replay, max-sgd, velocity)"),
+        "{created}"
+    );
+
+    let big = h
+        .call("pay", h.pay_body("rk-2", 5001, &FakeWallet::code(21)))
+        .await;
+    assert_eq!(code_of(&big), "PAYMENT_AMOUNT_EXCEED_LIMIT");
+    let pid = big["paymentId"].as_str().unwrap().to_string();
+    let t = h.admin_get(&format!("/admin/v1/payments/{pid}")).await;
+    assert_eq!(t["timeline"][0]["kind"], "RISK");
+    assert!(
+        t["timeline"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rule max-sgd")
+    );
+    let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
+    assert_eq!(inq["paymentStatus"], "FAIL");
+
+    // The same code in another payment never reaches the wallet.
+    let calls_before = h.fake.calls().len();
+    let replay = h
+        .call("pay", h.pay_body("rk-3", 100, &FakeWallet::code(20)))
+        .await;
+    assert_eq!(code_of(&replay), "EXPIRED_CODE");
+    assert_eq!(h.fake.calls().len(), calls_before);
+
+    // Three attempts so far (refused ones count); the fourth is allowed, the fifth is over.
+    let fourth = h
+        .call("pay", h.pay_body("rk-4", 100, &FakeWallet::code(22)))
+        .await;
+    assert_eq!(code_of(&fourth), "SUCCESS", "{fourth}");
+    let fifth = h
+        .call("pay", h.pay_body("rk-5", 100, &FakeWallet::code(23)))
+        .await;
+    assert_eq!(code_of(&fifth), "PAYMENT_COUNT_EXCEED_LIMIT", "{fifth}");
+    // A replayed request id still answers with its first outcome.
+    let again = h
+        .call("pay", h.pay_body("rk-1", 100, &FakeWallet::code(20)))
+        .await;
+    assert_eq!(code_of(&again), "SUCCESS");
+    let wallet_pays = h
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("pay"))
+        .count();
+    assert_eq!(wallet_pays, 2, "only rk-1 and rk-4 reached the wallet");
+}

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod money;
 pub mod payment;
 pub mod result_code;
+pub mod risk;
 pub mod settlement;
 
 pub use currency::Currency;

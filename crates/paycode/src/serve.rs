@@ -275,6 +275,16 @@ async fn seed_acquirer(
         .reload(acq.db())
         .await
         .context("reloading reference data")?;
+    if acq
+        .risk_rules_json()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading risk rules: {}", e.message))?
+        == "[]"
+    {
+        acq.set_risk_rules(DEMO_RISK_RULES.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("seeding risk rules: {}", e.message))?;
+    }
     if acq.rates().mids().next().is_none() {
         acq.set_rate_file(demo_rate_file()?)
             .await
@@ -297,6 +307,16 @@ fn demo_rate_file() -> anyhow::Result<String> {
         table.to_rate_file()
     ))
 }
+
+/// Demo risk rules: code replay, a single-payment ceiling per currency, and merchant velocity.
+const DEMO_RISK_RULES: &str = r#"[
+  {"id": "code-replay", "kind": "CODE_REPLAY", "code": "EXPIRED_CODE"},
+  {"id": "max-sgd", "kind": "MAX_AMOUNT", "currency": "SGD", "maxMinor": 500000, "code": "PAYMENT_AMOUNT_EXCEED_LIMIT"},
+  {"id": "max-usd", "kind": "MAX_AMOUNT", "currency": "USD", "maxMinor": 400000, "code": "PAYMENT_AMOUNT_EXCEED_LIMIT"},
+  {"id": "max-jpy", "kind": "MAX_AMOUNT", "currency": "JPY", "maxMinor": 600000, "code": "PAYMENT_AMOUNT_EXCEED_LIMIT"},
+  {"id": "merchant-velocity", "kind": "MERCHANT_DAILY_COUNT", "max": 5000000, "code": "PAYMENT_COUNT_EXCEED_LIMIT"},
+  {"id": "blocked-gambling", "kind": "BLOCKED_MCC", "mcc": "7995"}
+]"#;
 
 const DEMO_ECB_XML: &str = include_str!("../../paycode-core/testdata/eurofxref-daily.xml");
 
