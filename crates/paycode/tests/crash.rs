@@ -146,3 +146,59 @@ async fn kill_9_loses_no_acknowledged_payment_entry_or_notification() {
     }
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_leaves_a_store_that_audits_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start_in(dir.path(), &[]);
+    let d = serve.demo.clone();
+    let client = merchant(&d);
+    let pay_url = format!(
+        "{}/ams/api/v1/payments/pay",
+        d["acquirerUrl"].as_str().unwrap()
+    );
+    // Payments in flight while the stop arrives: each either completes or was never accepted.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let code = fresh_code(&d, "alice").await;
+        let (client, pay_url, d) = (client.clone(), pay_url.clone(), d.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({
+                "productCode": "IN_STORE_PAYMENT", "paymentRequestId": format!("term-{i}"),
+                "paymentAmount": {"currency": "SGD", "value": "120"},
+                "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
+                "order": {"orderDescription": "tea", "merchant": {"referenceMerchantId": d["referenceMerchantId"],
+                          "store": {"referenceStoreId": d["referenceStoreId"]}}}
+            });
+            client.post::<Value, Value>(&pay_url, &body).await
+        }));
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let s = serve.terminate(Duration::from_secs(20));
+        (s, serve)
+    })
+    .await
+    .unwrap();
+    let (status, _serve) = status;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "serve did not stop cleanly: {status:?}"
+    );
+    let mut answered = 0;
+    for t in tasks {
+        if let Ok(r) = t.await.unwrap() {
+            assert_eq!(r["result"]["resultCode"], "SUCCESS", "{r}");
+            answered += 1;
+        }
+    }
+    // The store is consistent after the stop, whatever was in flight.
+    let out = common::paycode(dir.path()).arg("audit").output().unwrap();
+    let stdout = common::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        common::text(&out.stderr)
+    );
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    eprintln!("{answered} of 8 payments answered before the stop");
+}
