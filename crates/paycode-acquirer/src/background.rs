@@ -323,20 +323,19 @@ impl Acquirer {
             .await
     }
 
-    /// Forgets seen-code hashes after a day: no code is valid for more than minutes, so the
-    /// replay rule never needs them, and the set stays as small as one day of traffic.
+    /// Forgets seen codes from before yesterday: no code is valid for more than minutes, so the
+    /// replay rule never needs them, and the set stays as small as two days of traffic.
     async fn prune_pass(&self) -> Result<(), ApiError> {
-        const KEEP_MS: i64 = 86_400_000;
-        let cutoff = self.now_ms() - KEEP_MS;
+        let now = self.now_ms();
         let batch = self.config().limits.background_batch_max * 16;
         let due = self
             .db()
-            .read(move |c| crate::risk::any_seen_code_before(c, cutoff).map_err(ApiError::from))
+            .read(move |c| crate::risk::any_stale_seen_codes(c, now).map_err(ApiError::from))
             .await?;
         if due {
             self.db()
                 .write(move |c| {
-                    crate::risk::prune_seen_codes(c, cutoff, batch).map_err(ApiError::from)
+                    crate::risk::prune_seen_codes(c, now, batch).map_err(ApiError::from)
                 })
                 .await?;
         }

@@ -35,13 +35,14 @@ CREATE TABLE IF NOT EXISTS merchant_daily (
     n_attempts    INTEGER NOT NULL,
     PRIMARY KEY (merchant, day, currency)
 );
--- SHA-256 of every code sent to a wallet (never the code itself), for the replay rule.
+-- The first 16 bytes of SHA-256 of every code sent to a wallet (never the code itself), by UTC
+-- day, for the replay rule. One B-tree (no rowid); pruning drops whole past days.
 CREATE TABLE IF NOT EXISTS seen_codes (
-    code_hash     TEXT PRIMARY KEY,
+    day           INTEGER NOT NULL,
+    code_hash     BLOB NOT NULL,
     payment_id    TEXT NOT NULL,
-    seen_ms       INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS seen_codes_time ON seen_codes (seen_ms);
+    PRIMARY KEY (day, code_hash)
+) WITHOUT ROWID;
 "#;
 
 /// One rule as operators write it.
@@ -168,16 +169,13 @@ pub fn merchant_today(
     currency: &str,
     now_ms: i64,
 ) -> StoreResult<(i64, i64)> {
-    let day = day_of(now_ms);
-    let amount: i64 = c
-        .prepare_cached("SELECT amount_minor FROM merchant_daily WHERE merchant = ?1 AND day = ?2 AND currency = ?3")?
-        .query_row(params![merchant, day, currency], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
-    let count: i64 = c
-        .prepare_cached("SELECT COALESCE(SUM(n_attempts), 0) FROM merchant_daily WHERE merchant = ?1 AND day = ?2")?
-        .query_row(params![merchant, day], |r| r.get(0))?;
-    Ok((amount, count))
+    Ok(c.prepare_cached(
+        "SELECT COALESCE(SUM(CASE WHEN currency = ?3 THEN amount_minor END), 0), \
+         COALESCE(SUM(n_attempts), 0) FROM merchant_daily WHERE merchant = ?1 AND day = ?2",
+    )?
+    .query_row(params![merchant, day_of(now_ms), currency], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?)
 }
 
 pub fn count_attempt(
@@ -196,37 +194,42 @@ pub fn count_attempt(
     Ok(())
 }
 
-pub fn code_seen(c: &Connection, code_hash: &str) -> StoreResult<bool> {
-    Ok(
-        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM seen_codes WHERE code_hash = ?1)")?
-            .query_row([code_hash], |r| r.get(0))?,
-    )
+/// The stored form of a code: 16 bytes of its SHA-256.
+pub fn code_key(code_digits: &str) -> Vec<u8> {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, code_digits.as_bytes());
+    d.as_ref()[..16].to_vec()
 }
 
-pub fn remember_code(
-    c: &Connection,
-    code_hash: &str,
-    payment_id: &str,
-    now_ms: i64,
-) -> StoreResult<()> {
-    c.prepare_cached(
-        "INSERT INTO seen_codes (code_hash, payment_id, seen_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+/// Whether the code was sent on today or yesterday (no code lives longer than minutes).
+pub fn code_seen(c: &Connection, key: &[u8], now_ms: i64) -> StoreResult<bool> {
+    let day = day_of(now_ms);
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM seen_codes WHERE day IN (?1, ?2) AND code_hash = ?3)",
     )?
-    .execute(params![code_hash, payment_id, now_ms])?;
+    .query_row(params![day - 1, day, key], |r| r.get(0))?)
+}
+
+pub fn remember_code(c: &Connection, key: &[u8], payment_id: &str, now_ms: i64) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO seen_codes (day, code_hash, payment_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![day_of(now_ms), key, payment_id])?;
     Ok(())
 }
 
-pub fn any_seen_code_before(c: &Connection, older_than_ms: i64) -> StoreResult<bool> {
+/// Whether there are seen codes from before yesterday.
+pub fn any_stale_seen_codes(c: &Connection, now_ms: i64) -> StoreResult<bool> {
     Ok(
-        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM seen_codes WHERE seen_ms < ?1)")?
-            .query_row([older_than_ms], |r| r.get(0))?,
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM seen_codes WHERE day < ?1)")?
+            .query_row([day_of(now_ms) - 1], |r| r.get(0))?,
     )
 }
 
-/// Drops seen codes older than any code's validity (bounded work per call).
-pub fn prune_seen_codes(c: &Connection, older_than_ms: i64, limit: usize) -> StoreResult<usize> {
+/// Drops up to `limit` seen codes from before yesterday (bounded work per call).
+pub fn prune_seen_codes(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<usize> {
     Ok(c.prepare_cached(
-        "DELETE FROM seen_codes WHERE code_hash IN (SELECT code_hash FROM seen_codes WHERE seen_ms < ?1 LIMIT ?2)",
+        "DELETE FROM seen_codes WHERE (day, code_hash) IN \
+         (SELECT day, code_hash FROM seen_codes WHERE day < ?1 LIMIT ?2)",
     )?
-    .execute(params![older_than_ms, limit as i64])?)
+    .execute(params![day_of(now_ms) - 1, limit as i64])?)
 }

@@ -259,12 +259,8 @@ impl Acquirer {
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
         let schema = format!("{}{}", store::SCHEMA, crate::risk::SCHEMA);
-        let db = Db::open(
-            &config.db_path,
-            &schema,
-            paycode_db::DbConfig::default(),
-        )
-        .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
+        let db = Db::open(&config.db_path, &schema, paycode_db::DbConfig::default())
+            .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
         let registry = Registry::default();
         registry
             .reload(&db)
@@ -672,7 +668,7 @@ impl Acquirer {
             });
             (m.map(|m| m.mcc.clone()).unwrap_or_default(), store_mcc)
         };
-        let code_hash = sha256_hex(&[input.code.expose_digits()]);
+        let code_key = crate::risk::code_key(input.code.expose_digits());
         let amount = input.amount;
         let inserted = {
             let mut row = row.clone();
@@ -702,7 +698,7 @@ impl Acquirer {
                             amount,
                             merchant_today_minor: today_minor,
                             merchant_today_count: today_count,
-                            code_seen: crate::risk::code_seen(c, &code_hash)?,
+                            code_seen: crate::risk::code_seen(c, &code_key, now)?,
                         },
                     );
                     crate::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
@@ -729,7 +725,7 @@ impl Acquirer {
                         }
                         return Ok(Inserted::Rejected(row));
                     }
-                    crate::risk::remember_code(c, &code_hash, &row.payment_id, now)?;
+                    crate::risk::remember_code(c, &code_key, &row.payment_id, now)?;
                     store::insert_payment(c, &row)?;
                     for (q, purpose) in &quotes {
                         if let Some((q, start, expiry)) = q {
