@@ -261,7 +261,9 @@ fn load_payment_where(
     args: impl paycode_db::rusqlite::Params,
 ) -> Result<Option<PaymentRow>, WalletError> {
     let sql = format!("SELECT {PAY_COLS} FROM payments WHERE {clause}");
-    let found = conn.query_row_cached(&sql, args, payment_from_row).optional()?;
+    let found = conn
+        .query_row_cached(&sql, args, payment_from_row)
+        .optional()?;
     match found {
         None => Ok(None),
         Some((mut p, state)) => {

@@ -2,7 +2,6 @@
 //! then on the store directly once it is stopped, and the audit's non-zero exit on a corrupted
 //! posting.
 
-
 mod common;
 
 use common::*;
