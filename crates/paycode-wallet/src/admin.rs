@@ -16,9 +16,8 @@ use std::sync::Arc;
 
 type St = State<Arc<Inner>>;
 
-pub(crate) fn routes() -> Router<Arc<Inner>> {
-    Router::new()
-        .route("/healthz", get(healthz))
+pub(crate) fn routes(inner: Arc<Inner>) -> Router<Arc<Inner>> {
+    let operator = Router::new()
         .route("/admin/v1/users", post(create_user))
         .route("/admin/v1/users/{name}", get(user))
         .route("/admin/v1/users/{name}/topup", post(top_up))
@@ -26,6 +25,41 @@ pub(crate) fn routes() -> Router<Arc<Inner>> {
         .route("/admin/v1/users/{name}/unfreeze", post(unfreeze))
         .route("/admin/v1/users/{name}/unlock", post(unlock))
         .route("/admin/v1/users/{name}/devices", post(provision))
+        .route_layer(axum::middleware::from_fn_with_state(inner, operator_only));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(operator)
+}
+
+/// Lets a request through only with the configured bearer token (constant-time comparison).
+async fn operator_only(
+    State(inner): St,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = inner.config.admin_token.as_deref() else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            "the operator API is disabled",
+        )
+            .into_response();
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), token.as_bytes()).is_ok()
+    });
+    if !ok {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "operator token missing or wrong",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Most devices provisioned by one request.

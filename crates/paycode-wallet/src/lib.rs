@@ -119,6 +119,9 @@ pub struct WalletConfig {
     /// Most challenges expired and notifications attempted per background pass.
     pub background_batch_max: usize,
     pub max_body_bytes: usize,
+    /// Bearer token of the operator API (`/admin/v1/…`); `None` disables it. It can create
+    /// users, move balances and provision devices, so it is never open.
+    pub admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -156,6 +159,7 @@ impl WalletConfig {
             background_interval_ms: 250,
             background_batch_max: 64,
             max_body_bytes: 64 * 1024,
+            admin_token: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -337,7 +341,7 @@ impl Wallet {
         Router::new()
             .merge(mpp::routes())
             .merge(customer::routes())
-            .merge(admin::routes())
+            .merge(admin::routes(state.clone()))
             .fallback(mpp::invalid_api)
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.config.max_body_bytes,

@@ -112,6 +112,7 @@ impl Env {
         );
         cfg.clock = clock.clone();
         cfg.password_memory_kib = 256;
+        cfg.admin_token = Some("op-token".into());
         cfg.notify_retry_ms = vec![0, 1_000, 5_000];
         let wallet = Wallet::open(cfg).unwrap();
         let url = serve(wallet.router()).await;
@@ -561,6 +562,7 @@ async fn frozen_user_is_rejected_and_unfrozen_user_pays() {
     let resp: Value = env
         .http
         .post(format!("{}/admin/v1/users/hana/freeze", env.url))
+        .bearer_auth("op-token")
         .send()
         .await
         .unwrap()
@@ -1000,6 +1002,7 @@ async fn registration_needs_the_password_and_counts_wrong_ones() {
         .http
         .post(format!("{}/admin/v1/users/tom/topup", env.url))
         .json(&json!({"amountMinor": 1000}))
+        .bearer_auth("op-token")
         .send()
         .await
         .unwrap()
@@ -1280,4 +1283,39 @@ async fn the_spawned_background_loop_delivers_on_its_own() {
     handle.abort();
     assert_eq!(env.notified()[0].payment_request_id, "P16");
     env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn the_operator_api_needs_its_token() {
+    let env = Env::new().await;
+    env.user("ivy", 10_000, 5_000, 5_000).await;
+    for auth in [None, Some("wrong")] {
+        let mut req = env
+            .http
+            .post(format!("{}/admin/v1/users/ivy/devices", env.url))
+            .json(&serde_json::json!({"count": 1}));
+        if let Some(t) = auth {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401);
+    }
+    let ok = env
+        .http
+        .post(format!("{}/admin/v1/users/ivy/devices", env.url))
+        .bearer_auth("op-token")
+        .json(&serde_json::json!({"count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert!(ok.status().is_success());
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["devices"].as_array().unwrap().len(), 2);
+    // Health stays open.
+    let health = env
+        .http
+        .get(format!("{}/healthz", env.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
 }

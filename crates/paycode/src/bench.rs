@@ -91,6 +91,11 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
         .find(|w| w.currency == demo.currency)
         .context("demo.json has no wallet in the merchant's currency")?;
     let http = reqwest::Client::new();
+    let token_path = data_dir.join("admin-token");
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("reading the operator token {}", token_path.display()))?
+        .trim()
+        .to_string();
 
     // A bench user with room for every payment, and its devices.
     let user = format!("bench-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
@@ -101,6 +106,7 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let huge = amount.amount_minor().saturating_mul(n_devices as i64 + 1);
     let created: Value = http
         .post(format!("{}/admin/v1/users", wallet.url))
+        .bearer_auth(&token)
         .json(&json!({
             "name": user, "password": "bench-password", "balanceMinor": huge,
             "passwordFreePerPaymentMinor": huge, "passwordFreeDailyMinor": huge,
@@ -126,6 +132,7 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
     );
     let provisioned: Value = http
         .post(format!("{}/admin/v1/users/{user}/devices", wallet.url))
+        .bearer_auth(&token)
         .json(&json!({"count": n_devices}))
         .send()
         .await?

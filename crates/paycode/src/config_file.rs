@@ -25,6 +25,7 @@
 //! db = "wallet-sgpay.db"
 //! private_key_file = "keys/wallet-sgpay.key"
 //! acquirer_public_key_file = "keys/acquirer.pub"  # PEM or bare base64 SPKI
+//! admin_token_file = "wallet-admin-token"        # optional; enables /admin/v1
 //! ```
 
 use crate::serve::{Tasks, spawn_acquirer_server, spawn_wallet_server, wait_all};
@@ -100,6 +101,8 @@ pub struct WalletSection {
     pub code_step_s: Option<u64>,
     pub code_validity_s: Option<u64>,
     pub challenge_timeout_s: Option<u64>,
+    /// The operator API's bearer token; without it the wallet's `/admin/v1` is disabled.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 fn default_acquirer_id() -> String {
@@ -159,6 +162,13 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
     let cfg = load(path)?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut tasks = Tasks::new();
+    // Wallets in the same process as the acquirer stop after it (payments in flight need them).
+    let (acquirer_stopped, acquirer_stopped_rx) = watch::channel(false);
+    let wallet_shutdown = if cfg.acquirer.is_some() {
+        acquirer_stopped_rx
+    } else {
+        shutdown.clone()
+    };
     for w in &cfg.wallets {
         let key = PrivateKey::parse(&read(&base, &w.private_key_file, "wallet key")?)
             .with_context(|| format!("wallet {}: private key", w.name))?;
@@ -189,6 +199,9 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
         if let Some(v) = w.challenge_timeout_s {
             wc.challenge_timeout_s = v;
         }
+        if let Some(p) = &w.admin_token_file {
+            wc.admin_token = Some(read(&base, p, "wallet admin token")?.trim().to_string());
+        }
         let wallet = tokio::task::spawn_blocking(move || Wallet::open(wc)).await??;
         let listener = tokio::net::TcpListener::bind(&w.listen)
             .await
@@ -199,7 +212,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
             w.currency,
             listener.local_addr()?
         );
-        spawn_wallet_server(&mut tasks, listener, wallet, shutdown.clone());
+        spawn_wallet_server(&mut tasks, listener, wallet, wallet_shutdown.clone());
     }
     if let Some(a) = &cfg.acquirer {
         let key = PrivateKey::parse(&read(&base, &a.private_key_file, "acquirer key")?)
@@ -255,6 +268,7 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
             tls,
             shutdown.clone(),
             Duration::from_secs(a.shutdown_grace_s),
+            acquirer_stopped,
         )
         .await?;
     }

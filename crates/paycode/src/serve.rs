@@ -148,7 +148,7 @@ async fn start_wallets(
         let local = listener.local_addr()?;
         let key = load_or_create_key(data_dir, &format!("wallet-{}", spec.name))?;
         let currency = Currency::parse(spec.currency).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let config = WalletConfig::new(
+        let mut config = WalletConfig::new(
             spec.name,
             spec.cii,
             currency,
@@ -158,6 +158,8 @@ async fn start_wallets(
             ACQUIRER_CLIENT_ID,
             acquirer_public_key.clone(),
         );
+        // The demo's operator token guards the wallets' operator API too.
+        config.admin_token = Some(admin_token(data_dir)?);
         let wallet = tokio::task::spawn_blocking(move || Wallet::open(config))
             .await
             .context("opening a wallet")??;
@@ -396,6 +398,14 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         let port = if base == 0 { 0 } else { base as usize + idx };
         wanted.then(|| format!("{host}:{port}"))
     };
+    // In one process the wallets outlive the acquirer, so that payments in flight at a stop can
+    // still reach them while the acquirer finishes its requests.
+    let (acquirer_stopped, acquirer_stopped_rx) = watch::channel(false);
+    let wallet_shutdown = if args.role == Role::All {
+        acquirer_stopped_rx
+    } else {
+        shutdown.clone()
+    };
     let running = start_wallets(data_dir, specs.clone(), wallet_addr, &acquirer_public_key).await?;
     if args.role == Role::Wallet && running.is_empty() {
         bail!(
@@ -415,7 +425,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             w.url.clone(),
             w.wallet.config().signer.public_key(),
         ));
-        spawn_wallet_server(&mut tasks, w.listener, w.wallet, shutdown.clone());
+        spawn_wallet_server(&mut tasks, w.listener, w.wallet, wallet_shutdown.clone());
     }
 
     if args.role != Role::Wallet {
@@ -494,7 +504,16 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         };
         let tls = args.tls_cert.clone().zip(args.tls_key.clone());
         let grace = Duration::from_secs(args.shutdown_grace_s);
-        spawn_acquirer_server(&mut tasks, listener, acq, tls, shutdown.clone(), grace).await?;
+        spawn_acquirer_server(
+            &mut tasks,
+            listener,
+            acq,
+            tls,
+            shutdown.clone(),
+            grace,
+            acquirer_stopped,
+        )
+        .await?;
         write_demo_file(data_dir, &demo)?;
         println!("paycode is running");
         println!(
@@ -612,6 +631,7 @@ pub(crate) async fn spawn_acquirer_server(
     tls: Option<(PathBuf, PathBuf)>,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
+    stopped: watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let bg = acq.spawn_background();
     let router = paycode_acquirer::router(acq.clone());
@@ -641,6 +661,7 @@ pub(crate) async fn spawn_acquirer_server(
                     .await;
                 bg.abort();
                 acq.db().close();
+                let _ = stopped.send(true);
                 r.context("acquirer server")
             });
         }
@@ -651,6 +672,7 @@ pub(crate) async fn spawn_acquirer_server(
                     .await;
                 bg.abort();
                 acq.db().close();
+                let _ = stopped.send(true);
                 r.context("acquirer server")
             });
         }

@@ -44,6 +44,7 @@ listen = "127.0.0.1:0"
 db = "wallet.db"
 private_key_file = "wallet.key"
 acquirer_public_key_file = "acquirer.pub"
+admin_token_file = "admin-token"
 "#,
     )
     .unwrap();
@@ -139,6 +140,7 @@ acquirer_public_key_file = "acquirer.pub"
     // A user at the wallet, a device, a code, a payment signed with key version 2.
     let created: Value = http
         .post(format!("{wallet}/admin/v1/users"))
+        .bearer_auth("tok-123")
         .json(
             &json!({"name": "zoe", "password": "pw-1234", "balanceMinor": 10_000,
             "passwordFreePerPaymentMinor": 5_000, "passwordFreeDailyMinor": 10_000,
