@@ -1011,6 +1011,37 @@ async fn three_currencies_in_one_payment_are_quoted_answered_notified_and_booked
         )
         .await;
     assert_eq!(fx_cny, 4824);
+
+    // Refunding it all in two parts gives the whole fee back, to the minor unit, whatever the
+    // split (the fee share is fixed when each refund succeeds).
+    for (rid, value) in [("fx-r1", "333"), ("fx-r2", "667")] {
+        let rf = h
+            .call(
+                "refund",
+                json!({"refundRequestId": rid, "paymentId": pid, "refundAmount": {"currency": "JPY", "value": value}}),
+            )
+            .await;
+        assert_eq!(code_of(&rf), "SUCCESS", "{rf}");
+    }
+    let fee_back = h
+        .sql_i64(
+            "SELECT SUM(fee_minor) FROM refunds WHERE payment_id = ?1 AND status = 'SUCCESS'",
+            pid.clone(),
+        )
+        .await;
+    assert_eq!(fee_back, fee);
+    let revenue = h
+        .sql_i64(
+            "SELECT balance_minor FROM account_balances WHERE account = ?1",
+            "fee_revenue::USD".into(),
+        )
+        .await;
+    assert_eq!(revenue, 0);
+    let to_user: i64 = h.fake.state.lock().unwrap().refunds.values().sum();
+    assert_eq!(
+        to_user, 4824,
+        "the user gets back exactly what they paid in CNY"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
