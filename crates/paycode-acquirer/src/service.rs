@@ -140,6 +140,15 @@ pub struct WalletFacts {
     pub message: Option<String>,
 }
 
+/// A validated, priced payment, ready to insert.
+struct Prepared {
+    row: PaymentRow,
+    pricing: Pricing,
+    wallet: Wallet,
+    merchant_mcc: String,
+    store_mcc: Option<String>,
+}
+
 /// Amounts of a payment in the wallet's and the settlement currency.
 #[derive(Debug, Clone)]
 struct Pricing {
@@ -447,7 +456,7 @@ impl Acquirer {
         input: &PayInput,
         hash: &str,
         now: i64,
-    ) -> Result<(PaymentRow, Pricing, Wallet), ApiError> {
+    ) -> Result<Prepared, ApiError> {
         let snap = self.snapshot();
         let m = &input.order.merchant;
         let merchant = snap
@@ -616,7 +625,21 @@ impl Acquirer {
             next_check_ms: Some(now + limits.wallet_pay_timeout_ms as i64 + 2_000),
             n_checks: 0,
         };
-        Ok((row, pricing, wallet.clone()))
+        let store_mcc = m.store.as_ref().and_then(|s| {
+            s.store_mcc.clone().or_else(|| {
+                merchant
+                    .stores
+                    .get(&s.reference_store_id)
+                    .map(|st| st.mcc.clone())
+            })
+        });
+        Ok(Prepared {
+            row,
+            pricing,
+            wallet: wallet.clone(),
+            merchant_mcc: merchant.mcc.clone(),
+            store_mcc,
+        })
     }
 
     pub async fn pay(&self, input: PayInput) -> Result<PaymentRow, ApiError> {
@@ -631,7 +654,7 @@ impl Acquirer {
             &m.reference_merchant_id,
             store_id.as_deref().unwrap_or(""),
         ]);
-        let (row, pricing, wallet) = match self.prepare_payment(&input, &hash, now) {
+        let prepared = match self.prepare_payment(&input, &hash, now) {
             Ok(x) => x,
             Err(e) => {
                 // A repeat answers with the first attempt's state even if the request would be
@@ -650,6 +673,13 @@ impl Acquirer {
                 };
             }
         };
+        let Prepared {
+            row,
+            pricing,
+            wallet,
+            merchant_mcc,
+            store_mcc,
+        } = prepared;
         let wallet = &wallet;
         let rules = self
             .inner
@@ -657,17 +687,6 @@ impl Acquirer {
             .read()
             .expect("risk lock poisoned")
             .clone();
-        let (merchant_mcc, store_mcc) = {
-            let snap = self.snapshot();
-            let m = snap.merchant(&row.client_id, &row.reference_merchant_id);
-            let store_mcc = input.order.merchant.store.as_ref().and_then(|s| {
-                s.store_mcc.clone().or_else(|| {
-                    m.and_then(|m| m.stores.get(&s.reference_store_id))
-                        .map(|st| st.mcc.clone())
-                })
-            });
-            (m.map(|m| m.mcc.clone()).unwrap_or_default(), store_mcc)
-        };
         let code_key = crate::risk::code_key(input.code.expose_digits());
         let amount = input.amount;
         let inserted = {
@@ -1250,11 +1269,11 @@ impl Acquirer {
                             format!("refunds are accepted for {} days after payment", limits.refund_window_days),
                         ));
                     }
-                    let refunded: i64 = store::refunds_of_payment(c, &p.payment_id)?
-                        .iter()
+                    let live: Vec<RefundRow> = store::refunds_of_payment(c, &p.payment_id)?
+                        .into_iter()
                         .filter(|r| r.status != "FAIL")
-                        .map(|r| r.amount_minor)
-                        .sum();
+                        .collect();
+                    let refunded: i64 = live.iter().map(|r| r.amount_minor).sum();
                     let amount = input.amount.amount_minor();
                     if refunded + amount > p.amount_minor {
                         return Err(ApiError::new(
@@ -1268,11 +1287,8 @@ impl Acquirer {
                     }
                     // The user gets the refund converted at today's rate, never more than what
                     // is left of what they paid (the last refund takes exactly the rest); the
-                    // merchant gives back today's settlement amount and gets the fee back pro rata.
-                    let live: Vec<RefundRow> = store::refunds_of_payment(c, &p.payment_id)?
-                        .into_iter()
-                        .filter(|r| r.status != "FAIL")
-                        .collect();
+                    // merchant gives back today's settlement amount. The fee it gets back is
+                    // fixed when the refund succeeds (`apply_refund`).
                     let prior_wallet: i64 = live.iter().map(|r| r.wallet_amount_minor).sum();
                     let wallet_left = p.pay_to_minor - prior_wallet;
                     let completes = refunded + amount == p.amount_minor;
@@ -1281,14 +1297,6 @@ impl Acquirer {
                     } else {
                         pricing.pay_to.amount_minor().min(wallet_left)
                     };
-                    let paid = money(p.amount_minor, &p.currency)?;
-                    let fee_back = paycode_core::fee::refund_fee(
-                        money(p.fee_minor, &p.settle_currency)?,
-                        paid,
-                        money(refunded, &p.currency)?,
-                        input.amount,
-                    )
-                    .map_err(|e| ApiError::new(ResultCode::PROCESS_FAIL, format!("fee: {e}")))?;
                     if wallet_amount <= 0 {
                         return Err(ApiError::new(
                             ResultCode::REFUND_AMOUNT_EXCEED,
@@ -1311,7 +1319,7 @@ impl Acquirer {
                             .settlement_quote
                             .as_ref()
                             .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
-                        fee_minor: fee_back.amount_minor(),
+                        fee_minor: 0,
                         status: "PROCESSING".into(),
                         result_code: ResultCode::UNKNOWN_EXCEPTION.as_str().into(),
                         result_message: String::new(),

@@ -32,6 +32,7 @@ use paycode_core::settlement::{
     self as core, Batch, ClearingItem, ClearingTotals, CutOff, ItemKind, SettlementItem,
 };
 use paycode_core::{Currency, Money};
+use paycode_db::ExecCached;
 use paycode_db::rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -667,24 +668,26 @@ impl BatchRow {
 }
 
 pub(crate) fn items_of_batch(c: &Connection, batch_id: &str) -> StoreResult<Vec<ItemRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE batch_id = ?1 \
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE batch_id = ?1 \
          ORDER BY event_ms, transaction_id, kind"
-    ))?;
-    let rows = stmt
-        .query_map([batch_id], item_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        [batch_id],
+        item_from_row,
+    )?;
     Ok(rows)
 }
 
 pub(crate) fn items_of_clearing(c: &Connection, clearing_id: &str) -> StoreResult<Vec<ItemRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE clearing_id = ?1 \
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE clearing_id = ?1 \
          ORDER BY event_ms, transaction_id, kind"
-    ))?;
-    let rows = stmt
-        .query_map([clearing_id], item_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        [clearing_id],
+        item_from_row,
+    )?;
     Ok(rows)
 }
 
@@ -747,21 +750,20 @@ fn due_settlement_groups(c: &Connection, mode: Mode, now_ms: i64) -> StoreResult
         Mode::Due => now_ms,
         Mode::Now => i64::MAX,
     };
-    let mut stmt = c.prepare_cached(
+    let rows = c.query_all_cached(
         "SELECT DISTINCT merchant, settle_currency, client_id, reference_merchant_id \
          FROM settlement_items WHERE batch_id IS NULL AND settle_due_ms <= ?1 \
          ORDER BY merchant, settle_currency LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![bound, CLOSE_MAX_PER_PASS as i64], |r| {
+        params![bound, CLOSE_MAX_PER_PASS as i64],
+        |r| {
             Ok(Group {
                 owner: r.get(0)?,
                 currency: r.get(1)?,
                 client_id: r.get(2)?,
                 reference_merchant_id: r.get(3)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
     Ok(rows)
 }
 
@@ -770,21 +772,20 @@ fn due_clearing_groups(c: &Connection, mode: Mode, now_ms: i64) -> StoreResult<V
         Mode::Due => now_ms,
         Mode::Now => i64::MAX,
     };
-    let mut stmt = c.prepare_cached(
+    let rows = c.query_all_cached(
         "SELECT DISTINCT wallet, wallet_currency FROM settlement_items \
          WHERE clearing_id IS NULL AND clearing_due_ms <= ?1 \
          ORDER BY wallet, wallet_currency LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![bound, CLOSE_MAX_PER_PASS as i64], |r| {
+        params![bound, CLOSE_MAX_PER_PASS as i64],
+        |r| {
             Ok(Group {
                 owner: r.get(0)?,
                 currency: r.get(1)?,
                 client_id: String::new(),
                 reference_merchant_id: String::new(),
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
     Ok(rows)
 }
 
@@ -1341,13 +1342,14 @@ impl Acquirer {
             let todo = self
                 .db()
                 .read(|c| {
-                    let mut stmt = c.prepare_cached(&format!(
-                        "SELECT {BATCH_COLUMNS} FROM settlement_batches \
+                    let rows = c.query_all_cached(
+                        &format!(
+                            "SELECT {BATCH_COLUMNS} FROM settlement_batches \
                          WHERE files_written_ms IS NULL ORDER BY closed_ms LIMIT 64"
-                    ))?;
-                    let rows = stmt
-                        .query_map([], batch_from_row)?
-                        .collect::<Result<Vec<_>, _>>()?;
+                        ),
+                        [],
+                        batch_from_row,
+                    )?;
                     let mut out = Vec::new();
                     for row in rows {
                         let batch = rebuild_batch(c, &row)?;
@@ -1385,13 +1387,14 @@ impl Acquirer {
             let todo = self
                 .db()
                 .read(|c| {
-                    let mut stmt = c.prepare_cached(&format!(
-                        "SELECT {CLEARING_COLUMNS} FROM clearing_batches \
+                    let rows = c.query_all_cached(
+                        &format!(
+                            "SELECT {CLEARING_COLUMNS} FROM clearing_batches \
                          WHERE files_written_ms IS NULL ORDER BY closed_ms LIMIT 64"
-                    ))?;
-                    let rows = stmt
-                        .query_map([], clearing_from_row)?
-                        .collect::<Result<Vec<_>, _>>()?;
+                        ),
+                        [],
+                        clearing_from_row,
+                    )?;
                     let mut out = Vec::new();
                     for row in rows {
                         let text = clearing_file(c, &row)?;
@@ -1433,13 +1436,14 @@ impl Acquirer {
     ) -> Result<Vec<BatchInfo>, ApiError> {
         self.db()
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {BATCH_COLUMNS} FROM settlement_batches \
+                let rows = c.query_all_cached(
+                    &format!(
+                        "SELECT {BATCH_COLUMNS} FROM settlement_batches \
                      WHERE (?1 IS NULL OR merchant = ?1) ORDER BY closed_ms DESC, batch_id LIMIT ?2"
-                ))?;
-                let rows = stmt
-                    .query_map(params![merchant, limit as i64], batch_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
+                    ),
+                    params![merchant, limit as i64],
+                    batch_from_row,
+                )?;
                 Ok::<_, ApiError>(rows.iter().map(BatchRow::info).collect())
             })
             .await

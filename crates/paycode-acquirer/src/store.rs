@@ -7,6 +7,7 @@
 
 use paycode_core::ledger::{JournalEntry, Side};
 use paycode_db::DbError;
+use paycode_db::ExecCached;
 use paycode_db::rusqlite::{self, Connection, OptionalExtension, Row, params};
 
 pub const SCHEMA: &str = r#"
@@ -474,13 +475,14 @@ pub fn payment_by_request_id(
 
 /// PROCESSING payments whose next wallet check is due, oldest first.
 pub fn payments_due(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<PaymentRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE next_check_ms IS NOT NULL \
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE next_check_ms IS NOT NULL \
          AND next_check_ms <= ?1 ORDER BY next_check_ms LIMIT ?2"
-    ))?;
-    let rows = stmt
-        .query_map(params![now_ms, limit as i64], payment_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        params![now_ms, limit as i64],
+        payment_from_row,
+    )?;
     Ok(rows)
 }
 
@@ -499,16 +501,6 @@ pub fn claim_payment_check(
         )?
         .execute(params![payment_id, seen_next_check_ms, lease_until_ms])?;
     Ok(n == 1)
-}
-
-pub fn set_payment_next_check(
-    c: &Connection,
-    payment_id: &str,
-    next_check_ms: Option<i64>,
-) -> StoreResult<()> {
-    c.prepare_cached("UPDATE payments SET next_check_ms = ?2 WHERE payment_id = ?1")?
-        .execute(params![payment_id, next_check_ms])?;
-    Ok(())
 }
 
 /// A refund as stored.
@@ -637,23 +629,21 @@ pub fn refund_by_request_id(
 }
 
 pub fn refunds_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<RefundRow>> {
-    let mut stmt = c.prepare_cached(&format!(
+    let rows = c.query_all_cached(&format!(
         "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY created_ms, refund_id"
-    ))?;
-    let rows = stmt
-        .query_map([payment_id], refund_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    ), [payment_id], refund_from_row)?;
     Ok(rows)
 }
 
 pub fn refunds_due(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<RefundRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {REFUND_COLUMNS} FROM refunds WHERE next_check_ms IS NOT NULL \
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE next_check_ms IS NOT NULL \
          AND next_check_ms <= ?1 ORDER BY next_check_ms LIMIT ?2"
-    ))?;
-    let rows = stmt
-        .query_map(params![now_ms, limit as i64], refund_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        params![now_ms, limit as i64],
+        refund_from_row,
+    )?;
     Ok(rows)
 }
 
@@ -773,13 +763,10 @@ pub fn claim_due_notifications(
     lease_until_ms: i64,
     limit: usize,
 ) -> StoreResult<Vec<OutboxRow>> {
-    let mut stmt = c.prepare_cached(&format!(
+    let rows = c.query_all_cached(&format!(
         "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'PENDING' AND next_attempt_ms <= ?1 \
          ORDER BY next_attempt_ms LIMIT ?2"
-    ))?;
-    let rows = stmt
-        .query_map(params![now_ms, limit as i64], outbox_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    ), params![now_ms, limit as i64], outbox_from_row)?;
     for r in &rows {
         c.prepare_cached("UPDATE outbox SET next_attempt_ms = ?2 WHERE outbox_id = ?1")?
             .execute(params![r.outbox_id, lease_until_ms])?;
@@ -816,23 +803,23 @@ pub fn notifications(
     status: Option<&str>,
     limit: usize,
 ) -> StoreResult<Vec<OutboxRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) \
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) \
          ORDER BY outbox_id DESC LIMIT ?2"
-    ))?;
-    let rows = stmt
-        .query_map(params![status, limit as i64], outbox_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        params![status, limit as i64],
+        outbox_from_row,
+    )?;
     Ok(rows)
 }
 
 pub fn notifications_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<OutboxRow>> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE payment_id = ?1 ORDER BY outbox_id"
-    ))?;
-    let rows = stmt
-        .query_map([payment_id], outbox_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = c.query_all_cached(
+        &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE payment_id = ?1 ORDER BY outbox_id"),
+        [payment_id],
+        outbox_from_row,
+    )?;
     Ok(rows)
 }
 
@@ -876,18 +863,17 @@ pub struct EventRow {
 }
 
 pub fn events_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<EventRow>> {
-    let mut stmt = c.prepare_cached(
+    let rows = c.query_all_cached(
         "SELECT at_ms, kind, detail FROM payment_events WHERE payment_id = ?1 ORDER BY event_id",
-    )?;
-    let rows = stmt
-        .query_map([payment_id], |r| {
+        [payment_id],
+        |r| {
             Ok(EventRow {
                 at_ms: r.get(0)?,
                 kind: r.get(1)?,
                 detail: r.get(2)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
     Ok(rows)
 }
 
@@ -905,13 +891,12 @@ pub struct PostingRow {
 }
 
 pub fn postings_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<PostingRow>> {
-    let mut stmt = c.prepare_cached(
+    let rows = c.query_all_cached(
         "SELECT e.entry_id, e.kind, e.payment_id, e.refund_id, p.account, p.side, p.amount_minor, \
          p.currency FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id \
          WHERE e.payment_id = ?1 ORDER BY e.entry_id, p.idx",
-    )?;
-    let rows = stmt
-        .query_map([payment_id], |r| {
+        [payment_id],
+        |r| {
             Ok(PostingRow {
                 entry_id: r.get(0)?,
                 kind: r.get(1)?,
@@ -922,8 +907,8 @@ pub fn postings_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<
                 amount_minor: r.get(6)?,
                 currency: r.get(7)?,
             })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
     Ok(rows)
 }
 

@@ -174,8 +174,3 @@ pub fn refund_notification(r: &RefundRow) -> String {
     body.refund_status = Some(refund_state_of(r).status_str().to_string());
     serde_json::to_string(&body).expect("wire types always serialize")
 }
-
-/// Whether a result status from the wire is final.
-pub fn is_final_status(status: &str) -> bool {
-    status == ResultStatus::S.as_str() || status == ResultStatus::F.as_str()
-}
