@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 import unittest
 import uuid
 
@@ -58,8 +57,6 @@ REFUND_MINOR = 300
 CANCELLED_MINOR = 500
 NOTIFY_TIMEOUT_S = 30
 CODE_COMMAND_TIMEOUT_S = 120
-FRESH_CODE_DEADLINE_S = 75
-FRESH_CODE_POLL_S = 1
 
 ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
@@ -106,12 +103,12 @@ class PaycodeSdkCompat(unittest.TestCase):
         if cls.user is None:
             raise RuntimeError("demo.json has no everyday user paying in " + cls.currency)
         # The payment to cancel: a user of another wallet when there is one, so that a
-        # cross-currency payment (with its quote) goes through the SDK too, and so that its code
-        # does not have to wait for alice's next time step.
+        # cross-currency payment (with its quote) goes through the SDK too.
         cls.second_user = next((u for u in everyday if u["wallet"] != cls.user["wallet"]), cls.user)
         cls.receiver = notify_receiver.NotifyReceiver()
         cls.spy = sdk_transport.VerifySpy().__enter__()
         cls.used_codes = set()
+        cls.codes_lock = threading.Lock()
         cls.fixture_lock = threading.Lock()
         cls.fixtures = {}
 
@@ -152,32 +149,27 @@ class PaycodeSdkCompat(unittest.TestCase):
         self.assertRegex(value, ISO_8601, what + " is not ISO-8601")
 
     def payment_code(self, user):
-        """A payment code from ``user``'s phone that this test has not used yet. Codes are
-        time-based and single use, so a repeat within the same time step is waited out."""
-        deadline = time.monotonic() + FRESH_CODE_DEADLINE_S
-        while True:
-            run = subprocess.run(
-                [self.paycode_bin, "--data-dir", self.data_dir, "wallet", "code", "--user",
-                 user["name"], "--digits"],
-                capture_output=True,
-                text=True,
-                timeout=CODE_COMMAND_TIMEOUT_S,
-            )
-            lines = [l.strip() for l in run.stdout.splitlines() if l.strip()]
-            if run.returncode != 0 or not lines:
-                self.fail(
-                    "`paycode wallet code` failed (%d): %s" % (run.returncode, run.stderr.strip())
-                )
-            code = lines[-1]
-            if not re.fullmatch(r"\d{24}", code):
-                # Not echoed: whatever it is, it may be most of a payment code.
-                self.fail("`wallet code --digits` printed %d characters, not 24 digits" % len(code))
-            if code not in self.used_codes:
-                self.used_codes.add(code)
-                return code
-            if time.monotonic() > deadline:
-                self.fail("no fresh payment code (last ends %s)" % masked(code))
-            time.sleep(FRESH_CODE_POLL_S)
+        """A new payment code from ``user``'s phone, as the app shows one: every display is a
+        new code, so none is ever waited for, and a repeat is a failure."""
+        run = subprocess.run(
+            [self.paycode_bin, "--data-dir", self.data_dir, "wallet", "code", "--user",
+             user["name"], "--digits"],
+            capture_output=True,
+            text=True,
+            timeout=CODE_COMMAND_TIMEOUT_S,
+        )
+        lines = [l.strip() for l in run.stdout.splitlines() if l.strip()]
+        if run.returncode != 0 or not lines:
+            self.fail("`paycode wallet code` failed (%d): %s" % (run.returncode, run.stderr.strip()))
+        code = lines[-1]
+        if not re.fullmatch(r"\d{24}", code):
+            # Not echoed: whatever it is, it may be most of a payment code.
+            self.fail("`wallet code --digits` printed %d characters, not 24 digits" % len(code))
+        with type(self).codes_lock:
+            if code in self.used_codes:
+                self.fail("the phone showed code %s twice" % masked(code))
+            self.used_codes.add(code)
+        return code
 
     def pay(self, user, amount_minor, amount_as_number=False):
         request_id = new_id("pay")
@@ -324,6 +316,14 @@ class PaycodeSdkCompat(unittest.TestCase):
         self.assertIsNotNone(response.psp_customer_info, "pspCustomerInfo missing in: " + body)
         self.assertTrue(response.psp_customer_info.psp_name)
         self.assertIsNotNone(response.actual_payment_amount, "actualPaymentAmount missing")
+
+    def test_the_same_customer_pays_twice_in_a_row_without_waiting(self):
+        first = self.pay(self.user, 120)
+        second = self.pay(self.user, 130)
+        for (_, _, response, body), minor in ((first, 120), (second, 130)):
+            self.assert_result(response, body)
+            self.assert_amount(response.payment_amount, minor, body)
+        self.assertNotEqual(first[2].payment_id, second[2].payment_id)
 
     def test_pay_notification_passes_the_sdk_webhook_check(self):
         paid = self.paid_payment()

@@ -9,7 +9,7 @@
 //! [`Acquirer::run_background_once`] instead of sleeping.
 
 use crate::service::{Acquirer, ApiError, WalletFacts, wallet_failure_code};
-use crate::store::{self, OutboxRow};
+use crate::store::{self, OutboxRow, StoreError};
 use paycode_core::ResultCode;
 use paycode_core::payment::PaymentEvent;
 use paycode_proto::ResultInfo;
@@ -323,19 +323,40 @@ impl Acquirer {
             .await
     }
 
-    /// Forgets seen codes from before yesterday: no code is valid for more than minutes, so the
-    /// replay rule never needs them, and the set stays as small as two days of traffic.
+    /// Forgets seen codes from before yesterday (no code is valid for more than minutes, so the
+    /// replay rule never needs them, and the set stays as small as two days of traffic) and
+    /// guessing counters whose window has closed.
     async fn prune_pass(&self) -> Result<(), ApiError> {
         let now = self.now_ms();
-        let batch = self.config().limits.background_batch_max * 16;
-        let due = self
+        let limits = &self.config().limits;
+        let batch = limits.background_batch_max * 16;
+        let longest_ms = [
+            limits.guess_per_client,
+            limits.guess_per_merchant,
+            limits.guess_per_terminal,
+        ]
+        .iter()
+        .map(|l| l.window_ms())
+        .max()
+        .unwrap_or(0);
+        let counters_before_ms = now - longest_ms;
+        let (codes_due, counters_due) = self
             .db()
-            .read(move |c| crate::risk::any_stale_seen_codes(c, now).map_err(ApiError::from))
+            .read(move |c| {
+                Ok::<_, ApiError>((
+                    crate::risk::any_stale_seen_codes(c, now)?,
+                    paycode_db::guess_counters::any_older_than(c, counters_before_ms)
+                        .map_err(StoreError::from)?,
+                ))
+            })
             .await?;
-        if due {
+        if codes_due || counters_due {
             self.db()
                 .write(move |c| {
-                    crate::risk::prune_seen_codes(c, now, batch).map_err(ApiError::from)
+                    crate::risk::prune_seen_codes(c, now, batch)?;
+                    paycode_db::guess_counters::prune(c, counters_before_ms, batch)
+                        .map_err(StoreError::from)?;
+                    Ok::<_, ApiError>(())
                 })
                 .await?;
         }

@@ -1,6 +1,7 @@
 //! The acquirer's configuration: one typed struct, every limit and timeout named with its unit,
 //! validated once at start-up.
 
+use paycode_core::guess::SourceLimit;
 use paycode_http::Signer;
 use std::path::PathBuf;
 
@@ -53,6 +54,12 @@ pub struct Limits {
     pub background_idle_ms: u64,
     /// How often other processes' reference-data changes are picked up.
     pub registry_reload_s: u64,
+    /// Failed code look-ups (the wallet answered `INVALID_CODE`) allowed per merchant client, per
+    /// merchant and per terminal in a window; a source over its limit is answered
+    /// `REQUEST_TRAFFIC_EXCEED_LIMIT` before any wallet is called, and nobody else is affected.
+    pub guess_per_client: SourceLimit,
+    pub guess_per_merchant: SourceLimit,
+    pub guess_per_terminal: SourceLimit,
 }
 
 impl Default for Limits {
@@ -73,6 +80,18 @@ impl Default for Limits {
             notify_timeout_ms: 5_000,
             background_idle_ms: 200,
             registry_reload_s: 10,
+            guess_per_client: SourceLimit {
+                failures_max: 300,
+                window_s: 600,
+            },
+            guess_per_merchant: SourceLimit {
+                failures_max: 100,
+                window_s: 600,
+            },
+            guess_per_terminal: SourceLimit {
+                failures_max: 20,
+                window_s: 600,
+            },
         }
     }
 }
@@ -94,6 +113,9 @@ impl AcquirerConfig {
         if l.background_batch_max == 0 {
             return Err("background_batch_max must be positive".into());
         }
+        l.guess_per_client.validate("guess_per_client")?;
+        l.guess_per_merchant.validate("guess_per_merchant")?;
+        l.guess_per_terminal.validate("guess_per_terminal")?;
         if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
             return Err(format!(
                 "public_url {:?} must be an http(s) URL",

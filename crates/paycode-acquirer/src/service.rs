@@ -13,6 +13,7 @@ use crate::wallet_client::WalletClient;
 use crate::wire;
 use paycode_core::code::PaymentCode;
 use paycode_core::fx::{Flow, FlowRequest, RateTable};
+use paycode_core::guess::{Source, SourceLimit};
 use paycode_core::ledger::JournalEntry;
 use paycode_core::payment::{
     self, CancelDecision, Effect, Outcome, PaymentEvent, PaymentState, RefundEvent, RefundState,
@@ -259,6 +260,8 @@ enum Inserted<T> {
     Existing(T),
     /// Refused by a risk rule: stored as failed, never routed.
     Rejected(T),
+    /// The source is over its guessing limit: nothing stored, nothing routed.
+    Throttled(String),
 }
 
 impl Acquirer {
@@ -267,7 +270,12 @@ impl Acquirer {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
-        let schema = format!("{}{}", store::SCHEMA, crate::risk::SCHEMA);
+        let schema = format!(
+            "{}{}{}",
+            store::SCHEMA,
+            crate::risk::SCHEMA,
+            paycode_db::guess_counters::SCHEMA
+        );
         let db = Db::open(&config.db_path, &schema, paycode_db::DbConfig::default())
             .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
         let registry = Registry::default();
@@ -689,6 +697,7 @@ impl Acquirer {
             .clone();
         let code_key = crate::risk::code_key(input.code.expose_digits());
         let amount = input.amount;
+        let guess_limits = GuessLimits::of(&self.inner.config.limits);
         let inserted = {
             let mut row = row.clone();
             let quotes = [
@@ -702,6 +711,9 @@ impl Acquirer {
                         store::payment_by_request_id(c, &row.client_id, &row.payment_request_id)?
                     {
                         return Ok(Inserted::Existing(p));
+                    }
+                    if let Some(why) = guess_refusal(c, &guess_limits, &row)? {
+                        return Ok(Inserted::Throttled(why));
                     }
                     // Risk: decided in this job, so counters, decision and row are atomic.
                     let merchant = merchant_key(&row);
@@ -774,6 +786,10 @@ impl Acquirer {
             Inserted::Rejected(p) => {
                 tracing::info!(payment_id = %p.payment_id, code = %p.result_code, "payment refused by risk rules");
                 return Ok(p);
+            }
+            Inserted::Throttled(why) => {
+                tracing::warn!(client_id = %input.client_id, code = %input.code.masked(), "{why}");
+                return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
             }
             Inserted::Created(r) => r,
         };
@@ -915,6 +931,7 @@ impl Acquirer {
     ) -> Result<PaymentRow, ApiError> {
         let now = self.now_ms();
         let (id, source) = (payment_id.to_string(), source.to_string());
+        let guess_limits = GuessLimits::of(&self.inner.config.limits);
         let result = self
             .inner
             .db
@@ -948,6 +965,9 @@ impl Acquirer {
                         p.next_check_ms = None;
                         p.updated_ms = now;
                         store::update_payment(c, &p)?;
+                        if next == PaymentState::Fail(ResultCode::INVALID_CODE) {
+                            count_guess(c, &guess_limits, &p)?;
+                        }
                         for effect in effects {
                             match effect {
                                 Effect::PostPayment => {
@@ -1343,6 +1363,9 @@ impl Acquirer {
         let row = match inserted {
             Inserted::Existing(r) if r.status != "PROCESSING" => return Ok(r),
             Inserted::Existing(r) | Inserted::Created(r) | Inserted::Rejected(r) => r,
+            Inserted::Throttled(why) => {
+                return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
+            }
         };
         self.drive_refund(&payment, row).await
     }
@@ -1554,6 +1577,78 @@ impl Acquirer {
 }
 
 /// A repeat of a known `paymentRequestId`.
+/// The acquirer's guessing limits, per source kind.
+#[derive(Clone, Copy)]
+struct GuessLimits {
+    client: SourceLimit,
+    merchant: SourceLimit,
+    terminal: SourceLimit,
+}
+
+impl GuessLimits {
+    fn of(l: &crate::config::Limits) -> GuessLimits {
+        GuessLimits {
+            client: l.guess_per_client,
+            merchant: l.guess_per_merchant,
+            terminal: l.guess_per_terminal,
+        }
+    }
+
+    /// The sources a payment's code look-up counts against: its client, its merchant and, when
+    /// the request names one, its terminal.
+    fn sources<'a>(&self, p: &'a PaymentRow) -> Vec<(Source<'a>, SourceLimit)> {
+        let (client, merchant) = (p.client_id.as_str(), p.reference_merchant_id.as_str());
+        let mut v = vec![
+            (Source::Client { client }, self.client),
+            (Source::Merchant { client, merchant }, self.merchant),
+        ];
+        if let Some(terminal) = p.terminal_id.as_deref().filter(|t| !t.is_empty()) {
+            v.push((
+                Source::Terminal {
+                    client,
+                    merchant,
+                    terminal,
+                },
+                self.terminal,
+            ));
+        }
+        v
+    }
+}
+
+/// Why the payment's source may not look up a code now, if it is over a guessing limit.
+fn guess_refusal(
+    c: &paycode_db::rusqlite::Connection,
+    limits: &GuessLimits,
+    p: &PaymentRow,
+) -> Result<Option<String>, StoreError> {
+    for (src, limit) in limits.sources(p) {
+        let counter = paycode_db::guess_counters::load(c, &src.key())?;
+        if let Some(wait_ms) = limit.refusal(counter, p.created_ms) {
+            return Ok(Some(format!(
+                "too many invalid payment codes from {src} (at most {} in {} s); \
+                 nothing was charged; try again in {} s",
+                limit.failures_max,
+                limit.window_s,
+                (wait_ms + 999) / 1000
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Counts a wallet's `INVALID_CODE` against the payment's sources.
+fn count_guess(
+    c: &paycode_db::rusqlite::Connection,
+    limits: &GuessLimits,
+    p: &PaymentRow,
+) -> Result<(), StoreError> {
+    for (src, limit) in limits.sources(p) {
+        paycode_db::guess_counters::count_failure(c, &src.key(), limit, p.updated_ms)?;
+    }
+    Ok(())
+}
+
 fn replay(p: PaymentRow, hash: &str) -> Result<PaymentRow, ApiError> {
     if p.request_hash == hash {
         Ok(p)

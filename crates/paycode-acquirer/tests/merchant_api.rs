@@ -1129,3 +1129,174 @@ async fn risk_rules_are_data_and_every_decision_is_recorded_with_its_rule() {
         .count();
     assert_eq!(wallet_pays, 2, "only rk-1 and rk-4 reached the wallet");
 }
+
+/// 1,000 random codes from one merchant client: its terminal, then its merchant, then the client
+/// itself are refused before any wallet call, with nothing stored; another client's customers
+/// and the same wallet's genuine users pay at once; the limits survive a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guessing_is_refused_at_its_source_before_any_wallet_call() {
+    use paycode_core::guess::SourceLimit;
+    let limit = |failures_max| SourceLimit {
+        failures_max,
+        window_s: 60,
+    };
+    let h = Harness::with(Options {
+        limits: Limits {
+            guess_per_terminal: limit(5),
+            guess_per_merchant: limit(12),
+            guess_per_client: limit(20),
+            ..Options::default().limits
+        },
+    })
+    .await;
+    h.acq
+        .db()
+        .write(move |c| {
+            paycode_acquirer::registry::upsert_merchant(
+                c,
+                &paycode_acquirer::registry::NewMerchant {
+                    client_id: CLIENT,
+                    reference_merchant_id: "M2",
+                    name: "Second Shop",
+                    mcc: "5812",
+                    currencies: &["SGD".to_string()],
+                    settlement_currency: "SGD",
+                    max_amount_minor: None,
+                    notify_url: None,
+                    active: true,
+                    fee_bps: 0,
+                    time_zone: "Asia/Singapore",
+                    cutoff_minutes: 0,
+                },
+            )?;
+            Ok::<_, paycode_acquirer::ApiError>(())
+        })
+        .await
+        .unwrap();
+    h.acq.registry().reload(h.acq.db()).await.unwrap();
+
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let mut guess = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        format!("{REAL_CII}02{:016}", rng % 10_000_000_000_000_000)
+    };
+    let from = |mut body: Value, merchant: &str, terminal: &str| {
+        body["order"]["merchant"]["referenceMerchantId"] = json!(merchant);
+        body["order"]["env"]["storeTerminalId"] = json!(terminal);
+        body
+    };
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    let mut refused_ids = Vec::new();
+    for i in 0..1_000 {
+        // Terminals T1, T2, T3 of M1 in turn, then a new terminal of M2 for every guess: each
+        // limit in turn ends the guessing.
+        let (merchant, terminal) = match i {
+            0..300 => (MERCHANT, "T1".to_string()),
+            300..600 => (MERCHANT, "T2".to_string()),
+            600..700 => (MERCHANT, "T3".to_string()),
+            _ => ("M2", format!("T{i}")),
+        };
+        let id = format!("GUESS-{i}");
+        let r = h
+            .call(
+                "pay",
+                from(h.pay_body(&id, 100, &guess()), merchant, &terminal),
+            )
+            .await;
+        let code = r["result"]["resultCode"].as_str().unwrap().to_string();
+        if code == "REQUEST_TRAFFIC_EXCEED_LIMIT" {
+            assert_eq!(r["result"]["resultStatus"], "U", "{r}");
+            refused_ids.push(id);
+        }
+        *answers.entry(code).or_default() += 1;
+    }
+    // 5 at T1, 5 at T2, 2 at T3 (the merchant's 12), then 8 at M2 (the client's 20).
+    assert_eq!(answers.get("INVALID_CODE"), Some(&20), "{answers:?}");
+    assert_eq!(
+        answers.get("REQUEST_TRAFFIC_EXCEED_LIMIT"),
+        Some(&980),
+        "{answers:?}"
+    );
+    // Nothing was stored for a refused request, and no wallet saw it.
+    let stored = h
+        .sql_i64(
+            "SELECT COUNT(*) FROM payments WHERE client_id = ?1",
+            CLIENT.to_string(),
+        )
+        .await;
+    assert_eq!(stored, 20);
+    for id in [&refused_ids[0], &refused_ids[979]] {
+        let r = h
+            .call("inquiryPayment", json!({"paymentRequestId": id}))
+            .await;
+        assert_eq!(r["result"]["resultCode"], "ORDER_NOT_EXIST", "{r}");
+    }
+    // The guessing client is refused even a genuine code, with the reason and when to retry.
+    let alice_code = h.code_for("alice").await;
+    let r = h
+        .call(
+            "pay",
+            from(h.pay_body("GENUINE-1", 100, &alice_code), "M2", "T9"),
+        )
+        .await;
+    assert_eq!(r["result"]["resultCode"], "REQUEST_TRAFFIC_EXCEED_LIMIT");
+    let message = r["result"]["resultMessage"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("client {CLIENT}")) && message.contains("try again in"),
+        "{message}"
+    );
+    // Another merchant client's customers, the same wallet's genuine users: paid at once.
+    let before = h.balance("alice").await;
+    for (i, user) in ["alice", "carol", "alice"].iter().enumerate() {
+        let code = h.code_for(user).await;
+        let body = from(h.pay_body(&format!("OTHER-{i}"), 100, &code), "O1", "T1");
+        let r = h.call_as(&h.other, "pay", body).await;
+        assert_eq!(r["result"]["resultCode"], "SUCCESS", "{user}: {r}");
+    }
+    assert_eq!(h.balance("alice").await, before - 200);
+    // Restart: the counters are in the store, so the client is still refused; others still pay.
+    let (acq, url) = h.reopen_acquirer().await;
+    let post = |client: &paycode_http::SignedClient, body: Value| {
+        let url = format!("{url}/ams/api/v1/payments/pay");
+        let client = client.clone();
+        async move { client.post::<Value, Value>(&url, &body).await.unwrap() }
+    };
+    let r = post(
+        &h.merchant,
+        from(
+            h.pay_body("AFTER-1", 100, &h.code_for("alice").await),
+            MERCHANT,
+            "T7",
+        ),
+    )
+    .await;
+    assert_eq!(
+        r["result"]["resultCode"], "REQUEST_TRAFFIC_EXCEED_LIMIT",
+        "{r}"
+    );
+    let r = post(
+        &h.other,
+        from(
+            h.pay_body("AFTER-2", 100, &h.code_for("alice").await),
+            "O1",
+            "T1",
+        ),
+    )
+    .await;
+    assert_eq!(r["result"]["resultCode"], "SUCCESS", "{r}");
+    // When the window has closed the client may try again.
+    acq.clock().advance_ms(61_000);
+    let r = post(
+        &h.merchant,
+        from(
+            h.pay_body("AFTER-3", 100, &h.code_for("alice").await),
+            MERCHANT,
+            "T7",
+        ),
+    )
+    .await;
+    assert_eq!(r["result"]["resultCode"], "SUCCESS", "{r}");
+    assert_eq!(h.balance("alice").await, before - 400);
+}

@@ -13,7 +13,7 @@ use paycode_acquirer::{Acquirer, AcquirerConfig, ApiError, Limits};
 use paycode_core::Currency;
 use paycode_http::{SignedClient, Signer};
 use paycode_sign::PrivateKey;
-use paycode_wallet::{CodeMaterial, NewUser, Wallet, WalletConfig, generate_code};
+use paycode_wallet::{CodeDisplay, CodeMaterial, NewUser, Wallet, WalletConfig};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -241,7 +241,7 @@ impl Env {
             .unwrap();
         assert!(m.result.is_success(), "register {user}: {:?}", m.result);
         let material = CodeMaterial::from_device_material(&m).unwrap();
-        generate_code(&material, chrono::Utc::now().timestamp() as u64)
+        first_code(&material)
     }
 
     /// Pays; returns the answer.
@@ -1165,4 +1165,14 @@ async fn closing_a_day_twice_makes_a_further_batch_and_never_reopens_the_first()
         0
     );
     assert_eq!(env.acq.audit().await.unwrap(), vec![]);
+}
+
+/// The first code a new phone shows now.
+fn first_code(material: &CodeMaterial) -> String {
+    let now_s = chrono::Utc::now().timestamp() as u64;
+    CodeDisplay::default()
+        .next(material, now_s)
+        .expect("a new phone can always show a code")
+        .0
+        .digits
 }

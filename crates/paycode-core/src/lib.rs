@@ -13,6 +13,7 @@ pub mod currency;
 pub mod ecb;
 pub mod fee;
 pub mod fx;
+pub mod guess;
 pub mod ledger;
 pub mod money;
 pub mod payment;

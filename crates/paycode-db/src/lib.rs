@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 
 pub use rusqlite;
 
+pub mod guess_counters;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database error: {0}")]

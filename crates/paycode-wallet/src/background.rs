@@ -1,6 +1,6 @@
 //! The wallet's background work, as one bounded pass that a loop or a test can drive: close
-//! challenges past their deadline (queuing `notifyPayment F`), then attempt every due
-//! `notifyPayment`. A notification is delivered when the acquirer answers HTTP 200 with a signed
+//! challenges past their deadline (queuing `notifyPayment F`), forget used codes and guessing
+//! counters that can no longer matter, then attempt every due `notifyPayment`. A notification is delivered when the acquirer answers HTTP 200 with a signed
 //! `result` of status `S`; anything else is retried on the configured schedule.
 
 use crate::Inner;
@@ -20,6 +20,9 @@ pub(crate) async fn run_once(inner: &Arc<Inner>) -> anyhow::Result<usize> {
             .await
             .context("closing challenges past their deadline")?;
     }
+    work += store::prune_code_state(inner, batch)
+        .await
+        .context("forgetting used codes and closed guessing windows")?;
     let notes = store::due_notifications(inner, batch)
         .await
         .context("listing due notifications")?;

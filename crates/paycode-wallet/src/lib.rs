@@ -34,11 +34,14 @@ use paycode_core::{Currency, Money};
 use paycode_db::{Db, DbConfig, DbError};
 use paycode_http::{SignedClient, Signer};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use code::{CodeMaterial, CodeMaterialError, GuessLimits, generate_code};
+pub use code::{
+    CodeDisplay, CodeMaterial, CodeMaterialError, GuessLimits, ShownCode, SlotSuspicion,
+    TooManyCodes, generate_code_at,
+};
 pub use store::{AuditFinding, SCHEMA};
 
 /// The wallet's idea of "now", injectable so that tests move time instead of sleeping.
@@ -113,6 +116,8 @@ pub struct WalletConfig {
     pub password_max_attempts: u32,
     /// Argon2id memory cost; lower only in tests.
     pub password_memory_kib: u32,
+    /// Failed code look-ups allowed per acquirer merchant and terminal, and the per-slot
+    /// threshold after which codes need the password.
     pub guess_limits: GuessLimits,
     /// Pause between background passes of [`Wallet::spawn_background`].
     pub background_interval_ms: u64,
@@ -196,6 +201,9 @@ impl WalletConfig {
                 self.name
             ));
         }
+        if let Err(e) = self.guess_limits.validate() {
+            return bad(format!("wallet {}: {e}", self.name));
+        }
         Ok(())
     }
 }
@@ -266,7 +274,6 @@ pub struct Wallet {
 pub(crate) struct Inner {
     pub(crate) config: WalletConfig,
     pub(crate) db: Db,
-    pub(crate) limiter: Mutex<code::GuessLimiter>,
     pub(crate) notify_client: SignedClient,
     id_counter: AtomicU64,
 }
@@ -305,7 +312,8 @@ impl Wallet {
     pub fn open(config: WalletConfig) -> anyhow::Result<Wallet> {
         use anyhow::Context;
         config.validate()?;
-        let db = Db::open(&config.db_path, SCHEMA, DbConfig::default())
+        let schema = format!("{SCHEMA}{}", paycode_db::guess_counters::SCHEMA);
+        let db = Db::open(&config.db_path, &schema, DbConfig::default())
             .with_context(|| format!("opening the store of wallet {}", config.name))?;
         let notify_client = SignedClient::new(
             &config.client_id,
@@ -317,7 +325,6 @@ impl Wallet {
         store::random_bytes(&mut seed);
         Ok(Wallet {
             inner: Arc::new(Inner {
-                limiter: Mutex::new(code::GuessLimiter::new(config.guess_limits)),
                 config,
                 db,
                 notify_client,

@@ -111,7 +111,7 @@ fn money(field: &str, a: &paycode_proto::Amount) -> Result<Money, ResultInfo> {
     Ok(m)
 }
 
-fn pay_input(r: &PayRequest) -> Result<store::PayInput, ResultInfo> {
+fn pay_input(r: &PayRequest, acquirer: &str) -> Result<store::PayInput, ResultInfo> {
     request_id("paymentRequestId", &r.payment_request_id)?;
     let pay_to = money("payToAmount", &r.pay_to_amount)?;
     let amount = money("paymentAmount", &r.payment_amount)?;
@@ -147,6 +147,16 @@ fn pay_input(r: &PayRequest) -> Result<store::PayInput, ResultInfo> {
         store_name,
         expiry_ms: expiry.timestamp_millis(),
         notify_url: r.payment_notify_url.clone().filter(|u| !u.is_empty()),
+        source: store::CodeSource {
+            acquirer: acquirer.to_string(),
+            merchant: merchant.reference_merchant_id.clone(),
+            terminal: r
+                .order
+                .env
+                .as_ref()
+                .and_then(|e| e.store_terminal_id.clone())
+                .filter(|t| !t.is_empty()),
+        },
     })
 }
 
@@ -174,7 +184,9 @@ fn only(result: ResultInfo) -> PayResponse {
 }
 
 async fn pay(State(inner): St, req: SignedRequest) -> Response {
-    let body = match verify_and_parse::<PayRequest>(&inner, &req).and_then(|r| pay_input(&r)) {
+    let body = match verify_and_parse::<PayRequest>(&inner, &req)
+        .and_then(|r| pay_input(&r, req.client_id.as_deref().unwrap_or_default()))
+    {
         Err(result) => only(result),
         Ok(input) => {
             let prid = input.prid.clone();

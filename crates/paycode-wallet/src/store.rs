@@ -8,7 +8,7 @@
 //! appends the user's ledger row together; `notifyPayment` is queued through [`enqueue_notify`]
 //! in the same job as the state change it reports (outbox).
 
-use crate::code::{self, CodeCheck, SECRET_LEN};
+use crate::code::{self, OtpMatch, SECRET_LEN};
 use crate::policy::{self, Decision, UserLimits};
 use crate::{Inner, NewUser, WalletError, iso_ms};
 use aws_lc_rs::digest;
@@ -16,8 +16,9 @@ use aws_lc_rs::rand::SecureRandom;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use paycode_core::ResultCode;
-use paycode_db::ExecCached;
+use paycode_core::guess::{Source, SourceLimit};
 use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+use paycode_db::{ExecCached, guess_counters};
 use paycode_proto::{Amount, ResultInfo};
 use std::sync::Arc;
 
@@ -43,10 +44,19 @@ CREATE TABLE IF NOT EXISTS devices (
     token_hash TEXT NOT NULL UNIQUE,
     slot TEXT NOT NULL UNIQUE,
     secret BLOB NOT NULL,
-    last_used_step INTEGER,
     created_at_ms INTEGER NOT NULL,
     rotated_at_ms INTEGER NOT NULL
 );
+-- Codes that paid (or were tried in a payment), so each pays once. Kept only while a code could
+-- still be inside its window; the slot (never reused) keeps rotated devices apart.
+CREATE TABLE IF NOT EXISTS used_codes (
+    slot TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    used_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (slot, step, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_codes_by_time ON used_codes(used_at_ms);
 CREATE TABLE IF NOT EXISTS retired_slots (
     slot TEXT PRIMARY KEY,
     device_id TEXT NOT NULL,
@@ -583,6 +593,8 @@ pub(crate) struct PayInput {
     pub store_name: Option<String>,
     pub expiry_ms: i64,
     pub notify_url: Option<String>,
+    /// Who sent it, for the guessing limits.
+    pub source: CodeSource,
 }
 
 pub(crate) enum PayOutcome {
@@ -593,64 +605,138 @@ pub(crate) enum PayOutcome {
 struct DeviceHit {
     device_id: String,
     user_name: String,
+    /// Wrong codes were tried for this slot recently: the payment needs the password.
+    suspect: bool,
 }
 
-/// Checks a code and, when it is accepted, marks its step used (in the caller's job).
+/// Who sent a code look-up, as the acquirer's request names it: the acquirer (its verified
+/// `Client-Id`), the merchant and, when given, the terminal.
+#[derive(Debug, Clone)]
+pub(crate) struct CodeSource {
+    pub acquirer: String,
+    pub merchant: String,
+    pub terminal: Option<String>,
+}
+
+impl CodeSource {
+    fn limited(&self, limits: &code::GuessLimits) -> Vec<(Source<'_>, SourceLimit)> {
+        let mut v = vec![(
+            Source::Merchant {
+                client: &self.acquirer,
+                merchant: &self.merchant,
+            },
+            limits.per_merchant,
+        )];
+        if let Some(terminal) = self.terminal.as_deref() {
+            v.push((
+                Source::Terminal {
+                    client: &self.acquirer,
+                    merchant: &self.merchant,
+                    terminal,
+                },
+                limits.per_terminal,
+            ));
+        }
+        v
+    }
+}
+
+fn slot_key(slot: &str) -> String {
+    format!("s\u{1f}{slot}")
+}
+
+/// Checks a code and, when it is accepted, marks it used (in the caller's job). A source over its
+/// guessing limit is refused before the code is looked at; a failed look-up counts against the
+/// source (and, for a known slot, against the slot, which makes its next payments need the
+/// password). Nothing here ever refuses a genuine code because of failures counted elsewhere.
 fn check_code(
     inner: &Inner,
     conn: &Connection,
     code_digits: &str,
+    source: &CodeSource,
     now_ms: i64,
-) -> Result<Result<DeviceHit, ResultCode>, WalletError> {
+) -> Result<Result<DeviceHit, (ResultCode, String)>, WalletError> {
     let cfg = &inner.config;
-    let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
-    let mut limiter = inner.limiter.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(parsed) = code::parse_code(code_digits, &cfg.cii) else {
-        limiter.record_failure(None, now_s);
-        return Ok(Err(ResultCode::INVALID_CODE));
+    let limits = &cfg.guess_limits;
+    let sources = source.limited(limits);
+    for (src, limit) in &sources {
+        if let Some(wait_ms) = limit.refusal(guess_counters::load(conn, &src.key())?, now_ms) {
+            tracing::warn!(wallet = %cfg.name, code = %paycode_core::code::mask(code_digits),
+                source = %src, "code look-up refused: the source is over its guessing limit");
+            return Ok(Err((
+                ResultCode::RISK_REJECT,
+                format!(
+                    "too many invalid payment codes from {src} (at most {} in {} s); try again in {} s",
+                    limit.failures_max,
+                    limit.window_s,
+                    (wait_ms + 999) / 1000
+                ),
+            )));
+        }
+    }
+    let fail = |conn: &Connection, slot: Option<&str>| -> Result<(), WalletError> {
+        for (src, limit) in &sources {
+            guess_counters::count_failure(conn, &src.key(), *limit, now_ms)?;
+        }
+        if let Some(slot) = slot {
+            guess_counters::count_failure(conn, &slot_key(slot), limits.slot.limit, now_ms)?;
+        }
+        Ok(())
     };
-    let device: Option<(String, String, Vec<u8>, Option<i64>)> = conn
-        .query_row(
-            "SELECT device_id, user_name, secret, last_used_step FROM devices WHERE slot = ?1",
+    let invalid = || {
+        Ok(Err((
+            ResultCode::INVALID_CODE,
+            ResultCode::INVALID_CODE.default_message().to_string(),
+        )))
+    };
+    let Some(parsed) = code::parse_code(code_digits, &cfg.cii) else {
+        fail(conn, None)?;
+        return invalid();
+    };
+    let device: Option<(String, String, Vec<u8>)> = conn
+        .query_row_cached(
+            "SELECT device_id, user_name, secret FROM devices WHERE slot = ?1",
             params![parsed.slot],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let known = device.as_ref().map(|_| parsed.slot.as_str());
-    if let Err(limited) = limiter.allow(known, now_s) {
-        tracing::warn!(wallet = %cfg.name, code = %paycode_core::code::mask(code_digits), ?limited,
-            "code look-up refused by the guessing limit");
-        return Ok(Err(ResultCode::RISK_REJECT));
-    }
-    let Some((device_id, user_name, secret, last_used)) = device else {
-        limiter.record_failure(None, now_s);
-        return Ok(Err(ResultCode::INVALID_CODE));
+    let Some((device_id, user_name, secret)) = device else {
+        fail(conn, None)?;
+        return invalid();
     };
-    let last_used = last_used.and_then(|s| u64::try_from(s).ok());
-    match code::check_otp(
-        &secret,
-        &cfg.cii,
-        &parsed.slot,
-        &parsed.otp_text,
-        inner.window(),
-        now_s,
-        last_used,
-    ) {
-        CodeCheck::Accepted { step } => {
+    let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
+    let expired = || {
+        Ok(Err((
+            ResultCode::EXPIRED_CODE,
+            ResultCode::EXPIRED_CODE.default_message().to_string(),
+        )))
+    };
+    match code::match_otp(&secret, &cfg.cii, &parsed, inner.window(), now_s) {
+        OtpMatch::Live { step } => {
             let step = i64::try_from(step).map_err(|_| WalletError::Overflow)?;
-            conn.exec_cached(
-                "UPDATE devices SET last_used_step = ?2 WHERE device_id = ?1",
-                params![device_id, step],
+            let fresh = conn.exec_cached(
+                "INSERT INTO used_codes (slot, step, seq, used_at_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+                params![parsed.slot, step, i64::from(parsed.seq), now_ms],
             )?;
+            if fresh == 0 {
+                return expired();
+            }
+            let suspect = limits
+                .slot
+                .limit
+                .refusal(guess_counters::load(conn, &slot_key(&parsed.slot))?, now_ms)
+                .is_some();
             Ok(Ok(DeviceHit {
                 device_id,
                 user_name,
+                suspect,
             }))
         }
-        CodeCheck::Expired => Ok(Err(ResultCode::EXPIRED_CODE)),
-        CodeCheck::Invalid => {
-            limiter.record_failure(Some(&parsed.slot), now_s);
-            Ok(Err(ResultCode::INVALID_CODE))
+        OtpMatch::Old => expired(),
+        OtpMatch::None => {
+            fail(conn, Some(&parsed.slot))?;
+            invalid()
         }
     }
 }
@@ -703,8 +789,8 @@ fn pay_tx(inner: &Inner, conn: &Connection, input: PayInput) -> Result<PayOutcom
             now_ms,
         );
     } else {
-        match check_code(inner, conn, &input.code, now_ms)? {
-            Err(code) => set_fail(&mut p, code, code.default_message(), now_ms),
+        match check_code(inner, conn, &input.code, &input.source, now_ms)? {
+            Err((code, message)) => set_fail(&mut p, code, &message, now_ms),
             Ok(hit) => {
                 p.device_id = Some(hit.device_id);
                 p.user_name = Some(hit.user_name.clone());
@@ -716,7 +802,15 @@ fn pay_tx(inner: &Inner, conn: &Connection, input: PayInput) -> Result<PayOutcom
                     Some(user) => {
                         p.customer_id = Some(user.customer_id.clone());
                         let today = paid_today(conn, &hit.user_name, now_ms)?;
-                        match policy::decide(&user.limits, input.amount_minor, today) {
+                        let mut decision = policy::decide(&user.limits, input.amount_minor, today);
+                        if hit.suspect && decision == Decision::PayNow {
+                            decision = Decision::Challenge {
+                                reason: "wrong payment codes were tried for this phone; \
+                                         confirm with your password"
+                                    .to_string(),
+                            };
+                        }
+                        match decision {
                             Decision::Reject(c) => set_fail(&mut p, c, c.default_message(), now_ms),
                             Decision::PayNow => {
                                 p.state = PayState::Success;
@@ -1075,6 +1169,52 @@ pub(crate) async fn due_challenges(
             )?;
             let rows = st.query_map(params![now_ms, limit], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+}
+
+/// Forgets used codes that are outside every window and guessing counters whose window has
+/// closed, at most `limit` rows of each. Reads first, so an idle pass writes nothing.
+pub(crate) async fn prune_code_state(
+    inner: &Arc<Inner>,
+    batch: usize,
+) -> Result<usize, WalletError> {
+    let now_ms = inner.now_ms();
+    let window = inner.window();
+    let used_before_ms = now_ms
+        .saturating_sub(i64::try_from(window.remember_used_s()).unwrap_or(i64::MAX / 2000) * 1000);
+    let g = &inner.config.guess_limits;
+    let longest_ms = [g.per_merchant, g.per_terminal, g.slot.limit]
+        .iter()
+        .map(|l| l.window_ms())
+        .max()
+        .unwrap_or(0);
+    let counters_before_ms = now_ms.saturating_sub(longest_ms);
+    let any = inner
+        .db
+        .read(move |c| {
+            let used: bool = c.query_row_cached(
+                "SELECT EXISTS (SELECT 1 FROM used_codes WHERE used_at_ms < ?1)",
+                params![used_before_ms],
+                |r| r.get(0),
+            )?;
+            Ok::<bool, WalletError>(used || guess_counters::any_older_than(c, counters_before_ms)?)
+        })
+        .await?;
+    if !any {
+        return Ok(0);
+    }
+    let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+    inner
+        .db
+        .write(move |c| {
+            let used = c.exec_cached(
+                "DELETE FROM used_codes WHERE (slot, step, seq) IN (SELECT slot, step, seq \
+                 FROM used_codes WHERE used_at_ms < ?1 ORDER BY used_at_ms LIMIT ?2)",
+                params![used_before_ms, limit],
+            )?;
+            let counters = guess_counters::prune(c, counters_before_ms, batch)?;
+            Ok::<usize, WalletError>(used + counters)
         })
         .await
 }
@@ -1649,9 +1789,15 @@ pub(crate) async fn rotate_device(
                 params![old_slot, device_id, now_ms],
             )?;
             conn.exec_cached(
-                "UPDATE devices SET slot = ?2, secret = ?3, token_hash = ?4, last_used_step = NULL, \
+                "UPDATE devices SET slot = ?2, secret = ?3, token_hash = ?4, \
                  rotated_at_ms = ?5 WHERE device_id = ?1",
-                params![device_id, creds.slot, creds.secret, sha256_hex(creds.token.as_bytes()), now_ms],
+                params![
+                    device_id,
+                    creds.slot,
+                    creds.secret,
+                    sha256_hex(creds.token.as_bytes()),
+                    now_ms
+                ],
             )?;
             Ok(creds)
         })

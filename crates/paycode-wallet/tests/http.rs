@@ -13,7 +13,9 @@ use paycode_proto::mpp::{
     CANCEL_PATH, CancelResponse, INQUIRY_PATH, InquiryResponse, NOTIFY_PATH, NotifyPayment,
     PAY_PATH, PayResponse, REFUND_PATH, RefundResponse,
 };
-use paycode_wallet::{CodeMaterial, ManualClock, NewUser, Wallet, WalletConfig, generate_code};
+use paycode_wallet::{
+    CodeDisplay, CodeMaterial, ManualClock, NewUser, Wallet, WalletConfig, generate_code_at,
+};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -94,6 +96,18 @@ struct Env {
 struct Device {
     token: String,
     material: CodeMaterial,
+    /// The phone's memory of the last code it showed.
+    display: Mutex<CodeDisplay>,
+}
+
+impl Device {
+    fn new(m: &DeviceMaterial) -> Device {
+        Device {
+            token: m.device_token.clone().unwrap(),
+            material: CodeMaterial::from_device_material(m).unwrap(),
+            display: Mutex::new(CodeDisplay::default()),
+        }
+    }
 }
 
 impl Env {
@@ -169,20 +183,27 @@ impl Env {
             .await
             .unwrap();
         assert_eq!(m.result.result_status, "S", "{m:?}");
-        Device {
-            token: m.device_token.clone().unwrap(),
-            material: CodeMaterial::from_device_material(&m).unwrap(),
-        }
+        Device::new(&m)
     }
 
     fn now_s(&self) -> u64 {
         u64::try_from(paycode_wallet::Clock::now_ms(&*self.clock) / 1000).unwrap()
     }
 
-    /// A fresh code: moves the clock to the next step first, since a device pays once per step.
+    /// The next code the phone shows now: a new one at every call, as a real display.
     fn code(&self, d: &Device) -> String {
-        self.clock.advance_ms(30_000);
-        generate_code(&d.material, self.now_s())
+        let mut display = d.display.lock().unwrap();
+        let (shown, next) = display.next(&d.material, self.now_s()).unwrap();
+        *display = next;
+        shown.digits
+    }
+
+    /// Opens the same store again, as after a restart (same configuration, same clock).
+    async fn restart(&mut self) {
+        let cfg = self.wallet.config().clone();
+        self.wallet.close();
+        self.wallet = Wallet::open(cfg).unwrap();
+        self.url = serve(self.wallet.router()).await;
     }
 
     fn iso_in(&self, ms: i64) -> String {
@@ -606,18 +627,18 @@ async fn replayed_code_is_expired_even_after_a_failed_payment() {
         "EXPIRED_CODE"
     );
     // An old code shown minutes ago is expired; a made-up one is invalid; so is a foreign CII.
-    let old = generate_code(&d.material, env.now_s() - 300);
+    let old = generate_code_at(&d.material, (env.now_s() - 300) / 30, 0);
     assert_eq!(
         code_of(&env.pay("P8e", 100, &old).await.result),
         "EXPIRED_CODE"
     );
     let forged = format!(
         "{}{}",
-        &fresh[..16],
-        if &fresh[16..] == "00000000" {
-            "00000001"
+        &fresh[..17],
+        if &fresh[17..] == "0000000" {
+            "0000001"
         } else {
-            "00000000"
+            "0000000"
         }
     );
     assert_eq!(
@@ -633,28 +654,169 @@ async fn replayed_code_is_expired_even_after_a_failed_payment() {
 }
 
 #[tokio::test]
-async fn guessing_is_rate_limited_per_slot() {
+async fn every_display_is_a_new_code_and_unused_older_codes_still_pay() {
+    let env = Env::new().await;
+    env.user("nora", 5_000, 5_000, 5_000).await;
+    let d = env.register("nora").await;
+    // Two codes shown one after the other, within the same second: both pay.
+    let first = env.code(&d);
+    let second = env.code(&d);
+    assert_ne!(first, second);
+    assert_eq!(
+        code_of(&env.pay("F1", 100, &second).await.result),
+        "SUCCESS"
+    );
+    assert_eq!(code_of(&env.pay("F2", 100, &first).await.result), "SUCCESS");
+    // An older code that was never used still pays while it is valid, after newer ones paid.
+    let older = env.code(&d);
+    let newer = env.code(&d);
+    assert_eq!(code_of(&env.pay("F3", 100, &newer).await.result), "SUCCESS");
+    env.clock.advance_ms(45_000);
+    assert_eq!(code_of(&env.pay("F4", 100, &older).await.result), "SUCCESS");
+    // A used code is expired, even for another payment id.
+    assert_eq!(
+        code_of(&env.pay("F5", 100, &newer).await.result),
+        "EXPIRED_CODE"
+    );
+    assert_eq!(env.balance("nora").await, 5_000 - 4 * 100);
+    env.assert_consistent().await;
+}
+
+/// A known slot's wrong values never stop its user paying: after a few the genuine code still
+/// pays at once, and after many it still pays — with the password, so that a lucky guess could
+/// not complete alone.
+#[tokio::test]
+async fn wrong_codes_on_a_known_slot_never_lock_its_user_out() {
     let env = Env::new().await;
     env.user("jade", 5_000, 5_000, 5_000).await;
     let d = env.register("jade").await;
     let slot = d.material.slot.clone();
+    let guess = |i: u32| format!("28100102{slot}0{:07}", 1_111_111 + i);
     for i in 0..5 {
-        let guess = format!("28100102{slot}{:08}", 11_111_111 + i);
         assert_eq!(
-            code_of(&env.pay(&format!("G{i}"), 100, &guess).await.result),
+            code_of(&env.pay(&format!("W{i}"), 100, &guess(i)).await.result),
             "INVALID_CODE"
         );
     }
     let good = env.code(&d);
-    assert_eq!(
-        code_of(&env.pay("G5", 100, &good).await.result),
-        "RISK_REJECT",
-        "slot is paused"
+    assert_eq!(code_of(&env.pay("G5", 100, &good).await.result), "SUCCESS");
+    for i in 5..12 {
+        assert_eq!(
+            code_of(&env.pay(&format!("W{i}"), 100, &guess(i)).await.result),
+            "INVALID_CODE"
+        );
+    }
+    let good = env.code(&d);
+    let r = env.pay("G12", 100, &good).await;
+    assert_eq!(code_of(&r.result), "PAYMENT_IN_PROCESS", "{r:?}");
+    let list = env.challenges(&d).await;
+    assert_eq!(list.challenges.len(), 1);
+    assert!(
+        list.challenges[0].reason.contains("wrong payment codes"),
+        "{:?}",
+        list.challenges[0]
     );
-    // After the window the slot works again, with a fresh code (the refused one was not used).
+    let out = env
+        .confirm(&d, &list.challenges[0].challenge_id, PASSWORD)
+        .await;
+    assert_eq!(out.result.result_status, "S", "{out:?}");
+    assert_eq!(env.balance("jade").await, 5_000 - 200);
+    // Once the window has passed, codes pay without the password again.
     env.clock.advance_ms(600_000);
     let good = env.code(&d);
-    assert_eq!(code_of(&env.pay("G6", 100, &good).await.result), "SUCCESS");
+    assert_eq!(code_of(&env.pay("G13", 100, &good).await.result), "SUCCESS");
+    env.drain().await;
+    env.assert_consistent().await;
+}
+
+/// 1,000 random codes from one merchant's terminal: that terminal is refused, and only it;
+/// genuine codes from the other terminals and merchants pay at once, before and after a restart.
+#[tokio::test]
+async fn guessing_is_refused_at_its_source_only_and_survives_a_restart() {
+    let mut env = Env::new().await;
+    env.user("omar", 50_000, 50_000, 50_000).await;
+    env.user("pia", 50_000, 50_000, 50_000).await;
+    let omar = env.register("omar").await;
+    let pia = env.register("pia").await;
+    fn from(body: &mut Value, merchant: &str, terminal: &str) {
+        body["order"]["merchant"]["referenceMerchantId"] = json!(merchant);
+        body["order"]["env"] = json!({"storeTerminalId": terminal});
+    }
+    fn pay_from(env: &Env, prid: &str, code: &str, merchant: &str, terminal: &str) -> Value {
+        let mut body = env.pay_body(prid, 100, code);
+        from(&mut body, merchant, terminal);
+        body
+    }
+    let mut rng = 0x1234_5678_u64;
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..1_000 {
+        rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let code = format!("28100102{:016}", rng % 10_000_000_000_000_000);
+        let mut body = env.pay_body(&format!("X{i}"), 100, &code);
+        from(&mut body, "M-evil", "T-1");
+        let r: PayResponse = env.mpp(PAY_PATH, &body).await;
+        *answers.entry(code_of(&r.result).to_string()).or_default() += 1;
+    }
+    // The terminal limit (60 in 10 minutes) ends the guessing; the rest is refused unchecked.
+    assert_eq!(answers.get("INVALID_CODE"), Some(&60), "{answers:?}");
+    assert_eq!(answers.get("RISK_REJECT"), Some(&940), "{answers:?}");
+    // The guessing terminal is refused even a genuine code, with a message saying why.
+    let r: PayResponse = env
+        .mpp(
+            PAY_PATH,
+            &pay_from(&env, "Y0", &env.code(&omar), "M-evil", "T-1"),
+        )
+        .await;
+    assert_eq!(code_of(&r.result), "RISK_REJECT");
+    assert!(
+        r.result
+            .result_message
+            .contains("terminal T-1 of merchant M-evil"),
+        "{:?}",
+        r.result
+    );
+    // The same merchant's other terminal, another merchant, and the same users: all pay.
+    for (prid, d, merchant, terminal) in [
+        ("Y1", &omar, "M-evil", "T-2"),
+        ("Y2", &omar, "M-good", "T-1"),
+        ("Y3", &pia, "M-good", "T-9"),
+    ] {
+        let r: PayResponse = env
+            .mpp(
+                PAY_PATH,
+                &pay_from(&env, prid, &env.code(d), merchant, terminal),
+            )
+            .await;
+        assert_eq!(code_of(&r.result), "SUCCESS", "{prid}: {r:?}");
+    }
+    // The limit is stored: after a restart the terminal is still refused, the others still pay.
+    env.restart().await;
+    let r: PayResponse = env
+        .mpp(
+            PAY_PATH,
+            &pay_from(&env, "Y4", &env.code(&pia), "M-evil", "T-1"),
+        )
+        .await;
+    assert_eq!(code_of(&r.result), "RISK_REJECT", "{r:?}");
+    let r: PayResponse = env
+        .mpp(
+            PAY_PATH,
+            &pay_from(&env, "Y5", &env.code(&pia), "M-good", "T-1"),
+        )
+        .await;
+    assert_eq!(code_of(&r.result), "SUCCESS", "{r:?}");
+    // When the window has closed, the terminal may try again.
+    env.clock.advance_ms(600_000);
+    let r: PayResponse = env
+        .mpp(
+            PAY_PATH,
+            &pay_from(&env, "Y6", &env.code(&pia), "M-evil", "T-1"),
+        )
+        .await;
+    assert_eq!(code_of(&r.result), "SUCCESS", "{r:?}");
+    assert_eq!(env.balance("omar").await, 50_000 - 200);
+    assert_eq!(env.balance("pia").await, 50_000 - 300);
+    env.drain().await;
     env.assert_consistent().await;
 }
 
@@ -667,17 +829,14 @@ async fn rotation_retires_the_old_slot() {
         .customer_post(&d, "/customer/v1/devices/rotate", json!({}))
         .await;
     assert_eq!(m.result.result_status, "S");
-    let rotated = Device {
-        token: m.device_token.clone().unwrap(),
-        material: CodeMaterial::from_device_material(&m).unwrap(),
-    };
+    let rotated = Device::new(&m);
     assert_ne!(rotated.material.slot, d.material.slot);
     let old = env.code(&d);
     assert_eq!(
         code_of(&env.pay("R1", 100, &old).await.result),
         "INVALID_CODE"
     );
-    let new = generate_code(&rotated.material, env.now_s());
+    let new = env.code(&rotated);
     assert_eq!(code_of(&env.pay("R2", 100, &new).await.result), "SUCCESS");
     let stale: Value = env
         .http

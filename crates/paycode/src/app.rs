@@ -8,12 +8,14 @@
 
 use crate::app_device::{
     CustomerApi, Device, ensure_device, find_user, now_unix_s, register_device, save_device,
+    show_stored_code,
 };
 use crate::demo_file::DemoFile;
 use crate::render;
 use crate::tools_common::show_amount;
 use anyhow::Context;
 use paycode_proto::customer::Challenge;
+use paycode_wallet::ShownCode;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -167,10 +169,11 @@ async fn session(
 /// What the screen shows for one code.
 pub fn code_screen(
     user: &str,
-    digits: &str,
-    seconds_left: u64,
+    shown: &ShownCode,
+    now_s: u64,
     color: bool,
 ) -> anyhow::Result<String> {
+    let digits = shown.digits.as_str();
     let qr = render::terminal_qr(digits, color)?;
     let bar = render::terminal_barcode(digits, color)?;
     let grouped: Vec<String> = digits
@@ -181,19 +184,29 @@ pub fn code_screen(
     Ok(format!(
         "Payment code for {user}\n\n{qr}\n{bar}\n  {}\n\n{}",
         grouped.join(" "),
-        countdown_line(seconds_left)
+        validity_line(shown, now_s)
     ))
 }
 
-fn countdown_line(seconds_left: u64) -> String {
-    format!("  refreshes in {seconds_left:>2} s (each code pays once)")
+fn validity_line(shown: &ShownCode, now_s: u64) -> String {
+    let left_s = shown.valid_until_s.saturating_sub(now_s);
+    format!("  valid for {left_s:>2} s · pays once · every display is a new code")
 }
 
 async fn code_command(data_dir: &Path, a: CodeArgs) -> anyhow::Result<ExitCode> {
-    let device = device_for(data_dir, &a.user).await?;
-    let (digits, left) = device.code_at(now_unix_s());
+    let mut device = device_for(data_dir, &a.user).await?;
+    let stdout_tty = std::io::stdout().is_terminal();
+    let live = !(a.digits || a.png.is_some() || a.once || !stdout_tty);
+    if live {
+        // A person is looking at the screen and no code is shown yet: when the wallet is
+        // reachable, take a fresh pseudonymous slot so codes cannot be linked across sessions.
+        // Offline, the stored material keeps working.
+        device = rotate_if_online(data_dir, &a.user, device).await;
+    }
+    let now_s = now_unix_s();
+    let shown = show_stored_code(data_dir, &a.user, &mut device, now_s)?;
     if let Some(path) = &a.png {
-        render::write_code_png(&digits, path)?;
+        render::write_code_png(&shown.digits, path)?;
         if !a.digits {
             eprintln!(
                 "wrote the payment code image to {} (valid about a minute, single use)",
@@ -202,23 +215,18 @@ async fn code_command(data_dir: &Path, a: CodeArgs) -> anyhow::Result<ExitCode> 
         }
     }
     if a.digits {
-        println!("{digits}");
+        println!("{}", shown.digits);
         return Ok(ExitCode::from(EXIT_OK));
     }
     if a.png.is_some() {
         return Ok(ExitCode::from(EXIT_OK));
     }
-    let stdout_tty = std::io::stdout().is_terminal();
     let color = !a.no_color && stdout_tty && std::env::var_os("NO_COLOR").is_none();
-    if a.once || !stdout_tty {
-        println!("{}", code_screen(&a.user, &digits, left, color)?);
+    if !live {
+        println!("{}", code_screen(&a.user, &shown, now_s, color)?);
         return Ok(ExitCode::from(EXIT_OK));
     }
-    // A person is looking at the screen and no code is shown yet: when the wallet is reachable,
-    // take a fresh pseudonymous slot so codes cannot be linked across sessions. Offline, the
-    // stored material keeps working.
-    let device = rotate_if_online(data_dir, &a.user, device).await;
-    live_code(&a.user, &device, color).await
+    live_code(data_dir, &a.user, device, shown, color).await
 }
 
 async fn rotate_if_online(data_dir: &Path, user: &str, device: Device) -> Device {
@@ -235,22 +243,34 @@ async fn rotate_if_online(data_dir: &Path, user: &str, device: Device) -> Device
     rotated.await.unwrap_or(device)
 }
 
-/// Redraws the code each time it changes and the countdown each second, until Ctrl-C.
-async fn live_code(user: &str, device: &Device, color: bool) -> anyhow::Result<ExitCode> {
-    let mut shown = String::new();
+/// Shows a new code whenever the one on screen has less than [`LIVE_REFRESH_LEFT_S`] of
+/// validity left, with its countdown each second, until Ctrl-C. Codes shown earlier stay valid
+/// until they expire.
+async fn live_code(
+    data_dir: &Path,
+    user: &str,
+    mut device: Device,
+    mut shown: ShownCode,
+    color: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut drawn = false;
     loop {
-        let (digits, left) = device.code_at(now_unix_s());
+        let now_s = now_unix_s();
+        if shown.valid_until_s.saturating_sub(now_s) < LIVE_REFRESH_LEFT_S {
+            shown = show_stored_code(data_dir, user, &mut device, now_s)?;
+            drawn = false;
+        }
         {
             let mut out = std::io::stdout().lock();
-            if digits != shown {
+            if drawn {
+                write!(out, "\r\x1b[2K{}", validity_line(&shown, now_s))?;
+            } else {
                 write!(
                     out,
                     "\x1b[H\x1b[2J{}",
-                    code_screen(user, &digits, left, color)?
+                    code_screen(user, &shown, now_s, color)?
                 )?;
-                shown = digits;
-            } else {
-                write!(out, "\r\x1b[2K{}", countdown_line(left))?;
+                drawn = true;
             }
             out.flush()?;
         }
@@ -263,6 +283,9 @@ async fn live_code(user: &str, device: &Device, color: bool) -> anyhow::Result<E
         }
     }
 }
+
+/// The live screen replaces a code when it has less validity left than this.
+const LIVE_REFRESH_LEFT_S: u64 = 30;
 
 /// Waits up to `wait_s` for a pending checkout (the POS may still be sending it).
 async fn pending_challenge(
@@ -519,9 +542,15 @@ mod tests {
 
     #[test]
     fn code_screen_has_the_digits_grouped_and_a_countdown() {
-        let s = code_screen("alice", "281012020000123487654321", 12, false).unwrap();
+        let shown = paycode_wallet::ShownCode {
+            digits: "281012020000123487654321".into(),
+            step: 100,
+            seq: 0,
+            valid_until_s: 3_090,
+        };
+        let s = code_screen("alice", &shown, 3_078, false).unwrap();
         assert!(s.contains("2810 1202 0000 1234 8765 4321"));
-        assert!(s.contains("refreshes in 12 s"));
+        assert!(s.contains("valid for 12 s"), "{s}");
         let rows = render::terminal_qr_modules(s.split("\n\n").nth(1).unwrap());
         let img = render::modules_to_image(&rows, 6, 4);
         assert_eq!(

@@ -3,8 +3,11 @@
 //!
 //! A device registers once online (user name and password) and stores what the wallet answered
 //! under `<data-dir>/app/<user>.json`, readable by its owner only. From then on the payment code
-//! is generated from that file with no network ([`paycode_wallet::generate_code`]); the other
-//! calls use its device token as `Authorization: Bearer …`.
+//! is generated from that file with no network, a new one at every display
+//! ([`paycode_wallet::CodeDisplay`]): the last code shown is remembered in
+//! `<data-dir>/app/<user>.display.json`, updated under a file lock before the code is shown, so
+//! two displays (even by two processes at once) never show the same code. The other calls use
+//! the device token as `Authorization: Bearer …`.
 
 use crate::demo_file::{DemoFile, DemoUser, DemoWallet};
 use anyhow::Context;
@@ -12,7 +15,7 @@ use paycode_proto::customer::{
     Balance, ChallengeList, ChallengeOutcome, ConfirmRequest, DeviceMaterial, History,
     RegisterDeviceRequest,
 };
-use paycode_wallet::CodeMaterial;
+use paycode_wallet::{CodeDisplay, CodeMaterial, ShownCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,66 @@ pub const CUSTOMER_CALL_TIMEOUT_MS: u64 = 10_000;
 /// The file holding a user's device material.
 pub fn device_path(data_dir: &Path, user: &str) -> PathBuf {
     data_dir.join("app").join(format!("{user}.json"))
+}
+
+/// The file holding the last code a user's phone showed.
+fn display_path(data_dir: &Path, user: &str) -> PathBuf {
+    data_dir.join("app").join(format!("{user}.display.json"))
+}
+
+/// What `<user>.display.json` holds: the time step and number of the last code shown.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DisplayFile {
+    last_step: Option<u64>,
+    last_seq: Option<u8>,
+}
+
+/// The next code of the stored device of `user`, a new one at every call. The display state is
+/// read, advanced and written back (fsynced) under an exclusive lock before the code is returned.
+pub fn show_stored_code(
+    data_dir: &Path,
+    user: &str,
+    device: &mut Device,
+    unix_time_s: u64,
+) -> anyhow::Result<ShownCode> {
+    use std::io::{Read, Seek, Write};
+    check_user_name(user)?;
+    let path = display_path(data_dir, user);
+    let dir = path.parent().context("display path has no folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut f = open_private(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    f.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    // A damaged file only loses the memory of the last code: numbering restarts at the current
+    // step, which can repeat a code shown moments ago but never makes an invalid one.
+    let stored: DisplayFile = serde_json::from_str(&text).unwrap_or_default();
+    device.display = CodeDisplay {
+        last: stored.last_step.zip(stored.last_seq),
+    };
+    let shown = device.next_code(unix_time_s)?;
+    let back = DisplayFile {
+        last_step: Some(shown.step),
+        last_seq: Some(shown.seq),
+    };
+    let bytes = serde_json::to_vec(&back).context("cannot encode the display state")?;
+    f.set_len(0)?;
+    f.rewind()?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(shown)
+}
+
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 /// Checks a user name before it becomes part of a file name.
@@ -314,18 +377,24 @@ impl CustomerApi {
     }
 }
 
-/// A registered device: its material and what the app needs for online calls.
+/// A registered device: its material, the last code it showed, and what the app needs for
+/// online calls.
 #[derive(Debug, Clone)]
 pub struct Device {
     pub material: DeviceMaterial,
     pub code: CodeMaterial,
+    pub display: CodeDisplay,
 }
 
 impl Device {
     pub fn from_material(material: DeviceMaterial) -> anyhow::Result<Device> {
         let code = CodeMaterial::from_device_material(&material)
             .context("the stored device material cannot make codes")?;
-        Ok(Device { material, code })
+        Ok(Device {
+            material,
+            code,
+            display: CodeDisplay::default(),
+        })
     }
 
     pub fn token(&self) -> anyhow::Result<&str> {
@@ -335,11 +404,12 @@ impl Device {
             .context("the stored device material has no device token; register again")
     }
 
-    /// The payment code to show at `unix_time_s`, and the seconds until it changes.
-    pub fn code_at(&self, unix_time_s: u64) -> (String, u64) {
-        let step_s = self.code.step_s.max(1);
-        let code = paycode_wallet::generate_code(&self.code, unix_time_s);
-        (code, step_s - unix_time_s % step_s)
+    /// The next payment code to show at `unix_time_s`: a new one at every call, with no network.
+    /// Only this device value remembers it; see [`show_stored_code`] for the stored phone.
+    pub fn next_code(&mut self, unix_time_s: u64) -> anyhow::Result<ShownCode> {
+        let (shown, display) = self.display.next(&self.code, unix_time_s)?;
+        self.display = display;
+        Ok(shown)
     }
 }
 
@@ -412,15 +482,29 @@ mod tests {
     }
 
     #[test]
-    fn codes_are_generated_offline_and_change_with_the_step() {
-        let d = Device::from_material(material()).unwrap();
-        let (a, left) = d.code_at(3_000);
-        assert_eq!(a.len(), 24);
-        assert!(a.starts_with("28101202"));
-        assert_eq!(left, 30);
-        assert_eq!(d.code_at(3_029).0, a);
-        assert_ne!(d.code_at(3_030).0, a);
-        assert_eq!(d.code_at(3_029).1, 1);
+    fn every_display_is_a_new_code_and_the_stored_phone_remembers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Device::from_material(material()).unwrap();
+        let a = show_stored_code(dir.path(), "alice", &mut d, 3_000).unwrap();
+        assert_eq!(a.digits.len(), 24);
+        assert!(a.digits.starts_with("2810120212345678"));
+        assert_eq!(a.valid_until_s, 3_090);
+        // A new process (a new Device value) still never repeats the code.
+        let mut again = Device::from_material(material()).unwrap();
+        let b = show_stored_code(dir.path(), "alice", &mut again, 3_000).unwrap();
+        assert_ne!(a.digits, b.digits);
+        assert_eq!((b.step, b.seq), (a.step, a.seq + 1));
+        let mut seen = std::collections::HashSet::from([a.digits, b.digits]);
+        for _ in 0..18 {
+            let c = show_stored_code(dir.path(), "alice", &mut again, 3_001).unwrap();
+            assert!(seen.insert(c.digits));
+        }
+        let err = show_stored_code(dir.path(), "alice", &mut again, 3_001).unwrap_err();
+        assert!(err.to_string().contains("show a new one in 29 s"), "{err}");
+        // A damaged display file only restarts the numbering.
+        std::fs::write(display_path(dir.path(), "alice"), "{oops").unwrap();
+        let d2 = show_stored_code(dir.path(), "alice", &mut again, 3_100).unwrap();
+        assert_eq!(d2.seq, 0);
     }
 
     #[test]

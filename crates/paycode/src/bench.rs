@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use paycode_http::{SignedClient, Signer};
 use paycode_proto::customer::DeviceMaterial;
 use paycode_sign::{PrivateKey, PublicKey};
-use paycode_wallet::{CodeMaterial, generate_code};
+use paycode_wallet::{CodeDisplay, CodeMaterial};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -186,7 +186,9 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(device) = devices.get(i) else { break };
-                let code = generate_code(device, chrono::Utc::now().timestamp() as u64);
+                let now_s = chrono::Utc::now().timestamp() as u64;
+                let Ok((shown, _)) = CodeDisplay::default().next(device, now_s) else { break };
+                let code = shown.digits;
                 let body = json!({
                     "productCode": "IN_STORE_PAYMENT",
                     "paymentRequestId": format!("BENCH-{run_id}-{i}"),

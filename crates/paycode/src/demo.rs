@@ -145,8 +145,8 @@ impl Story {
         Ok((api, device))
     }
 
-    fn code_of(&self, user: &DemoUser, device: &Device) -> anyhow::Result<PaymentCode> {
-        let (digits, _) = device.code_at(now_unix_s());
+    fn code_of(&self, user: &DemoUser, device: &mut Device) -> anyhow::Result<PaymentCode> {
+        let digits = device.next_code(now_unix_s())?.digits;
         say(&format!(
             "   {} ({} wallet {}) opens the app: payment code {} (made on the phone, no network needed)",
             user.name,
@@ -215,8 +215,8 @@ impl Story {
     async fn password_free(&mut self) -> anyhow::Result<Option<ChargeResult>> {
         heading(1, "A password-free payment");
         let user = self.user_with_role("everyday")?.clone();
-        let (_, device) = self.phone(&user).await?;
-        let code = self.code_of(&user, &device)?;
+        let (_, mut device) = self.phone(&user).await?;
+        let code = self.code_of(&user, &mut device)?;
         let charge = self.charge_of(self.amount("12.50")?, code, "Two coffees");
         let r = self.charge(&charge).await?;
         self.print_receipt(&r);
@@ -239,8 +239,8 @@ impl Story {
             say("   (every demo wallet pays in the merchant's currency; nothing to show)");
             return Ok(());
         };
-        let (_, device) = self.phone(&user).await?;
-        let code = self.code_of(&user, &device)?;
+        let (_, mut device) = self.phone(&user).await?;
+        let code = self.code_of(&user, &mut device)?;
         let charge = self.charge_of(self.amount("6.80")?, code, "A kaya toast set");
         let r = self.charge(&charge).await?;
         self.print_receipt(&r);
@@ -255,8 +255,8 @@ impl Story {
     async fn with_password(&mut self) -> anyhow::Result<()> {
         heading(3, "A payment that needs the password");
         let user = self.user_with_role("password")?.clone();
-        let (customer, device) = self.phone(&user).await?;
-        let code = self.code_of(&user, &device)?;
+        let (customer, mut device) = self.phone(&user).await?;
+        let code = self.code_of(&user, &mut device)?;
         let charge = self.charge_of(self.amount("20.00")?, code, "Lunch for two");
         say(&format!(
             "   {} pays password-free only up to a small amount, so the wallet asks for the password",
@@ -315,7 +315,7 @@ impl Story {
     async fn low_balance(&mut self) -> anyhow::Result<()> {
         heading(4, "Not enough balance");
         let user = self.user_with_role("low-balance")?.clone();
-        let (customer, device) = self.phone(&user).await?;
+        let (customer, mut device) = self.phone(&user).await?;
         if let Ok(b) = customer.balance(&user.name, device.token()?).await
             && let Some(amount) = &b.balance
         {
@@ -325,7 +325,7 @@ impl Story {
                 show_amount(amount)
             ));
         }
-        let code = self.code_of(&user, &device)?;
+        let code = self.code_of(&user, &mut device)?;
         let charge = self.charge_of(self.amount("30.00")?, code, "A new umbrella");
         let r = self.charge(&charge).await?;
         self.print_receipt(&r);
@@ -342,9 +342,9 @@ impl Story {
     async fn cancel(&mut self) -> anyhow::Result<()> {
         heading(5, "A cancel");
         let user = self.user_with_role("everyday")?.clone();
-        let (customer, device) = self.phone(&user).await?;
+        let (customer, mut device) = self.phone(&user).await?;
         let token = device.token()?.to_string();
-        let code = self.code_of(&user, &device)?;
+        let code = self.code_of(&user, &mut device)?;
         let charge = self.charge_of(self.amount("8.00")?, code, "A cake");
         let r = self.charge(&charge).await?;
         self.print_receipt(&r);

@@ -375,9 +375,13 @@ pub async fn run_charge(
     let answer = match api.pay(&req).await {
         Ok(r) => {
             details.absorb_pay(&r);
+            let code = r.result.as_ref().map(|x| x.result_code.as_str());
             match r.result.as_ref().map(|x| x.result_status.as_str()) {
                 Some("S") => PayAnswer::Success,
-                Some("F") => {
+                // `U` REQUEST_TRAFFIC_EXCEED_LIMIT: refused before anything was stored (this
+                // terminal, merchant or client sent too many invalid codes), so nothing can land
+                // later: a definite failure.
+                Some(status) if status == "F" || code == Some("REQUEST_TRAFFIC_EXCEED_LIMIT") => {
                     let result = r
                         .result
                         .clone()

@@ -98,6 +98,9 @@ pub fn hint_for(code: &str) -> Option<&'static str> {
         "INVALID_CODE" => {
             "this is not a payment code of a connected wallet: scan again or type the digits"
         }
+        "REQUEST_TRAFFIC_EXCEED_LIMIT" => {
+            "too many invalid codes were sent from here: nothing was charged; wait and try again"
+        }
         "USER_BALANCE_NOT_ENOUGH" => {
             "the customer's balance is too low: ask for another payment method"
         }

@@ -163,7 +163,11 @@ admin_token_file = "admin-token"
         .await
         .unwrap();
     let material = paycode_wallet::CodeMaterial::from_device_material(&m).unwrap();
-    let code = paycode_wallet::generate_code(&material, chrono::Utc::now().timestamp() as u64);
+    let code = paycode_wallet::CodeDisplay::default()
+        .next(&material, chrono::Utc::now().timestamp() as u64)
+        .unwrap()
+        .0
+        .digits;
     let client = SignedClient::new(
         "ACME",
         Signer::new(

@@ -50,7 +50,11 @@ async fn fresh_code(d: &Value, user: &str) -> String {
         .await
         .unwrap();
     let material = paycode_wallet::CodeMaterial::from_device_material(&m).unwrap();
-    paycode_wallet::generate_code(&material, chrono::Utc::now().timestamp() as u64)
+    paycode_wallet::CodeDisplay::default()
+        .next(&material, chrono::Utc::now().timestamp() as u64)
+        .unwrap()
+        .0
+        .digits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
 use paycode_http::{SignedClient, SignedRequest, Signer, signed_response};
 use paycode_proto::{ResultInfo, mpp};
 use paycode_sign::{PrivateKey, PublicKey};
-use paycode_wallet::{CodeMaterial, NewUser, Wallet, WalletConfig, generate_code};
+use paycode_wallet::{CodeDisplay, CodeMaterial, NewUser, Wallet, WalletConfig};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -487,7 +487,7 @@ impl Harness {
     /// A fresh, unused code of a real wallet user (one new device per code).
     pub async fn code_for(&self, user: &str) -> String {
         let material = CodeMaterial::from_device_material(&self.register(user).await).unwrap();
-        generate_code(&material, chrono::Utc::now().timestamp() as u64)
+        first_code(&material)
     }
 
     /// Registers a device and returns its bearer token (for the customer API).
@@ -509,6 +509,17 @@ impl Harness {
                 "env": {"storeTerminalId": "T1", "storeTerminalRequestTime": "2026-01-01T00:00:00+08:00"}
             }
         })
+    }
+
+    /// What a restart sees: closes this acquirer's store, opens the same store in a new acquirer
+    /// and serves it on a new port. Returns the new acquirer and its URL.
+    pub async fn reopen_acquirer(&self) -> (Acquirer, String) {
+        let config = self.acq.config().clone();
+        self.acq.db().close();
+        let acq = Acquirer::open(config).await.unwrap();
+        acq.registry().reload(acq.db()).await.unwrap();
+        let url = serve(paycode_acquirer::router(acq.clone())).await;
+        (acq, url)
     }
 
     /// Runs background passes until one finds nothing to do.
@@ -561,4 +572,14 @@ pub fn status_of(v: &Value) -> &str {
 
 pub fn verify_key() -> PublicKey {
     key("acquirer").public_key()
+}
+
+/// The first code a new phone shows now.
+fn first_code(material: &CodeMaterial) -> String {
+    let now_s = chrono::Utc::now().timestamp() as u64;
+    CodeDisplay::default()
+        .next(material, now_s)
+        .expect("a new phone can always show a code")
+        .0
+        .digits
 }
