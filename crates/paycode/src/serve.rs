@@ -541,10 +541,12 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     wait_all(tasks).await
 }
 
-/// Reads one numeric `PAYCODE_*` override into `slot`, if the variable is set.
-fn env_num<T: std::str::FromStr>(name: &str, slot: &mut T) -> anyhow::Result<()> {
+/// Wallet settings overridden from the environment: `PAYCODE_REQUEST_TIME_WINDOW_S`, the same
+/// variable as the acquirer's, so one process has one freshness window.
+pub(crate) fn wallet_config_from_env(config: &mut WalletConfig) -> anyhow::Result<()> {
+    let name = "PAYCODE_REQUEST_TIME_WINDOW_S";
     if let Ok(v) = std::env::var(name) {
-        *slot = v
+        config.request_time_window_s = v
             .trim()
             .parse()
             .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
@@ -552,19 +554,18 @@ fn env_num<T: std::str::FromStr>(name: &str, slot: &mut T) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Wallet settings overridden from the environment: `PAYCODE_REQUEST_TIME_WINDOW_S`, the same
-/// variable as the acquirer's, so one process has one freshness window.
-pub(crate) fn wallet_config_from_env(config: &mut WalletConfig) -> anyhow::Result<()> {
-    env_num(
-        "PAYCODE_REQUEST_TIME_WINDOW_S",
-        &mut config.request_time_window_s,
-    )
-}
-
 /// Acquirer limits, with overrides from the environment (`PAYCODE_<LIMIT_NAME>` in upper case,
 /// e.g. `PAYCODE_NOTIFY_SCHEDULE_S=0,120,600`, `PAYCODE_WALLET_PAY_TIMEOUT_MS=5000`).
 pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
-    use self::env_num as num;
+    fn num<T: std::str::FromStr>(name: &str, slot: &mut T) -> anyhow::Result<()> {
+        if let Ok(v) = std::env::var(name) {
+            *slot = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
+        }
+        Ok(())
+    }
     let mut l = base;
     num(
         "PAYCODE_REQUEST_BODY_MAX_BYTES",
