@@ -162,19 +162,31 @@ fn authenticate(acq: &Acquirer, req: &SignedRequest) -> Result<String, ApiError>
             ),
         )
     })?;
-    if req.request_time.as_deref().unwrap_or("").is_empty() {
-        return Err(ApiError::new(
-            ResultCode::PARAM_ILLEGAL,
-            "the Request-Time header is missing",
-        ));
-    }
     req.verify(&header, key).map_err(|_| {
         ApiError::new(
             ResultCode::SIGNATURE_INVALID,
             "signature does not match POST <path>\\n<client-id>.<request-time>.<body>",
         )
     })?;
+    check_fresh(acq, req, "merchant")?;
     Ok(client_id)
+}
+
+/// Refuses a verified request whose `Request-Time` is missing, unreadable or outside the
+/// window, before anything is read or written for it. Runs after the signature check: only a
+/// signed time says when the sender sent it, so a captured request cannot be freshened, and a
+/// forged one is answered as forged, never with a hint about our clock.
+fn check_fresh(acq: &Acquirer, req: &SignedRequest, from: &'static str) -> Result<(), ApiError> {
+    paycode_http::check_request_time(
+        req.request_time.as_deref(),
+        acq.clock().now_ms(),
+        acq.config().limits.request_time_window_s,
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        metrics::counter!("paycode_request_time_refused_total", "from" => from).increment(1);
+        ApiError::new(ResultCode::PARAM_ILLEGAL, e.to_string())
+    })
 }
 
 async fn handle_merchant(
@@ -579,6 +591,7 @@ async fn handle_wallet_notify(acq: &Acquirer, req: &SignedRequest) -> Result<(),
     })?;
     req.verify(&header, &wallet.public_key)
         .map_err(|_| ApiError::new(ResultCode::SIGNATURE_INVALID, "signature does not match"))?;
+    check_fresh(acq, req, "wallet")?;
     let n: mpp::NotifyPayment = parse_json(&req.body)?;
     acq.wallet_notified(&wallet.name, n).await
 }

@@ -26,6 +26,9 @@ pub struct AcquirerConfig {
 pub struct Limits {
     /// Largest request body accepted on any endpoint.
     pub request_body_max_bytes: usize,
+    /// A signed request (merchant API or a wallet's `notifyPayment`) is accepted only when its
+    /// `Request-Time` is at most this far from our clock, either way.
+    pub request_time_window_s: u64,
     /// `paymentExpiryTime` when the merchant gives none.
     pub payment_expiry_default_s: i64,
     /// Latest `paymentExpiryTime` accepted, counted from the request.
@@ -66,6 +69,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             request_body_max_bytes: 64 * 1024,
+            request_time_window_s: paycode_http::request_time::REQUEST_TIME_WINDOW_DEFAULT_S,
             payment_expiry_default_s: 60,
             payment_expiry_max_s: 600,
             quote_validity_s: 300,
@@ -110,6 +114,7 @@ impl AcquirerConfig {
         if l.cancel_window_next_day_minutes >= 24 * 60 {
             return Err("cancel_window_next_day_minutes must be less than a day".into());
         }
+        paycode_http::request_time::validate_window_s(l.request_time_window_s)?;
         if l.background_batch_max == 0 {
             return Err("background_batch_max must be positive".into());
         }

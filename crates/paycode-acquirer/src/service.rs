@@ -84,6 +84,12 @@ impl Clock {
     pub fn advance_ms(&self, ms: i64) {
         self.offset_ms.fetch_add(ms, Ordering::Relaxed);
     }
+
+    /// This clock for a signing client's `Request-Time`.
+    pub fn now_fn(&self) -> paycode_http::NowMs {
+        let clock = self.clone();
+        Arc::new(move || clock.now_ms())
+    }
 }
 
 /// Unique ids: 14-digit UTC time, 4-digit random node, 6-digit per-process sequence.
@@ -283,11 +289,15 @@ impl Acquirer {
             .reload(&db)
             .await
             .context("loading reference data")?;
+        // One clock for everything we do, including the `Request-Time` our wallet calls and
+        // notifications carry.
+        let clock = Clock::default();
         let wallets = WalletClient::new(
             &config.client_id_at_wallets,
             config.signer.clone(),
             Duration::from_millis(config.limits.wallet_pay_timeout_ms),
             Duration::from_millis(config.limits.wallet_call_timeout_ms),
+            clock.now_fn(),
         );
         let rate_text = db
             .read(|c| store::rate_file(c).map_err(ApiError::from))
@@ -312,7 +322,8 @@ impl Acquirer {
             config.signer.clone(),
             None,
             Duration::from_millis(config.limits.notify_timeout_ms),
-        );
+        )
+        .with_clock(clock.now_fn());
         Ok(Acquirer {
             inner: Arc::new(Inner {
                 config,
@@ -320,7 +331,7 @@ impl Acquirer {
                 registry,
                 wallets,
                 notifier,
-                clock: Clock::default(),
+                clock,
                 rates: RwLock::new(Arc::new(rates)),
                 risk_rules: RwLock::new(Arc::new(risk_rules)),
                 ids: IdGen::new(),

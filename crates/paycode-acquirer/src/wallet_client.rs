@@ -19,10 +19,13 @@ impl WalletClient {
         signer: paycode_http::Signer,
         pay_timeout: Duration,
         call_timeout: Duration,
+        now_ms: paycode_http::NowMs,
     ) -> WalletClient {
         WalletClient {
-            pay_client: SignedClient::new(client_id, signer.clone(), None, pay_timeout),
-            call_client: SignedClient::new(client_id, signer, None, call_timeout),
+            pay_client: SignedClient::new(client_id, signer.clone(), None, pay_timeout)
+                .with_clock(now_ms.clone()),
+            call_client: SignedClient::new(client_id, signer, None, call_timeout)
+                .with_clock(now_ms),
         }
     }
 

@@ -704,6 +704,7 @@ async fn raw(
     (status, headers, serde_json::from_slice(&bytes).unwrap())
 }
 
+/// Headers of a request signed now (these tests do not move the acquirer's clock).
 fn signed_headers(
     client: &str,
     key_name: &str,
@@ -711,7 +712,26 @@ fn signed_headers(
     path: &str,
     body: &[u8],
 ) -> Vec<(String, String)> {
-    let time = "2026-11-27T10:00:00+08:00".to_string();
+    signed_headers_at(
+        &paycode_http::now_iso(),
+        client,
+        key_name,
+        key_version,
+        path,
+        body,
+    )
+}
+
+/// Headers of a request signed with `time` as its `Request-Time`.
+fn signed_headers_at(
+    time: &str,
+    client: &str,
+    key_name: &str,
+    key_version: u32,
+    path: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let time = time.to_string();
     let sig = paycode_sign::sign(
         common::key(key_name),
         key_version,

@@ -16,6 +16,7 @@ use paycode_sign::PrivateKey;
 use paycode_wallet::{CodeDisplay, CodeMaterial, NewUser, Wallet, WalletConfig};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 const ACQ_ID: &str = "paycode-acquirer";
@@ -55,6 +56,16 @@ async fn serve(router: axum::Router) -> String {
         axum::serve(listener, router).await.unwrap();
     });
     format!("http://{addr}")
+}
+
+/// A wallet clock that follows the acquirer's, as on synchronised machines.
+#[derive(Debug)]
+struct SharedClock(paycode_acquirer::Clock);
+
+impl paycode_wallet::Clock for SharedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.now_ms()
+    }
 }
 
 fn signer(key: &PrivateKey) -> Signer {
@@ -108,6 +119,8 @@ impl Env {
             );
             cfg.password_memory_kib = 256;
             cfg.notify_retry_ms = vec![0, 0, 0];
+            // The wallets read the acquirer's clock, so its moves keep Request-Times fresh.
+            cfg.clock = Arc::new(SharedClock(acq.clock().clone()));
             let wallet = Wallet::open(cfg).unwrap();
             for (user, balance) in [("ann", 50_000_000), ("ben", 50_000_000), ("poor", 100)] {
                 wallet
@@ -205,7 +218,8 @@ impl Env {
                         signer(&k),
                         Some(acq_key.public_key()),
                         Duration::from_secs(20),
-                    ),
+                    )
+                    .with_clock(acq.clock().now_fn()),
                 )
             })
             .collect();
@@ -241,7 +255,7 @@ impl Env {
             .unwrap();
         assert!(m.result.is_success(), "register {user}: {:?}", m.result);
         let material = CodeMaterial::from_device_material(&m).unwrap();
-        first_code(&material)
+        first_code(&material, (self.acq.clock().now_ms() / 1000) as u64)
     }
 
     /// Pays; returns the answer.
@@ -1167,9 +1181,8 @@ async fn closing_a_day_twice_makes_a_further_batch_and_never_reopens_the_first()
     assert_eq!(env.acq.audit().await.unwrap(), vec![]);
 }
 
-/// The first code a new phone shows now.
-fn first_code(material: &CodeMaterial) -> String {
-    let now_s = chrono::Utc::now().timestamp() as u64;
+/// The first code a new phone shows at `now_s`.
+fn first_code(material: &CodeMaterial, now_s: u64) -> String {
     CodeDisplay::default()
         .next(material, now_s)
         .expect("a new phone can always show a code")

@@ -9,6 +9,9 @@
 //!   ([`CallError::NotDelivered`]) from "outcome unknown" ([`CallError::Unknown`]): the two
 //!   must be handled differently by anything that moves money.
 //!
+//! - [`request_time`]: the `Request-Time` freshness check every signed server runs after the
+//!   signature verified; [`SignedClient`] stamps each request with its own clock's time.
+//!
 //! RSA signing costs about a millisecond, so it always runs on the blocking pool, never on an
 //! async worker thread.
 
@@ -22,11 +25,30 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod request_time;
+
 pub use paycode_sign;
+pub use request_time::{RequestTimeError, check_request_time};
 
 /// The current time as the APIs write it: ISO-8601 with offset, millisecond precision.
 pub fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Epoch milliseconds as the APIs write times: ISO-8601 in UTC, millisecond precision.
+pub fn iso_of_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A party's clock in epoch milliseconds. Clients stamp `Request-Time` with the sender's clock
+/// so that a service whose clock a test moves sends the time it believes it is.
+pub type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock as a [`NowMs`].
+pub fn system_now_ms() -> NowMs {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
 }
 
 /// A request of the signed APIs, as received. Nothing is verified yet: the service looks up the
@@ -227,6 +249,7 @@ pub struct SignedClient {
     client_id: String,
     signer: Signer,
     peer_key: Option<PublicKey>,
+    now_ms: NowMs,
 }
 
 impl std::fmt::Debug for SignedClient {
@@ -264,7 +287,14 @@ impl SignedClient {
             client_id: client_id.to_string(),
             signer,
             peer_key,
+            now_ms: system_now_ms(),
         }
+    }
+
+    /// The same client stamping `Request-Time` with `now_ms` instead of the system clock.
+    pub fn with_clock(mut self, now_ms: NowMs) -> SignedClient {
+        self.now_ms = now_ms;
+        self
     }
 
     pub fn client_id(&self) -> &str {
@@ -301,7 +331,8 @@ impl SignedClient {
             Some(q) => format!("{}?{}", parsed.path(), q),
             None => parsed.path().to_string(),
         };
-        let time = now_iso();
+        // Stamped at sending, so every retry carries a fresh time.
+        let time = iso_of_ms((self.now_ms)());
         let body = Bytes::from(body);
         let signature = self
             .signer

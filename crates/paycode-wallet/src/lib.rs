@@ -124,6 +124,9 @@ pub struct WalletConfig {
     /// Most challenges expired and notifications attempted per background pass.
     pub background_batch_max: usize,
     pub max_body_bytes: usize,
+    /// A request from the acquirer is accepted only when its `Request-Time` is at most this far
+    /// from the wallet's clock, either way.
+    pub request_time_window_s: u64,
     /// Bearer token of the operator API (`/admin/v1/…`); `None` disables it. It can create
     /// users, move balances and provision devices, so it is never open.
     pub admin_token: Option<String>,
@@ -164,6 +167,7 @@ impl WalletConfig {
             background_interval_ms: 250,
             background_batch_max: 64,
             max_body_bytes: 64 * 1024,
+            request_time_window_s: paycode_http::request_time::REQUEST_TIME_WINDOW_DEFAULT_S,
             admin_token: None,
             clock: Arc::new(SystemClock),
         }
@@ -194,6 +198,9 @@ impl WalletConfig {
                 "wallet {}: password_max_attempts must be positive",
                 self.name
             ));
+        }
+        if let Err(e) = paycode_http::request_time::validate_window_s(self.request_time_window_s) {
+            return bad(format!("wallet {}: {e}", self.name));
         }
         if self.background_batch_max == 0 {
             return bad(format!(
@@ -320,7 +327,12 @@ impl Wallet {
             config.signer.clone(),
             Some(config.acquirer_public_key.clone()),
             Duration::from_millis(config.notify_timeout_ms),
-        );
+        )
+        .with_clock({
+            // Our `notifyPayment`s carry the time of the clock that decided them.
+            let clock = config.clock.clone();
+            Arc::new(move || clock.now_ms())
+        });
         let mut seed = [0u8; 4];
         store::random_bytes(&mut seed);
         Ok(Wallet {

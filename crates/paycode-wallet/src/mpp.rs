@@ -1,8 +1,9 @@
 //! The MPP API the acquirer calls (SPEC §5, contract in `paycode_proto::mpp`): `pay`,
 //! `inquiryPayment`, `cancelPayment`, `refund`.
 //!
-//! Every request is verified before anything else (the `Client-Id` must be the acquirer's and the
-//! signature must match its key over the raw path and body); every answer, failures included, is
+//! Every request is verified before anything else (the `Client-Id` must be the acquirer's, the
+//! signature must match its key over the raw path and body, and its `Request-Time` must be
+//! within the configured window of the wallet's clock); every answer, failures included, is
 //! HTTP 200 with a `result` and is signed. This module only converts wire types to validated
 //! inputs and outcomes back to wire types; the decisions live in `store` and `policy`.
 
@@ -64,6 +65,17 @@ fn verify_and_parse<T: DeserializeOwned>(
         .map_err(|e| fail(ResultCode::SIGNATURE_INVALID, e.to_string()))?;
     req.verify(&header, &inner.config.acquirer_public_key)
         .map_err(|e| fail(ResultCode::SIGNATURE_INVALID, e.to_string()))?;
+    // After the signature: only a signed time says when the acquirer sent it (see
+    // `paycode_http::request_time`). Nothing has been read or written yet.
+    paycode_http::check_request_time(
+        req.request_time.as_deref(),
+        inner.now_ms(),
+        inner.config.request_time_window_s,
+    )
+    .map_err(|e| {
+        tracing::warn!(wallet = %inner.config.name, path = %req.path, error = %e, "acquirer request refused");
+        fail(ResultCode::PARAM_ILLEGAL, e.to_string())
+    })?;
     serde_json::from_slice(&req.body)
         .map_err(|e| fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}")))
 }

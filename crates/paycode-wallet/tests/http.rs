@@ -41,6 +41,8 @@ fn acquirer_signer() -> Signer {
 /// first `fail_first` deliveries with HTTP 500, then records and acknowledges (signed).
 #[derive(Clone, Default)]
 struct Receiver {
+    /// The wallet's clock: every notification must carry a fresh `Request-Time` by it.
+    clock: Arc<ManualClock>,
     fail_first: Arc<AtomicUsize>,
     n_calls: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<NotifyPayment>>>,
@@ -54,6 +56,12 @@ async fn receive(State(r): State<Receiver>, req: SignedRequest) -> Response {
     req.verify(&header, &wallet_signer().public_key())
         .expect("notification is signed by the wallet");
     assert_eq!(req.client_id.as_deref(), Some("cnpay-client"));
+    paycode_http::check_request_time(
+        req.request_time.as_deref(),
+        paycode_wallet::Clock::now_ms(&*r.clock),
+        300,
+    )
+    .expect("the wallet stamps its notifications with its clock");
     if r.fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
@@ -71,6 +79,12 @@ async fn receive(State(r): State<Receiver>, req: SignedRequest) -> Response {
         body.to_vec(),
     )
     .await
+}
+
+/// The manual clock for a signing client: the fake acquirer sends the wallet's time.
+fn now_fn(clock: &Arc<ManualClock>) -> paycode_http::NowMs {
+    let clock = clock.clone();
+    Arc::new(move || paycode_wallet::Clock::now_ms(&*clock))
 }
 
 async fn serve(router: axum::Router) -> String {
@@ -130,7 +144,10 @@ impl Env {
         cfg.notify_retry_ms = vec![0, 1_000, 5_000];
         let wallet = Wallet::open(cfg).unwrap();
         let url = serve(wallet.router()).await;
-        let receiver = Receiver::default();
+        let receiver = Receiver {
+            clock: clock.clone(),
+            ..Receiver::default()
+        };
         let notify_base = serve(
             axum::Router::new()
                 .route(NOTIFY_PATH, axum::routing::post(receive))
@@ -142,7 +159,8 @@ impl Env {
             acquirer_signer(),
             Some(wallet_signer().public_key()),
             Duration::from_secs(10),
-        );
+        )
+        .with_clock(now_fn(&clock));
         Env {
             wallet,
             clock,
@@ -1089,7 +1107,8 @@ async fn requests_that_are_not_the_acquirers_are_refused_signed() {
         wallet_signer(),
         Some(wallet_signer().public_key()),
         Duration::from_secs(5),
-    );
+    )
+    .with_clock(now_fn(&env.clock));
     let r: PayResponse = other
         .post(&format!("{}{PAY_PATH}", env.url), &body)
         .await
@@ -1100,7 +1119,8 @@ async fn requests_that_are_not_the_acquirers_are_refused_signed() {
         acquirer_signer(),
         Some(wallet_signer().public_key()),
         Duration::from_secs(5),
-    );
+    )
+    .with_clock(now_fn(&env.clock));
     let r: PayResponse = stranger
         .post(&format!("{}{PAY_PATH}", env.url), &body)
         .await
@@ -1477,4 +1497,199 @@ async fn the_operator_api_needs_its_token() {
         .await
         .unwrap();
     assert!(health.status().is_success());
+}
+
+// ------------------------------------------------------------------ Request-Time freshness
+
+/// The wallet's default freshness window, in milliseconds.
+const WINDOW_MS: i64 = 300_000;
+
+/// A signed MPP request as bytes on the wire, to send as is any number of times. `time`
+/// `None` sends no `Request-Time` (signed over an empty time).
+struct RawMpp {
+    path: String,
+    time: Option<String>,
+    signature: String,
+    body: Vec<u8>,
+}
+
+fn raw_mpp(path: &str, time: Option<String>, body: &Value) -> RawMpp {
+    let body = serde_json::to_vec(body).unwrap();
+    let signature = paycode_sign::sign(
+        acquirer_signer().private_key(),
+        1,
+        path,
+        ACQ,
+        time.as_deref().unwrap_or(""),
+        &body,
+    )
+    .unwrap();
+    RawMpp {
+        path: path.to_string(),
+        time,
+        signature,
+        body,
+    }
+}
+
+impl Env {
+    /// Sends the exact bytes; the answer must be HTTP 200 and signed by the wallet.
+    async fn send(&self, raw: &RawMpp) -> Value {
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.url, raw.path))
+            .header("Client-Id", ACQ)
+            .header("Signature", &raw.signature)
+            .header("Content-Type", "application/json; charset=UTF-8")
+            .body(raw.body.clone());
+        if let Some(t) = &raw.time {
+            req = req.header("Request-Time", t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        paycode_http::verify_answer(&wallet_signer().public_key(), &headers, &raw.path, &bytes)
+            .expect("every answer is signed");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn now_ms(&self) -> i64 {
+        paycode_wallet::Clock::now_ms(&*self.clock)
+    }
+}
+
+fn iso_at(ms: i64, offset_s: i32, secs_only: bool) -> String {
+    let zone = chrono::FixedOffset::east_opt(offset_s).unwrap();
+    let format = if secs_only {
+        chrono::SecondsFormat::Secs
+    } else {
+        chrono::SecondsFormat::Millis
+    };
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .with_timezone(&zone)
+        .to_rfc3339_opts(format, false)
+}
+
+fn assert_time_refused(v: &Value, what: &str) {
+    assert_eq!(v["result"]["resultCode"], "PARAM_ILLEGAL", "{what}: {v}");
+    assert_eq!(v["result"]["resultStatus"], "F", "{what}: {v}");
+    let m = v["result"]["resultMessage"].as_str().unwrap_or("");
+    assert!(
+        m.contains("Request-Time") && m.contains("±300 s"),
+        "{what}: {m}"
+    );
+    assert!(v.get("paymentId").is_none(), "{what}: {v}");
+}
+
+#[tokio::test]
+async fn an_mpp_pay_with_a_bad_request_time_is_refused_with_nothing_written() {
+    let env = Env::new().await;
+    env.user("tess", 10_000, 5_000, 20_000).await;
+    let d = env.register("tess").await;
+    let code = env.code(&d);
+    let body = env.pay_body("P-RT", 700, &code);
+    let now = env.now_ms();
+    // The wallet's clock is manual, so the edges are exact: one millisecond beyond them.
+    let bad: Vec<(&str, Option<String>)> = vec![
+        ("stale epoch ms", Some((now - WINDOW_MS - 1).to_string())),
+        ("future epoch ms", Some((now + WINDOW_MS + 1).to_string())),
+        (
+            "stale ISO-8601 Z",
+            Some(iso_at(now - WINDOW_MS - 1, 0, false)),
+        ),
+        (
+            "future ISO-8601 +08:00",
+            Some(iso_at(now + WINDOW_MS + 1, 8 * 3600, false)),
+        ),
+        (
+            "stale ISO-8601 whole seconds",
+            Some(iso_at(now - WINDOW_MS - 1_000, 0, true)),
+        ),
+        ("year 2001", Some("1000000000000".into())),
+        ("unreadable", Some("not-a-time".into())),
+        ("missing", None),
+    ];
+    for (what, time) in bad {
+        let v = env.send(&raw_mpp(PAY_PATH, time, &body)).await;
+        assert_time_refused(&v, what);
+        let q = env.inquire("P-RT").await;
+        assert_eq!(code_of(&q.result), "ORDER_NOT_EXIST", "{what}: {q:?}");
+    }
+    assert_eq!(env.balance("tess").await, 10_000, "nothing debited");
+    let h: History = env.customer_get(&d, "/customer/v1/history").await;
+    assert!(
+        h.items.iter().all(|i| i.kind == "OPENING"),
+        "no wallet payment, only the opening balance: {:?}",
+        h.items
+    );
+
+    // Exactly at the stale edge (the Python SDK's form, whole seconds): accepted, and the code
+    // was not used up by the refused attempts.
+    let edge = raw_mpp(PAY_PATH, Some(iso_at(now - WINDOW_MS, 0, true)), &body);
+    let v = env.send(&edge).await;
+    assert_eq!(v["result"]["resultCode"], "SUCCESS", "{v}");
+    assert_eq!(env.balance("tess").await, 9_300);
+    // Exactly at the future edge, epoch ms: accepted.
+    let q = raw_mpp(
+        INQUIRY_PATH,
+        Some((now + WINDOW_MS).to_string()),
+        &json!({"paymentRequestId": "P-RT"}),
+    );
+    let v = env.send(&q).await;
+    assert_eq!(v["paymentResult"]["resultStatus"], "S", "{v}");
+    env.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn every_mpp_operation_checks_request_time_and_a_late_replay_changes_nothing() {
+    let env = Env::new().await;
+    env.user("walt", 10_000, 5_000, 20_000).await;
+    let d = env.register("walt").await;
+    let code = env.code(&d);
+    let pay = raw_mpp(
+        PAY_PATH,
+        Some(env.now_ms().to_string()),
+        &env.pay_body("P-RP", 1_000, &code),
+    );
+    // An exact replay inside the window: the first attempt's answer, one debit.
+    let first = env.send(&pay).await;
+    assert_eq!(first["result"]["resultCode"], "SUCCESS", "{first}");
+    let again = env.send(&pay).await;
+    assert_eq!(again["paymentId"], first["paymentId"]);
+    assert_eq!(env.balance("walt").await, 9_000, "debited once");
+
+    let refund = json!({"refundRequestId": "R-RP", "paymentRequestId": "P-RP",
+                        "refundAmount": {"currency": "CNY", "value": "1000"}});
+    let captured_refund = raw_mpp(REFUND_PATH, Some(iso_at(env.now_ms(), 0, false)), &refund);
+    let captured_cancel = raw_mpp(
+        CANCEL_PATH,
+        Some(env.now_ms().to_string()),
+        &json!({"paymentRequestId": "P-RP"}),
+    );
+    env.clock.advance_ms(WINDOW_MS + 1);
+    for (what, raw) in [
+        ("pay", &pay),
+        ("refund", &captured_refund),
+        ("cancel", &captured_cancel),
+    ] {
+        assert_time_refused(&env.send(raw).await, what);
+    }
+    let stale = Some((env.now_ms() - WINDOW_MS - 1).to_string());
+    for (path, body) in [
+        (INQUIRY_PATH, json!({"paymentRequestId": "P-RP"})),
+        (REFUND_PATH, refund.clone()),
+        (CANCEL_PATH, json!({"paymentRequestId": "P-RP"})),
+    ] {
+        assert_time_refused(&env.send(&raw_mpp(path, stale.clone(), &body)).await, path);
+    }
+    assert_eq!(env.balance("walt").await, 9_000, "no refund, no reversal");
+    let q = env.inquire("P-RP").await;
+    assert_eq!(code_of(q.payment_result.as_ref().unwrap()), "SUCCESS");
+    // Fresh, the same refund goes through: nothing was recorded for the refused ones.
+    let r = env.refund("R-RP", "P-RP", 1_000).await;
+    assert_eq!(code_of(&r.result), "SUCCESS", "{r:?}");
+    assert_eq!(env.balance("walt").await, 10_000);
+    env.assert_consistent().await;
 }

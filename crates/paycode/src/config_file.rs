@@ -1,7 +1,8 @@
 //! `paycode serve --config FILE`: runs exactly what the file configures — an acquirer, any number
 //! of reference wallets, or both — with no demo data. Reference data (merchants, keys, wallets,
 //! routes, rates) is then managed through the admin API. Relative paths are relative to the
-//! file's directory. `PAYCODE_*` environment variables override acquirer limits (see `serve`).
+//! file's directory. `PAYCODE_*` environment variables override acquirer limits and the
+//! wallets' `request_time_window_s` (see `serve`).
 //!
 //! ```toml
 //! [acquirer]
@@ -16,6 +17,7 @@
 //! rate_file = "rates.txt"                        # optional; loaded at start
 //! [acquirer.limits]
 //! notify_schedule_s = [0, 120, 600]
+//! request_time_window_s = 300                    # Request-Time freshness, ± seconds
 //!
 //! [[wallets]]
 //! name = "sgpay"
@@ -26,6 +28,7 @@
 //! private_key_file = "keys/wallet-sgpay.key"
 //! acquirer_public_key_file = "keys/acquirer.pub"  # PEM or bare base64 SPKI
 //! admin_token_file = "wallet-admin-token"        # optional; enables /admin/v1
+//! request_time_window_s = 300                    # optional; Request-Time freshness, ± s
 //! ```
 
 use crate::serve::{Tasks, spawn_acquirer_server, spawn_wallet_server, wait_all};
@@ -73,6 +76,7 @@ pub struct AcquirerSection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub request_body_max_bytes: Option<usize>,
+    pub request_time_window_s: Option<u64>,
     pub payment_expiry_default_s: Option<i64>,
     pub payment_expiry_max_s: Option<i64>,
     pub quote_validity_s: Option<i64>,
@@ -101,6 +105,7 @@ pub struct WalletSection {
     pub code_step_s: Option<u64>,
     pub code_validity_s: Option<u64>,
     pub challenge_timeout_s: Option<u64>,
+    pub request_time_window_s: Option<u64>,
     /// The operator API's bearer token; without it the wallet's `/admin/v1` is disabled.
     pub admin_token_file: Option<PathBuf>,
 }
@@ -124,6 +129,7 @@ impl LimitsSection {
         }
         set!(
             request_body_max_bytes,
+            request_time_window_s,
             payment_expiry_default_s,
             payment_expiry_max_s,
             quote_validity_s,
@@ -199,6 +205,10 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
         if let Some(v) = w.challenge_timeout_s {
             wc.challenge_timeout_s = v;
         }
+        if let Some(v) = w.request_time_window_s {
+            wc.request_time_window_s = v;
+        }
+        crate::serve::wallet_config_from_env(&mut wc)?;
         if let Some(p) = &w.admin_token_file {
             wc.admin_token = Some(read(&base, p, "wallet admin token")?.trim().to_string());
         }

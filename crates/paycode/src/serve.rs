@@ -160,6 +160,7 @@ async fn start_wallets(
         );
         // The demo's operator token guards the wallets' operator API too.
         config.admin_token = Some(admin_token(data_dir)?);
+        wallet_config_from_env(&mut config)?;
         let wallet = tokio::task::spawn_blocking(move || Wallet::open(config))
             .await
             .context("opening a wallet")??;
@@ -540,6 +541,19 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     wait_all(tasks).await
 }
 
+/// Wallet settings overridden from the environment: `PAYCODE_REQUEST_TIME_WINDOW_S`, the same
+/// variable as the acquirer's, so one process has one freshness window.
+pub(crate) fn wallet_config_from_env(config: &mut WalletConfig) -> anyhow::Result<()> {
+    let name = "PAYCODE_REQUEST_TIME_WINDOW_S";
+    if let Ok(v) = std::env::var(name) {
+        config.request_time_window_s = v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))?;
+    }
+    Ok(())
+}
+
 /// Acquirer limits, with overrides from the environment (`PAYCODE_<LIMIT_NAME>` in upper case,
 /// e.g. `PAYCODE_NOTIFY_SCHEDULE_S=0,120,600`, `PAYCODE_WALLET_PAY_TIMEOUT_MS=5000`).
 pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
@@ -556,6 +570,10 @@ pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
     num(
         "PAYCODE_REQUEST_BODY_MAX_BYTES",
         &mut l.request_body_max_bytes,
+    )?;
+    num(
+        "PAYCODE_REQUEST_TIME_WINDOW_S",
+        &mut l.request_time_window_s,
     )?;
     num(
         "PAYCODE_PAYMENT_EXPIRY_DEFAULT_S",

@@ -35,6 +35,7 @@ admin_token_file = "admin-token"
 time_zone = "Asia/Singapore"
 [acquirer.limits]
 notify_schedule_s = [0, 1]
+request_time_window_s = 120
 
 [[wallets]]
 name = "mywallet"
@@ -45,6 +46,7 @@ db = "wallet.db"
 private_key_file = "wallet.key"
 acquirer_public_key_file = "acquirer.pub"
 admin_token_file = "admin-token"
+request_time_window_s = 120
 "#,
     )
     .unwrap();
@@ -191,4 +193,45 @@ admin_token_file = "admin-token"
     assert_eq!(paid["pspCustomerInfo"]["pspName"], "mywallet");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn a_request_time_window_out_of_range_stops_serve_at_start() {
+    for (value, expect) in [
+        ("0", "request_time_window_s is 0"),
+        ("86401", "request_time_window_s is 86401"),
+        (
+            "five",
+            "PAYCODE_REQUEST_TIME_WINDOW_S=\"five\" is not a valid number",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_paycode"))
+            .args(["--data-dir", dir.path().to_str().unwrap(), "serve"])
+            .args(["--listen", "127.0.0.1:0", "--wallet-port-base", "0"])
+            .env("PAYCODE_LOG", "warn")
+            .env("PAYCODE_REQUEST_TIME_WINDOW_S", value)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A serve that starts after all would run forever: stop it and fail.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("{value}: serve started with an invalid window");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(!status.success(), "{value}: serve must not start");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(stderr.contains(expect), "{value}: {stderr}");
+    }
 }

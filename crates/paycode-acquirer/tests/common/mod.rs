@@ -1,6 +1,7 @@
 //! Test harness: an acquirer over real HTTP on port 0, a real reference wallet or a scriptable
 //! wallet double, a merchant client that verifies every answer's signature, and a notification
-//! receiver. Background work is drained, never waited for.
+//! receiver. Background work is drained, never waited for. Every party reads the acquirer's
+//! clock, so moving it keeps their `Request-Time`s fresh for each other.
 #![allow(dead_code)]
 
 use axum::Router;
@@ -62,6 +63,8 @@ pub enum PayMode {
 
 #[derive(Default)]
 pub struct FakeState {
+    /// The acquirer's clock: every call must carry a fresh `Request-Time` by it.
+    pub clock: paycode_acquirer::Clock,
     pub pay_mode: Option<PayMode>,
     /// paymentRequestId → "S" | "F" | "U" | "C" (cancelled)
     pub payments: HashMap<String, String>,
@@ -81,6 +84,9 @@ async fn fake_handler(State(st): State<Arc<Mutex<FakeState>>>, req: SignedReques
     let header = req.signature_header().unwrap();
     req.verify(&header, &key("acquirer").public_key())
         .expect("the acquirer signs its wallet calls");
+    let now_ms = st.lock().unwrap().clock.now_ms();
+    paycode_http::check_request_time(req.request_time.as_deref(), now_ms, 300)
+        .expect("the acquirer stamps its wallet calls with its clock");
     let answer: Value = match path.as_str() {
         mpp::PAY_PATH => {
             let r: mpp::PayRequest = serde_json::from_slice(&req.body).unwrap();
@@ -167,8 +173,11 @@ async fn fake_handler(State(st): State<Arc<Mutex<FakeState>>>, req: SignedReques
 }
 
 impl FakeWallet {
-    pub async fn start() -> FakeWallet {
-        let state = Arc::new(Mutex::new(FakeState::default()));
+    pub async fn start(clock: paycode_acquirer::Clock) -> FakeWallet {
+        let state = Arc::new(Mutex::new(FakeState {
+            clock,
+            ..FakeState::default()
+        }));
         let router = Router::new()
             .fallback(fake_handler)
             .with_state(state.clone());
@@ -265,6 +274,18 @@ impl Receiver {
 
 // ------------------------------------------------------------------ the harness
 
+/// The wallet sees the acquirer's clock, as two services on synchronised clocks do: a test
+/// that moves the acquirer through a window moves the wallet with it, so their `Request-Time`
+/// checks agree.
+#[derive(Debug)]
+pub struct SharedClock(pub paycode_acquirer::Clock);
+
+impl paycode_wallet::Clock for SharedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.now_ms()
+    }
+}
+
 pub struct Harness {
     pub _dir: tempfile::TempDir,
     pub acq: Acquirer,
@@ -330,6 +351,7 @@ impl Harness {
         );
         wcfg.password_memory_kib = 256;
         wcfg.notify_retry_ms = vec![0, 0, 0];
+        wcfg.clock = Arc::new(SharedClock(acq.clock().clone()));
         let wallet = Wallet::open(wcfg).unwrap();
         let users = [
             ("alice", 100_000, 50_000, false),
@@ -353,7 +375,7 @@ impl Harness {
                 .unwrap();
         }
         let wallet_url = serve(wallet.router()).await;
-        let fake = FakeWallet::start().await;
+        let fake = FakeWallet::start(acq.clock().clone()).await;
 
         let now = acq.clock().now_ms();
         let (wurl, furl) = (wallet_url.clone(), fake.url.clone());
@@ -443,6 +465,7 @@ impl Harness {
                 Some(key("acquirer").public_key()),
                 Duration::from_secs(15),
             )
+            .with_clock(acq.clock().now_fn())
         };
         Harness {
             _dir: dir,
@@ -487,7 +510,7 @@ impl Harness {
     /// A fresh, unused code of a real wallet user (one new device per code).
     pub async fn code_for(&self, user: &str) -> String {
         let material = CodeMaterial::from_device_material(&self.register(user).await).unwrap();
-        first_code(&material)
+        first_code(&material, (self.acq.clock().now_ms() / 1000) as u64)
     }
 
     /// Registers a device and returns its bearer token (for the customer API).
@@ -574,9 +597,8 @@ pub fn verify_key() -> PublicKey {
     key("acquirer").public_key()
 }
 
-/// The first code a new phone shows now.
-fn first_code(material: &CodeMaterial) -> String {
-    let now_s = chrono::Utc::now().timestamp() as u64;
+/// The first code a new phone shows at `now_s`.
+fn first_code(material: &CodeMaterial, now_s: u64) -> String {
     CodeDisplay::default()
         .next(material, now_s)
         .expect("a new phone can always show a code")
