@@ -118,6 +118,7 @@ fn operation(path: &str) -> Option<&'static str> {
         "refund" => Some("refund"),
         "inquiryRefund" => Some("inquiryRefund"),
         "inquireExchangeRate" => Some("inquireExchangeRate"),
+        "inquiryCodeIssuer" => Some("inquiryCodeIssuer"),
         _ => None,
     }
 }
@@ -269,11 +270,32 @@ async fn handle_merchant(
             let body = serde_json::json!({"result": wire::result(ResultCode::SUCCESS, ""), "quotes": quotes});
             Ok((to_body(&body), "SUCCESS".into()))
         }
+        "inquiryCodeIssuer" => {
+            let wire: merchant::CodeIssuerRequest = parse_json(&req.body)?;
+            Ok((to_body(&code_issuer(acq, &wire)?), "SUCCESS".into()))
+        }
         other => Err(ApiError::new(
             ResultCode::INVALID_API,
             format!("no API {other}"),
         )),
     }
+}
+
+/// `inquiryCodeIssuer`: which wallet issued a scanned code, from the in-memory routing table
+/// alone (nothing is written, no wallet is called). Refusals are those of `pay`.
+fn code_issuer(
+    acq: &Acquirer,
+    w: &merchant::CodeIssuerRequest,
+) -> Result<merchant::CodeIssuerResponse, ApiError> {
+    let code = PaymentCode::parse(w.payment_code.trim())
+        .map_err(|e| ApiError::new(ResultCode::INVALID_CODE, format!("paymentCode: {e}")))?;
+    let snap = acq.snapshot();
+    let wallet = crate::service::accepting_wallet(&snap, &code)?;
+    Ok(merchant::CodeIssuerResponse {
+        result: Some(wire::result(ResultCode::SUCCESS, "")),
+        psp_name: Some(wallet.psp_name.clone()),
+        wallet_name: Some(wallet.name.clone()),
+    })
 }
 
 /// `inquireExchangeRate`: `currencyPairs` (`sellCurrency`/`buyCurrency`), a single
@@ -769,7 +791,7 @@ pub struct LookupQuery {
     code: String,
 }
 
-/// "Which wallet is this code?" for operators and the POS tool.
+/// "Which wallet is this code?" for operators (merchants ask `inquiryCodeIssuer`).
 pub async fn admin_route_lookup(
     State(acq): State<Acquirer>,
     headers: HeaderMap,

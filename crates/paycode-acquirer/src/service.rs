@@ -528,21 +528,7 @@ impl Acquirer {
             })
         });
 
-        let wallet = snap.route(&input.code).ok_or_else(|| {
-            ApiError::new(
-                ResultCode::INVALID_CODE,
-                format!(
-                    "no wallet issues codes like {} (unknown issuer)",
-                    input.code.masked()
-                ),
-            )
-        })?;
-        if !wallet.enabled {
-            return Err(ApiError::new(
-                ResultCode::INVALID_CODE,
-                format!("wallet {} is not accepting payments", wallet.psp_name),
-            ));
-        }
+        let wallet = accepting_wallet(&snap, &input.code)?;
         let settlement = match input.settlement_currency {
             Some(c) => c,
             None => Currency::parse(&merchant.settlement_currency).map_err(|e| {
@@ -1585,6 +1571,31 @@ impl Acquirer {
             .await?;
         Ok(())
     }
+}
+
+/// The wallet that takes payments with this code: `INVALID_CODE` for an unknown or disabled
+/// issuer. `pay` and `inquiryCodeIssuer` both ask here, so a POS that looks a code up first is
+/// told exactly what `pay` would answer.
+pub fn accepting_wallet<'a>(
+    snap: &'a Snapshot,
+    code: &PaymentCode,
+) -> Result<&'a Wallet, ApiError> {
+    let wallet = snap.route(code).ok_or_else(|| {
+        ApiError::new(
+            ResultCode::INVALID_CODE,
+            format!(
+                "no wallet issues codes like {} (unknown issuer)",
+                code.masked()
+            ),
+        )
+    })?;
+    if !wallet.enabled {
+        return Err(ApiError::new(
+            ResultCode::INVALID_CODE,
+            format!("wallet {} is not accepting payments", wallet.psp_name),
+        ));
+    }
+    Ok(wallet)
 }
 
 /// A repeat of a known `paymentRequestId`.

@@ -1320,3 +1320,209 @@ async fn guessing_is_refused_at_its_source_before_any_wallet_call() {
     assert_eq!(r["result"]["resultCode"], "SUCCESS", "{r}");
     assert_eq!(h.balance("alice").await, before - 400);
 }
+
+/// Re-registers the double `fakepay` with another display name and state, as an operator would.
+async fn set_fakepay(h: &Harness, psp_name: &'static str, enabled: bool) {
+    let url = h.fake.url.clone();
+    h.acq
+        .db()
+        .write(move |c| {
+            paycode_acquirer::registry::upsert_wallet(
+                c,
+                &paycode_acquirer::registry::NewWallet {
+                    name: "fakepay",
+                    psp_name,
+                    base_url: &url,
+                    public_key: &key("fakepay").public_key(),
+                    currencies: &["SGD".to_string()],
+                    enabled,
+                },
+            )?;
+            Ok::<_, paycode_acquirer::ApiError>(())
+        })
+        .await
+        .unwrap();
+    h.acq.registry().reload(h.acq.db()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn code_issuer_inquiry_names_the_wallet_and_refuses_what_pay_refuses() {
+    let h = Harness::new().await;
+    let before = h.balance("alice").await;
+    let code = h.code_for("alice").await;
+
+    // A signed answer (`call` verifies it) naming the wallet, on both prefixes; the code is
+    // never echoed.
+    let r = h
+        .call("inquiryCodeIssuer", json!({"paymentCode": code}))
+        .await;
+    assert_eq!((code_of(&r), status_of(&r)), ("SUCCESS", "S"), "{r}");
+    assert_eq!(r["pspName"], "sgpay");
+    assert_eq!(r["walletName"], "sgpay");
+    assert!(!r.to_string().contains(&code[6..]), "{r}");
+    let sandbox: Value = h
+        .merchant
+        .post(
+            &format!("{}/ams/sandbox/api/v1/payments/inquiryCodeIssuer", h.url),
+            &json!({"paymentCode": code}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sandbox["pspName"], "sgpay", "{sandbox}");
+    // Any registered merchant may ask, with its own key.
+    let other = h
+        .call_as(&h.other, "inquiryCodeIssuer", json!({"paymentCode": code}))
+        .await;
+    assert_eq!(code_of(&other), "SUCCESS", "{other}");
+
+    // The look-up wrote nothing and used nothing: the same code then pays, once, from the
+    // wallet the look-up named.
+    assert_eq!(
+        h.sql_i64("SELECT COUNT(*) FROM payments WHERE ?1 = ?1", String::new())
+            .await,
+        0
+    );
+    let paid = h.call("pay", h.pay_body("ci-1", 300, &code)).await;
+    assert_eq!(code_of(&paid), "SUCCESS", "{paid}");
+    assert_eq!(paid["pspCustomerInfo"]["pspName"], r["pspName"]);
+    assert_eq!(h.balance("alice").await, before - 300);
+
+    // The display name and the routing id are told apart.
+    set_fakepay(&h, "FakePay Global", true).await;
+    let fake_code = FakeWallet::code(7);
+    let r = h
+        .call("inquiryCodeIssuer", json!({"paymentCode": fake_code}))
+        .await;
+    assert_eq!(code_of(&r), "SUCCESS", "{r}");
+    assert_eq!(
+        (r["pspName"].as_str(), r["walletName"].as_str()),
+        (Some("FakePay Global"), Some("fakepay"))
+    );
+
+    // Unknown issuer, disabled issuer, malformed code: INVALID_CODE with pay's own message.
+    set_fakepay(&h, "FakePay Global", false).await;
+    for (i, bad) in ["777777021234567890123456", fake_code.as_str(), "12345"]
+        .into_iter()
+        .enumerate()
+    {
+        let looked = h
+            .call("inquiryCodeIssuer", json!({"paymentCode": bad}))
+            .await;
+        let paid = h
+            .call("pay", h.pay_body(&format!("ci-bad-{i}"), 100, bad))
+            .await;
+        assert_eq!(
+            (code_of(&looked), status_of(&looked)),
+            ("INVALID_CODE", "F")
+        );
+        assert_eq!(code_of(&paid), "INVALID_CODE", "{paid}");
+        let (said, pay_said) = (
+            looked["result"]["resultMessage"].as_str().unwrap(),
+            paid["result"]["resultMessage"].as_str().unwrap(),
+        );
+        if bad == "12345" {
+            // Each names its own field.
+            assert!(said.starts_with("paymentCode: "), "{said}");
+            assert_eq!(
+                said.strip_prefix("paymentCode: "),
+                pay_said.strip_prefix("paymentMethod.paymentMethodId: ")
+            );
+        } else {
+            assert_eq!(said, pay_said);
+            assert!(!said.contains(&bad[..20]), "codes are masked: {said}");
+        }
+        assert!(looked.get("pspName").is_none(), "{looked}");
+    }
+    assert!(
+        h.fake.calls().is_empty(),
+        "no wallet is called for a look-up or a refused code"
+    );
+
+    // A missing or mistyped field is PARAM_ILLEGAL naming it.
+    for body in [json!({}), json!({"paymentCode": ["2810"]})] {
+        let r = h.call("inquiryCodeIssuer", body.clone()).await;
+        assert_eq!(code_of(&r), "PARAM_ILLEGAL", "{body} -> {r}");
+        assert!(
+            r["result"]["resultMessage"]
+                .as_str()
+                .unwrap()
+                .contains("paymentCode"),
+            "{r}"
+        );
+    }
+    // The code may come as a JSON number, as for pay: this legacy-form code (which fits in
+    // one) matches no route.
+    let r = h
+        .call(
+            "inquiryCodeIssuer",
+            json!({"paymentCode": 28100502123456789u64}),
+        )
+        .await;
+    assert_eq!(code_of(&r), "INVALID_CODE", "{r}");
+    assert!(
+        r["result"]["resultMessage"]
+            .as_str()
+            .unwrap()
+            .contains("unknown issuer"),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn code_issuer_inquiry_is_authenticated_like_every_merchant_call() {
+    let h = Harness::new().await;
+    let path = "/ams/api/v1/payments/inquiryCodeIssuer";
+    let body = format!(r#"{{"paymentCode": "{REAL_CII}021234567812345678"}}"#);
+    let body = body.as_bytes();
+    type Headers = Vec<(String, String)>;
+    let cases: Vec<(Headers, &str)> = vec![
+        // Signed over other bytes, by another key, with an unknown key version, by nobody.
+        (
+            signed_headers(CLIENT, "merchant", 1, path, b"{}"),
+            "SIGNATURE_INVALID",
+        ),
+        (
+            signed_headers(CLIENT, "other", 1, path, body),
+            "SIGNATURE_INVALID",
+        ),
+        (
+            signed_headers(CLIENT, "merchant", 7, path, body),
+            "KEY_NOT_FOUND",
+        ),
+        (
+            signed_headers("NOBODY", "merchant", 1, path, body),
+            "CLIENT_INVALID",
+        ),
+        // No signature.
+        (
+            signed_headers(CLIENT, "merchant", 1, path, body)[..2].to_vec(),
+            "SIGNATURE_INVALID",
+        ),
+        // No client id at all.
+        (
+            signed_headers(CLIENT, "merchant", 1, path, body)
+                .into_iter()
+                .filter(|(name, _)| name != "Client-Id")
+                .collect(),
+            "CLIENT_INVALID",
+        ),
+    ];
+    for (hs, expect) in cases {
+        let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        // `raw` checks that even a refusal is HTTP 200 with a signed answer.
+        let (status, _, v) = raw(&h, path, &refs, body).await;
+        assert_eq!(status, 200);
+        assert_eq!((code_of(&v), status_of(&v)), (expect, "F"), "{v}");
+        assert!(
+            v.get("pspName").is_none(),
+            "refused calls name no wallet: {v}"
+        );
+    }
+    // The same request, correctly signed, is answered.
+    let hs = signed_headers(CLIENT, "merchant", 1, path, body);
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (_, headers, v) = raw(&h, path, &refs, body).await;
+    assert_eq!(code_of(&v), "SUCCESS", "{v}");
+    assert_eq!(v["pspName"], "sgpay");
+    assert_eq!(headers["client-id"], CLIENT);
+}

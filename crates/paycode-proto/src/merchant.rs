@@ -1,7 +1,14 @@
 //! The merchant API (SPEC §2): `POST /ams/api/v1/payments/{pay,inquiryPayment,cancel,refund,
-//! inquiryRefund,inquireExchangeRate}`, also under `/ams/sandbox/api/v1/…`.
+//! inquiryRefund,inquireExchangeRate,inquiryCodeIssuer}`, also under `/ams/sandbox/api/v1/…`.
 //!
 //! Requests ignore unknown fields (the SDKs send many optional ones).
+//!
+//! `inquiryCodeIssuer` is paycode's own addition (SPEC §4.2, "which wallet is this code?"): a
+//! POS asks it after scanning and before `pay`, to tell the cashier which wallet the customer
+//! pays with. It is signed and answered exactly like the other endpoints, with the merchant's
+//! own client id and key. It reads only the routing table and writes nothing: request
+//! [`CodeIssuerRequest`], answer [`CodeIssuerResponse`] with `SUCCESS`, or `INVALID_CODE` (with
+//! the same message `pay` would give) for a malformed code or an unknown or disabled issuer.
 
 use crate::{Amount, Quote, ResultInfo, lenient_opt_string, lenient_string};
 use serde::{Deserialize, Serialize};
@@ -298,6 +305,28 @@ pub struct InquiryRefundRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub refund_id: Option<String>,
+}
+
+/// Request of `inquiryCodeIssuer`: the scanned code, as `pay` would send it in
+/// `paymentMethod.paymentMethodId`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeIssuerRequest {
+    #[serde(deserialize_with = "lenient_string")]
+    pub payment_code: String,
+}
+
+/// Answer of `inquiryCodeIssuer`. On `SUCCESS`, the wallet that issued the code: `pspName` is
+/// the name `pay` reports in `pspCustomerInfo.pspName`, `walletName` the routing table's id of
+/// the wallet. The code itself is never echoed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeIssuerResponse {
+    pub result: Option<ResultInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psp_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet_name: Option<String>,
 }
 
 /// The body every notification receiver answers with.

@@ -66,7 +66,7 @@ struct UserArg {
 struct CodeArgs {
     #[arg(long)]
     user: String,
-    /// Write a scannable image (QR code above a Code 128 barcode) to FILE.
+    /// Write a scannable image (QR code above a Code 128 barcode, the digits under it) to FILE.
     #[arg(long, value_name = "FILE")]
     png: Option<PathBuf>,
     /// Print only the 24 digits (for scripts).
@@ -176,14 +176,9 @@ pub fn code_screen(
     let digits = shown.digits.as_str();
     let qr = render::terminal_qr(digits, color)?;
     let bar = render::terminal_barcode(digits, color)?;
-    let grouped: Vec<String> = digits
-        .as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
     Ok(format!(
         "Payment code for {user}\n\n{qr}\n{bar}\n  {}\n\n{}",
-        grouped.join(" "),
+        render::group_digits(digits),
         validity_line(shown, now_s)
     ))
 }

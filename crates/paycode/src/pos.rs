@@ -13,15 +13,17 @@ use crate::pos_schedule::{
     DEFAULT_PAY_TIMEOUT_MS, Event, InquiryAnswer, Machine, Outcome, PayAnswer, Schedule,
 };
 use crate::render;
-use crate::tools_common::{MerchantApi, new_request_id, parse_amount, show_amount, show_money};
+use crate::tools_common::{
+    DEFAULT_LOOKUP_TIMEOUT_MS, MerchantApi, new_request_id, parse_amount, show_amount, show_money,
+};
 use anyhow::Context;
 use paycode_core::Money;
 use paycode_core::code::PaymentCode;
 use paycode_http::CallError;
 use paycode_proto::Amount;
 use paycode_proto::merchant::{
-    Env, InquiryPaymentResponse, InquiryRefundRequest, Merchant, Order, PayRequest, PaymentFactor,
-    PaymentMethod, PaymentRef, RefundRequest, Store,
+    CodeIssuerRequest, CodeIssuerResponse, Env, InquiryPaymentResponse, InquiryRefundRequest,
+    Merchant, Order, PayRequest, PaymentFactor, PaymentMethod, PaymentRef, RefundRequest, Store,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -111,6 +113,10 @@ struct ChargeArgs {
     /// What the customer buys.
     #[arg(long, default_value = "In-store purchase")]
     description: String,
+    /// How long to wait for the name of the code's wallet before charging without it, in ms.
+    #[arg(long, default_value_t = DEFAULT_LOOKUP_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    lookup_timeout_ms: u64,
     #[command(flatten)]
     timing: TimingArgs,
 }
@@ -196,6 +202,17 @@ impl Progress {
         } else {
             let _ = writeln!(err, "{}{text}", self.prefix);
         }
+        let _ = err.flush();
+    }
+
+    /// A line that stays on screen (a terminal's line in progress is replaced by it).
+    pub fn line(&mut self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.open_line {
+            let _ = write!(err, "\r\x1b[2K");
+            self.open_line = false;
+        }
+        let _ = writeln!(err, "{}{text}", self.prefix);
         let _ = err.flush();
     }
 
@@ -349,6 +366,100 @@ fn classify_cancel(r: &Result<paycode_proto::merchant::CancelResponse, CallError
         },
         _ => CancelAnswer::Unknown,
     }
+}
+
+/// What the acquirer said, before the charge, about the wallet that issued the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssuerAnswer {
+    /// The wallet that `pay` will ask: its display name and its routing id.
+    Known {
+        psp_name: String,
+        wallet_name: String,
+    },
+    /// No wallet takes this code (unknown or disabled issuer): `pay` would be refused alike.
+    Refused { code: String, message: String },
+    /// The acquirer could not say (no answer, an unexpected answer, or an acquirer without the
+    /// look-up): the charge goes on and `pay` decides.
+    Unavailable(String),
+}
+
+fn classify_issuer(r: &Result<CodeIssuerResponse, CallError>) -> IssuerAnswer {
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return IssuerAnswer::Unavailable(e.to_string()),
+    };
+    let Some(result) = &r.result else {
+        return IssuerAnswer::Unavailable("the answer has no result".to_string());
+    };
+    match (result.result_status.as_str(), &r.psp_name) {
+        ("S", Some(psp_name)) if !psp_name.is_empty() => IssuerAnswer::Known {
+            psp_name: psp_name.clone(),
+            wallet_name: r.wallet_name.clone().unwrap_or_default(),
+        },
+        ("S", _) => IssuerAnswer::Unavailable("the answer names no wallet".to_string()),
+        ("F", _) if result.result_code == "INVALID_CODE" => IssuerAnswer::Refused {
+            code: result.result_code.clone(),
+            message: result.result_message.clone(),
+        },
+        _ => IssuerAnswer::Unavailable(format!("{} {}", result.result_code, result.result_message)),
+    }
+}
+
+/// Asks the acquirer which wallet issued `code`. Never fails: what it cannot learn is
+/// [`IssuerAnswer::Unavailable`].
+pub async fn look_up_issuer(api: &MerchantApi, code: &PaymentCode) -> IssuerAnswer {
+    let req = CodeIssuerRequest {
+        payment_code: code.expose_digits().to_string(),
+    };
+    classify_issuer(&api.code_issuer(&req).await)
+}
+
+/// The cashier's line for a known or unavailable issuer: `wallet: SGPay (sgpay)`.
+pub fn issuer_line(answer: &IssuerAnswer, code: &PaymentCode) -> String {
+    let text = match answer {
+        IssuerAnswer::Known {
+            psp_name,
+            wallet_name,
+        } if wallet_name.is_empty() || wallet_name == psp_name => {
+            format!("wallet: {psp_name}")
+        }
+        IssuerAnswer::Known {
+            psp_name,
+            wallet_name,
+        } => format!("wallet: {psp_name} ({wallet_name})"),
+        IssuerAnswer::Unavailable(why) => {
+            format!("wallet: unknown (the acquirer did not say: {why}); charging anyway")
+        }
+        IssuerAnswer::Refused { code, message } => {
+            format!("wallet: none ({code}: {message})")
+        }
+    };
+    mask_in(&text, code)
+}
+
+/// The one line that explains a charge refused before `pay`.
+pub fn refused_line(code: &PaymentCode, result_code: &str, message: &str) -> String {
+    mask_in(
+        &format!(
+            "not charged: the acquirer refused the code before paying ({result_code}: {message}); ask the customer to pay with another wallet or another way"
+        ),
+        code,
+    )
+}
+
+/// Masks `code` wherever it occurs in `text` (the acquirer masks its messages; this makes sure).
+fn mask_in(text: &str, code: &PaymentCode) -> String {
+    text.replace(code.expose_digits(), &code.masked())
+}
+
+/// Whether the acquirer may already hold a payment for this charge's request id: anything but a
+/// definite "no such payment" counts as maybe.
+async fn was_sent_before(api: &MerchantApi, charge: &Charge) -> bool {
+    let selector = PaymentRef {
+        payment_id: None,
+        payment_request_id: Some(charge.payment_request_id.clone()),
+    };
+    classify_inquiry(&api.inquiry(&selector).await) != InquiryAnswer::NotFound
 }
 
 /// Sends the pay request and follows SPEC §2.8 to a final state. Fails only when the pay
@@ -507,7 +618,8 @@ fn read_code(code: Option<&str>, scan: Option<&Path>) -> anyhow::Result<PaymentC
 async fn charge_command(demo: &DemoFile, a: ChargeArgs) -> anyhow::Result<ExitCode> {
     let amount = parse_amount(&a.amount, &a.currency)?;
     let code = read_code(a.code.as_deref(), a.scan.as_deref())?;
-    let api = MerchantApi::from_demo(demo, a.timing.pay_timeout_ms)?;
+    let api =
+        MerchantApi::from_demo_with_lookup(demo, a.timing.pay_timeout_ms, a.lookup_timeout_ms)?;
     let charge = Charge {
         amount,
         code,
@@ -520,6 +632,33 @@ async fn charge_command(demo: &DemoFile, a: ChargeArgs) -> anyhow::Result<ExitCo
         description: a.description.clone(),
     };
     let mut progress = Progress::stderr("");
+    // Name the wallet before charging: the cashier can tell the customer at once, and a code no
+    // wallet here takes is turned away without a payment being created.
+    progress.show(&format!(
+        "identifying the wallet of code {} …",
+        charge.code.masked()
+    ));
+    let answer = look_up_issuer(&api, &charge.code).await;
+    if let IssuerAnswer::Refused {
+        code: result_code,
+        message,
+    } = &answer
+    {
+        // A repeated request id may be a retry of a charge made before the wallet was
+        // disabled: `pay` then answers with that charge's state, so it must still be asked.
+        let is_retry = a.request_id.is_some() && was_sent_before(&api, &charge).await;
+        if !is_retry {
+            progress.line(&refused_line(&charge.code, result_code, message));
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        progress.line(&format!(
+            "{}; request {} was sent before: following it",
+            issuer_line(&answer, &charge.code),
+            charge.payment_request_id
+        ));
+    } else {
+        progress.line(&issuer_line(&answer, &charge.code));
+    }
     let result = run_charge(&api, demo, &charge, a.timing.schedule(), &mut progress).await?;
     print!(
         "{}",
@@ -847,6 +986,102 @@ mod tests {
             classify_inquiry(&Err(CallError::Unknown("timeout".into()))),
             InquiryAnswer::Unknown
         );
+    }
+
+    fn issuer(
+        status: &str,
+        code: &str,
+        psp: Option<&str>,
+        wallet: Option<&str>,
+    ) -> CodeIssuerResponse {
+        CodeIssuerResponse {
+            result: Some(ResultInfo::new(code, status, "why")),
+            psp_name: psp.map(str::to_string),
+            wallet_name: wallet.map(str::to_string),
+        }
+    }
+
+    fn check_issuer(
+        answer: Result<CodeIssuerResponse, CallError>,
+        expect: IssuerAnswer,
+        line: &str,
+    ) {
+        let code = PaymentCode::parse("281012020000123487654321").unwrap();
+        let got = classify_issuer(&answer);
+        assert_eq!(got, expect);
+        let shown = issuer_line(&got, &code);
+        assert!(shown.contains(line), "{shown:?} lacks {line:?}");
+        assert!(!shown.contains("2810120200001234"), "{shown}");
+    }
+
+    #[test]
+    fn issuer_answers_name_the_wallet_refuse_unknown_issuers_and_otherwise_go_on() {
+        let known = |psp: &str, wallet: &str| IssuerAnswer::Known {
+            psp_name: psp.into(),
+            wallet_name: wallet.into(),
+        };
+        check_issuer(
+            Ok(issuer("S", "SUCCESS", Some("SGPay"), Some("sgpay"))),
+            known("SGPay", "sgpay"),
+            "wallet: SGPay (sgpay)",
+        );
+        // One name when both are the same.
+        check_issuer(
+            Ok(issuer("S", "SUCCESS", Some("sgpay"), Some("sgpay"))),
+            known("sgpay", "sgpay"),
+            "wallet: sgpay",
+        );
+        check_issuer(
+            Ok(issuer("F", "INVALID_CODE", None, None)),
+            IssuerAnswer::Refused {
+                code: "INVALID_CODE".into(),
+                message: "why".into(),
+            },
+            "wallet: none",
+        );
+        // Anything else is not a verdict on the code: the charge goes on.
+        for (status, code) in [
+            ("F", "INVALID_API"),
+            ("U", "UNKNOWN_EXCEPTION"),
+            ("F", "CLIENT_INVALID"),
+        ] {
+            check_issuer(
+                Ok(issuer(status, code, None, None)),
+                IssuerAnswer::Unavailable(format!("{code} why")),
+                "wallet: unknown",
+            );
+        }
+        check_issuer(
+            Ok(issuer("S", "SUCCESS", None, None)),
+            IssuerAnswer::Unavailable("the answer names no wallet".into()),
+            "charging anyway",
+        );
+        for e in [
+            CallError::NotDelivered("connection refused".into()),
+            CallError::Unknown("timeout".into()),
+        ] {
+            let why = e.to_string();
+            check_issuer(Err(e), IssuerAnswer::Unavailable(why), "wallet: unknown");
+        }
+    }
+
+    #[test]
+    fn printed_lines_mask_the_code_even_when_the_acquirer_does_not() {
+        let code = PaymentCode::parse("281012020000123487654321").unwrap();
+        let line = refused_line(
+            &code,
+            "INVALID_CODE",
+            "code 281012020000123487654321 is odd",
+        );
+        assert!(!line.contains("28101202"), "{line}");
+        assert!(line.contains("********************4321"), "{line}");
+        assert!(line.starts_with("not charged: "), "{line}");
+        assert_eq!(line.lines().count(), 1);
+        let line = issuer_line(
+            &IssuerAnswer::Unavailable("bad 281012020000123487654321".into()),
+            &code,
+        );
+        assert!(!line.contains("28101202"), "{line}");
     }
 
     #[test]

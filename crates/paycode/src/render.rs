@@ -3,6 +3,10 @@
 //! A payment code is shown two ways, as the SPEC asks: a QR code (ISO/IEC 18004) and a Code 128
 //! barcode of the same digits. Both are drawn from one module matrix, either as terminal text
 //! (half-block characters, two modules per character cell) or as a PNG that a POS can scan.
+//! The PNG also shows the digits under the barcode, grouped in fours, as a phone screen does
+//! (for a cashier to type when the scanner fails). They are drawn with a 5×7 bitmap font of
+//! `0-9` built in here ([`DIGIT_GLYPHS`]) rather than a font-rendering dependency, and kept
+//! clear of both symbols' quiet zones so that the codes still decode.
 //!
 //! Scanning ([`decode_image`]) accepts a photo or file with either symbol and returns the digits
 //! it holds; the caller checks that they form a payment code.
@@ -30,6 +34,52 @@ const BAR_HEIGHT_PX: u32 = 120;
 const BAR_HEIGHT_LINES: usize = 4;
 /// White space between the QR code and the barcode in a PNG.
 const PNG_GAP_PX: u32 = 24;
+/// Width and height of a digit glyph, in font pixels.
+const GLYPH_WIDTH: u32 = 5;
+const GLYPH_HEIGHT: u32 = 7;
+/// Font pixels from one character's left edge to the next (the glyph and one blank column).
+const GLYPH_ADVANCE: u32 = GLYPH_WIDTH + 1;
+/// Image pixels per font pixel: 3 gives digits 21 px tall, legible under a 561 px barcode.
+const DIGIT_SCALE_PX: u32 = 3;
+/// White margin around the line of digits in a PNG (below the barcode's own quiet zone).
+const DIGITS_MARGIN_PX: u32 = 12;
+/// Digits per group in the line under the codes.
+const DIGITS_PER_GROUP: usize = 4;
+
+/// The 5×7 font of the digits: one byte per row, top first; bit 4 is the leftmost pixel. A space
+/// is a blank cell.
+pub const DIGIT_GLYPHS: [[u8; 7]; 10] = [
+    [
+        0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110,
+    ], // 0
+    [
+        0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110,
+    ], // 1
+    [
+        0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111,
+    ], // 2
+    [
+        0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110,
+    ], // 3
+    [
+        0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010,
+    ], // 4
+    [
+        0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110,
+    ], // 5
+    [
+        0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110,
+    ], // 6
+    [
+        0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000,
+    ], // 7
+    [
+        0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110,
+    ], // 8
+    [
+        0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100,
+    ], // 9
+];
 
 const ANSI_INK_ON_PAPER: &str = "\x1b[30;47m";
 const ANSI_RESET: &str = "\x1b[0m";
@@ -40,6 +90,8 @@ pub enum RenderError {
     Qr(String, String),
     #[error("cannot draw the code as a Code 128 barcode: {0}")]
     Barcode(String),
+    #[error("cannot write {0:?} under the code: only digits and spaces can be drawn")]
+    Digits(char),
     #[error("cannot write the image {path}: {reason}")]
     WriteImage { path: String, reason: String },
 }
@@ -262,22 +314,81 @@ pub fn barcode_image(text: &str) -> Result<GrayImage, RenderError> {
     Ok(img)
 }
 
-/// The image a phone would show: the QR code above the barcode, on white.
+/// `2810 1202 0000 1234 8765 4321`: the digits in groups of four, as people read them.
+pub fn group_digits(digits: &str) -> String {
+    let chars: Vec<char> = digits.chars().collect();
+    chars
+        .chunks(DIGITS_PER_GROUP)
+        .map(|g| g.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The glyph of a digit; `None` for a space (a blank cell).
+fn glyph(c: char) -> Result<Option<&'static [u8; 7]>, RenderError> {
+    match c {
+        ' ' => Ok(None),
+        '0'..='9' => {
+            let idx = c as usize - '0' as usize;
+            Ok(Some(&DIGIT_GLYPHS[idx]))
+        }
+        other => Err(RenderError::Digits(other)),
+    }
+}
+
+/// A line of text (digits and spaces) in the built-in font, `scale_px` image pixels per font
+/// pixel, with a white margin of `margin_px` all round.
+pub fn text_image(text: &str, scale_px: u32, margin_px: u32) -> Result<GrayImage, RenderError> {
+    let glyphs = text.chars().map(glyph).collect::<Result<Vec<_>, _>>()?;
+    let n_chars = u32::try_from(glyphs.len()).unwrap_or(u32::MAX);
+    // The last character needs no blank column after it.
+    let width_font_px = (n_chars * GLYPH_ADVANCE).saturating_sub(1);
+    let mut img = GrayImage::from_pixel(
+        width_font_px * scale_px + 2 * margin_px,
+        GLYPH_HEIGHT * scale_px + 2 * margin_px,
+        Luma([255]),
+    );
+    for (idx, g) in glyphs.iter().enumerate() {
+        let Some(rows) = g else { continue };
+        let x0 = margin_px + idx as u32 * GLYPH_ADVANCE * scale_px;
+        for (row_idx, bits) in rows.iter().enumerate() {
+            for col in 0..GLYPH_WIDTH {
+                if bits & (1 << (GLYPH_WIDTH - 1 - col)) == 0 {
+                    continue;
+                }
+                let x = x0 + col * scale_px;
+                let y = margin_px + row_idx as u32 * scale_px;
+                for dy in 0..scale_px {
+                    for dx in 0..scale_px {
+                        img.put_pixel(x + dx, y + dy, Luma([0]));
+                    }
+                }
+            }
+        }
+    }
+    Ok(img)
+}
+
+/// The digits line under the codes in a PNG.
+pub fn digits_image(digits: &str) -> Result<GrayImage, RenderError> {
+    text_image(&group_digits(digits), DIGIT_SCALE_PX, DIGITS_MARGIN_PX)
+}
+
+/// The image a phone would show: the QR code above the barcode, the digits under it, on white.
+/// Each part carries its own quiet zone, so stacking them keeps both symbols readable.
 pub fn code_image(text: &str) -> Result<GrayImage, RenderError> {
     let qr = qr_image(text)?;
     let bar = barcode_image(text)?;
-    let width = qr.width().max(bar.width());
-    let height = qr.height() + PNG_GAP_PX + bar.height();
+    let digits = digits_image(text)?;
+    let width = qr.width().max(bar.width()).max(digits.width());
+    let bar_y = qr.height() + PNG_GAP_PX;
+    let digits_y = bar_y + bar.height();
+    let height = digits_y + digits.height();
     let mut img = GrayImage::from_pixel(width, height, Luma([255]));
-    let qr_x = (width - qr.width()) / 2;
-    image::imageops::overlay(&mut img, &qr, i64::from(qr_x), 0);
-    let bar_x = (width - bar.width()) / 2;
-    image::imageops::overlay(
-        &mut img,
-        &bar,
-        i64::from(bar_x),
-        i64::from(qr.height() + PNG_GAP_PX),
-    );
+    for (part, y) in [(&qr, 0), (&bar, bar_y), (&digits, digits_y)] {
+        let x = (width - part.width()) / 2;
+        image::imageops::overlay(&mut img, part, i64::from(x), i64::from(y));
+    }
     Ok(img)
 }
 
@@ -337,9 +448,113 @@ mod tests {
         check_decodes(barcode_image(DIGITS).unwrap(), DIGITS);
     }
 
+    /// Decodes one symbology only, so that an image with both is checked for each.
+    fn decode_as(img: &GrayImage, format: rxing::BarcodeFormat) -> Option<String> {
+        rxing::helpers::detect_in_image(DynamicImage::ImageLuma8(img.clone()), Some(format))
+            .ok()
+            .map(|r| r.getText().to_string())
+    }
+
+    /// Reads a line drawn by [`text_image`] back, cell by cell, by the centre of each font
+    /// pixel: the inverse of the renderer, so a test sees what a person reads.
+    fn read_text(img: &GrayImage, scale_px: u32, margin_px: u32) -> String {
+        let n_chars = (img.width() - 2 * margin_px + scale_px) / (GLYPH_ADVANCE * scale_px);
+        let mut out = String::new();
+        for idx in 0..n_chars {
+            let x0 = margin_px + idx * GLYPH_ADVANCE * scale_px;
+            let mut rows = [0u8; 7];
+            for (row_idx, bits) in rows.iter_mut().enumerate() {
+                for col in 0..GLYPH_WIDTH {
+                    let x = x0 + col * scale_px + scale_px / 2;
+                    let y = margin_px + row_idx as u32 * scale_px + scale_px / 2;
+                    if img.get_pixel(x, y).0[0] < 128 {
+                        *bits |= 1 << (GLYPH_WIDTH - 1 - col);
+                    }
+                }
+            }
+            match DIGIT_GLYPHS.iter().position(|g| *g == rows) {
+                Some(d) => out.push(char::from(b'0' + d as u8)),
+                None if rows == [0; 7] => out.push(' '),
+                None => out.push('?'),
+            }
+        }
+        out
+    }
+
     #[test]
     fn phone_image_with_both_symbols_decodes_to_the_digits() {
-        check_decodes(code_image(DIGITS).unwrap(), DIGITS);
+        let img = code_image(DIGITS).unwrap();
+        check_decodes(img.clone(), DIGITS);
+        // Each symbol on its own, with the digits drawn under them.
+        assert_eq!(
+            decode_as(&img, rxing::BarcodeFormat::QR_CODE).as_deref(),
+            Some(DIGITS)
+        );
+        assert_eq!(
+            decode_as(&img, rxing::BarcodeFormat::CODE_128).as_deref(),
+            Some(DIGITS)
+        );
+    }
+
+    #[test]
+    fn every_digit_has_its_own_visible_glyph() {
+        for (d, g) in DIGIT_GLYPHS.iter().enumerate() {
+            assert!(g.iter().any(|row| *row != 0), "digit {d} is blank");
+            assert!(
+                g.iter().all(|row| *row < 1 << GLYPH_WIDTH),
+                "digit {d} too wide"
+            );
+            for (e, other) in DIGIT_GLYPHS.iter().enumerate().skip(d + 1) {
+                assert_ne!(g, other, "digits {d} and {e} look the same");
+            }
+        }
+        // Drawn and read back at several sizes, each digit is itself.
+        for scale_px in [1, 2, 3] {
+            let img = text_image("0123456789 9876543210", scale_px, 5).unwrap();
+            assert_eq!(read_text(&img, scale_px, 5), "0123456789 9876543210");
+        }
+        assert!(matches!(
+            text_image("12a", 3, 0),
+            Err(RenderError::Digits('a'))
+        ));
+    }
+
+    #[test]
+    fn phone_image_shows_the_digits_in_groups_of_four_under_the_codes() {
+        assert_eq!(group_digits(DIGITS), "2810 1202 0000 1234 8765 4321");
+        assert_eq!(group_digits("28100512345678901"), "2810 0512 3456 7890 1");
+        let img = code_image(DIGITS).unwrap();
+        let digits = digits_image(DIGITS).unwrap();
+        // The bottom strip is the digits line, centred, and it reads as the code.
+        let (x, y) = (
+            (img.width() - digits.width()) / 2,
+            img.height() - digits.height(),
+        );
+        let strip =
+            image::imageops::crop_imm(&img, x, y, digits.width(), digits.height()).to_image();
+        assert!(
+            strip.pixels().any(|p| p.0[0] == 0),
+            "the digits area is blank"
+        );
+        assert_eq!(strip, digits);
+        assert_eq!(
+            read_text(&strip, DIGIT_SCALE_PX, DIGITS_MARGIN_PX),
+            "2810 1202 0000 1234 8765 4321"
+        );
+        // Nothing of the digits intrudes on the barcode's quiet zone above them.
+        let bar = barcode_image(DIGITS).unwrap();
+        let quiet_px = BAR_QUIET_MODULES as u32 * BAR_MODULE_PX;
+        let quiet_top = y - quiet_px;
+        for yy in quiet_top..y {
+            assert!(
+                (0..img.width()).all(|xx| img.get_pixel(xx, yy).0[0] == 255),
+                "row {yy} under the bars is not white"
+            );
+        }
+        assert!(
+            digits.width() <= bar.width(),
+            "the digits fit under the barcode"
+        );
     }
 
     #[test]
@@ -399,6 +614,12 @@ mod tests {
         let path = dir.path().join("code.png");
         write_code_png(DIGITS, &path).unwrap();
         assert_eq!(decode_image_file(&path).unwrap(), DIGITS);
+        let png = image::open(&path).unwrap().to_luma8();
+        assert_eq!(
+            png,
+            code_image(DIGITS).unwrap(),
+            "the file holds the drawn image"
+        );
         let missing = decode_image_file(&dir.path().join("nope.png")).unwrap_err();
         assert!(missing.to_string().contains("cannot open the image"));
     }

@@ -11,13 +11,16 @@ use paycode_http::paycode_sign::{PrivateKey, PublicKey};
 use paycode_http::{CallError, SignedClient, Signer};
 use paycode_proto::Amount;
 use paycode_proto::merchant::{
-    CancelResponse, InquiryPaymentResponse, InquiryRefundRequest, PayRequest, PayResponse,
-    PaymentRef, RefundRequest, RefundResponse,
+    CancelResponse, CodeIssuerRequest, CodeIssuerResponse, InquiryPaymentResponse,
+    InquiryRefundRequest, PayRequest, PayResponse, PaymentRef, RefundRequest, RefundResponse,
 };
 use std::time::Duration;
 
 /// How long a merchant call other than `pay` may take before its outcome counts as unknown.
 pub const CALL_TIMEOUT_MS: u64 = 10_000;
+/// How long the POS waits for the "which wallet is this code?" answer before it charges without
+/// it: the customer is waiting at the till, and the look-up only informs the cashier.
+pub const DEFAULT_LOOKUP_TIMEOUT_MS: u64 = 3_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AmountError {
@@ -86,11 +89,22 @@ pub struct MerchantApi {
     base_url: String,
     client: SignedClient,
     pay_client: SignedClient,
+    lookup_client: SignedClient,
 }
 
 impl MerchantApi {
     /// Builds the clients from `demo.json`; `pay_timeout_ms` bounds the wait for a pay answer.
     pub fn from_demo(demo: &DemoFile, pay_timeout_ms: u64) -> anyhow::Result<MerchantApi> {
+        MerchantApi::from_demo_with_lookup(demo, pay_timeout_ms, DEFAULT_LOOKUP_TIMEOUT_MS)
+    }
+
+    /// [`MerchantApi::from_demo`], with `lookup_timeout_ms` bounding the wait for
+    /// [`MerchantApi::code_issuer`].
+    pub fn from_demo_with_lookup(
+        demo: &DemoFile,
+        pay_timeout_ms: u64,
+        lookup_timeout_ms: u64,
+    ) -> anyhow::Result<MerchantApi> {
         let key = PrivateKey::parse(&demo.merchant_private_key)
             .context("demo.json: merchantPrivateKey is not a valid private key (restart `paycode serve` to rewrite it)")?;
         let peer = PublicKey::parse(&demo.acquirer_public_key)
@@ -104,14 +118,21 @@ impl MerchantApi {
         );
         let pay_client = SignedClient::new(
             &demo.client_id,
+            signer.clone(),
+            Some(peer.clone()),
+            Duration::from_millis(pay_timeout_ms),
+        );
+        let lookup_client = SignedClient::new(
+            &demo.client_id,
             signer,
             Some(peer),
-            Duration::from_millis(pay_timeout_ms),
+            Duration::from_millis(lookup_timeout_ms),
         );
         Ok(MerchantApi {
             base_url: demo.acquirer_url.trim_end_matches('/').to_string(),
             client,
             pay_client,
+            lookup_client,
         })
     }
 
@@ -140,6 +161,16 @@ impl MerchantApi {
         r: &InquiryRefundRequest,
     ) -> Result<RefundResponse, CallError> {
         self.client.post(&self.url("inquiryRefund"), r).await
+    }
+
+    /// Which wallet issued a code (reads the acquirer's routing table; writes nothing).
+    pub async fn code_issuer(
+        &self,
+        r: &CodeIssuerRequest,
+    ) -> Result<CodeIssuerResponse, CallError> {
+        self.lookup_client
+            .post(&self.url("inquiryCodeIssuer"), r)
+            .await
     }
 
     /// One line for a call that did not get through.

@@ -465,6 +465,19 @@ fn errors_are_one_line_saying_what_why_and_what_to_do() {
             "is `paycode serve` running",
         ],
     );
+    // The failed wallet look-up did not stop the charge: the error is the pay request's.
+    let out = paycode(&dir)
+        .args(["pos", "charge", "12.50", "SGD", "--code", code])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    let named = err
+        .find("wallet: unknown")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        named < err.find("error: the charge was not sent").unwrap(),
+        "{err}"
+    );
     check_error(
         &dir,
         &["wallet", "code", "--user", "alice"],
@@ -579,5 +592,315 @@ fn declined_checkout_fails_the_charge_and_history_lists_the_payments() {
     assert!(
         text.contains(serve.demo["merchantName"].as_str().unwrap()),
         "{text}"
+    );
+}
+
+/// The demo wallet that issues `user`'s codes.
+fn wallet_of(serve: &Serve, user: &str) -> String {
+    serve.demo["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == user)
+        .and_then(|u| u["wallet"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn pos_names_the_wallet_before_paying_and_masks_the_code() {
+    let serve = Serve::start();
+    let (user, _) = serve.user("everyday");
+    let before = balance_line(&serve, &user);
+    let digits = code_digits(&serve, &user);
+    let out = serve
+        .cmd()
+        .args([
+            "pos",
+            "charge",
+            "3.20",
+            &serve.currency(),
+            "--code",
+            &digits,
+        ])
+        .output()
+        .unwrap();
+    let (text, progress) = (stdout_of(&out), stderr_of(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}\n{progress}");
+    assert!(text.contains("PAID"), "{text}");
+    let wallet = wallet_of(&serve, &user);
+    let named = progress
+        .find(&format!("wallet: {wallet}"))
+        .unwrap_or_else(|| panic!("no wallet line in\n{progress}"));
+    let charging = progress.find("charging").unwrap();
+    assert!(
+        named < charging,
+        "the wallet is named before paying:\n{progress}"
+    );
+    // The receipt's wallet is the one named before paying.
+    let receipt_wallet = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Wallet "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no wallet on the receipt\n{text}"));
+    assert_eq!(receipt_wallet, wallet, "{text}");
+    assert_ne!(balance_line(&serve, &user), before);
+    // Nothing printed shows more of the code than its last four digits.
+    for shown in [&text, &progress] {
+        assert!(!shown.contains(&digits[..20]), "{shown}");
+    }
+}
+
+#[test]
+fn a_code_no_wallet_issues_is_refused_before_pay() {
+    let serve = Serve::start();
+    let ciis: Vec<&str> = serve.demo["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["cii"].as_str())
+        .collect();
+    assert!(!ciis.is_empty() && !ciis.contains(&"289990"), "{ciis:?}");
+    let code = "289990021234567812345678";
+    let out = serve
+        .cmd()
+        .args(["pos", "charge", "5.00", &serve.currency(), "--code", code])
+        .args(["--request-id", "TEST-UNKNOWN-ISSUER"])
+        .output()
+        .unwrap();
+    let (text, progress) = (stdout_of(&out), stderr_of(&out));
+    assert_eq!(out.status.code(), Some(2), "{text}\n{progress}");
+    assert_eq!(text, "", "no receipt for a charge never sent");
+    let lines: Vec<&str> = progress
+        .lines()
+        .filter(|l| !l.starts_with("identifying"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line explains it:\n{progress}");
+    for part in [
+        "not charged",
+        "INVALID_CODE",
+        "unknown issuer",
+        "another wallet",
+    ] {
+        assert!(lines[0].contains(part), "missing {part:?} in {progress}");
+    }
+    assert!(!progress.contains("charging"), "{progress}");
+    assert!(
+        !progress.contains(&code[..20]),
+        "the code is masked: {progress}"
+    );
+    // The acquirer never saw a pay request for it.
+    check_error(
+        serve.data_dir(),
+        &["pos", "status", "--request-id", "TEST-UNKNOWN-ISSUER"],
+        &["no such payment"],
+    );
+}
+
+/// A TCP proxy to an HTTP server that hangs up, unanswered, on every request whose request
+/// line contains `cut` (a network failure for that call only), and passes everything else.
+struct CuttingProxy {
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    fn start(upstream_url: &str, cut: &'static str) -> CuttingProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream_url.trim_start_matches("http://").to_string();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let upstream = upstream.clone();
+                std::thread::spawn(move || {
+                    let _ = CuttingProxy::relay(client, &upstream, cut);
+                });
+            }
+        });
+        CuttingProxy { url, stop }
+    }
+
+    fn relay(mut client: std::net::TcpStream, upstream: &str, cut: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        const HEAD_MAX_BYTES: usize = 64 * 1024;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_MAX_BYTES {
+            let n = client.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let request_line = String::from_utf8_lossy(&head)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if request_line.contains(cut) {
+            // Dropping the connection unanswered.
+            return Ok(());
+        }
+        let mut server = std::net::TcpStream::connect(upstream)?;
+        server.write_all(&head)?;
+        let (mut to_client, mut from_server) = (client.try_clone()?, server.try_clone()?);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_server, &mut to_client);
+            let _ = to_client.shutdown(std::net::Shutdown::Write);
+        });
+        std::io::copy(&mut client, &mut server)?;
+        server.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(self.url.trim_start_matches("http://"));
+    }
+}
+
+#[test]
+fn pos_charges_anyway_when_the_wallet_look_up_gets_no_answer() {
+    let serve = Serve::start();
+    let (user, _) = serve.user("everyday");
+    let before = balance_line(&serve, &user);
+    let digits = code_digits(&serve, &user);
+    // The same merchant, reaching the acquirer through a link that loses the look-up.
+    let proxy = CuttingProxy::start(
+        serve.demo["acquirerUrl"].as_str().unwrap(),
+        "inquiryCodeIssuer",
+    );
+    let pos_dir = tempfile::tempdir().unwrap();
+    let mut demo = serve.demo.clone();
+    demo["acquirerUrl"] = serde_json::json!(proxy.url);
+    std::fs::write(pos_dir.path().join("demo.json"), demo.to_string()).unwrap();
+    let out = paycode(pos_dir.path())
+        .args([
+            "pos",
+            "charge",
+            "4.10",
+            &serve.currency(),
+            "--code",
+            &digits,
+        ])
+        .args(["--request-id", "TEST-LOOKUP-LOST"])
+        .output()
+        .unwrap();
+    let (text, progress) = (stdout_of(&out), stderr_of(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}\n{progress}");
+    assert!(text.contains("PAID"), "{text}");
+    assert!(progress.contains("wallet: unknown"), "{progress}");
+    assert!(progress.contains("charging anyway"), "{progress}");
+    assert!(!progress.contains(&digits[..20]), "{progress}");
+    assert_ne!(balance_line(&serve, &user), before);
+    // The acquirer has the payment, paid.
+    let status = serve
+        .cmd()
+        .args(["pos", "status", "--request-id", "TEST-LOOKUP-LOST"])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", stderr_of(&status));
+    assert!(
+        stdout_of(&status).contains("SUCCESS"),
+        "{}",
+        stdout_of(&status)
+    );
+}
+
+/// Disables a demo wallet through the acquirer's admin API, as an operator would.
+fn disable_wallet(serve: &Serve, name: &str) {
+    let key_path = serve
+        .data_dir()
+        .join("keys")
+        .join(format!("wallet-{name}.key"));
+    let key = paycode_sign::PrivateKey::parse(&std::fs::read_to_string(key_path).unwrap()).unwrap();
+    let base = serve.demo["acquirerUrl"].as_str().unwrap().to_string();
+    let token = serve.admin_token();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let registry: serde_json::Value = http
+            .get(format!("{base}/admin/v1/registry"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let w = registry["wallets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .unwrap()
+            .clone();
+        let r = http
+            .post(format!("{base}/admin/v1/wallets"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "name": name, "pspName": w["pspName"], "baseUrl": w["baseUrl"],
+                "publicKey": key.public_key().to_base64(), "currencies": w["currencies"],
+                "enabled": false,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    });
+}
+
+#[test]
+fn a_retried_charge_follows_the_first_attempt_even_after_its_wallet_is_disabled() {
+    let serve = Serve::start();
+    let (user, _) = serve.user("everyday");
+    let wallet = wallet_of(&serve, &user);
+    let cur = serve.currency();
+    let charge = |code: &str, request_id: &str| {
+        serve
+            .cmd()
+            .args(["pos", "charge", "2.40", &cur, "--code", code])
+            .args(["--request-id", request_id])
+            .output()
+            .unwrap()
+    };
+    let digits = code_digits(&serve, &user);
+    let first = charge(&digits, "TEST-RETRY-1");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr_of(&first));
+    let after_first = balance_line(&serve, &user);
+    disable_wallet(&serve, &wallet);
+
+    // The look-up now refuses the code, but this request id was paid: the retry is told so.
+    let again = charge(&digits, "TEST-RETRY-1");
+    let (text, progress) = (stdout_of(&again), stderr_of(&again));
+    assert_eq!(again.status.code(), Some(0), "{text}\n{progress}");
+    assert!(text.contains("PAID"), "{text}");
+    assert!(progress.contains("was sent before"), "{progress}");
+    assert_eq!(balance_line(&serve, &user), after_first, "charged once");
+
+    // A new charge from the disabled wallet is turned away before pay.
+    let digits = code_digits(&serve, &user);
+    let refused = charge(&digits, "TEST-RETRY-2");
+    let progress = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{progress}");
+    assert_eq!(stdout_of(&refused), "");
+    assert!(progress.contains("not accepting payments"), "{progress}");
+    assert_eq!(balance_line(&serve, &user), after_first);
+    check_error(
+        serve.data_dir(),
+        &["pos", "status", "--request-id", "TEST-RETRY-2"],
+        &["no such payment"],
     );
 }
