@@ -18,6 +18,9 @@
 //! [acquirer.limits]
 //! notify_schedule_s = [0, 120, 600]
 //! request_time_window_s = 300                    # Request-Time freshness, ± seconds
+//! guess_per_terminal = { failures_max = 20, window_s = 600 }   # invalid codes per source
+//! guess_per_merchant = { failures_max = 100, window_s = 600 }
+//! guess_per_client = { failures_max = 300, window_s = 600 }
 //!
 //! [[wallets]]
 //! name = "sgpay"
@@ -29,11 +32,15 @@
 //! acquirer_public_key_file = "keys/acquirer.pub"  # PEM or bare base64 SPKI
 //! admin_token_file = "wallet-admin-token"        # optional; enables /admin/v1
 //! request_time_window_s = 300                    # optional; Request-Time freshness, ± s
+//! guess_per_merchant = { failures_max = 600, window_s = 600 }  # optional; per acquirer merchant
+//! guess_per_terminal = { failures_max = 60, window_s = 600 }   # optional
+//! guess_per_slot = { failures_max = 10, window_s = 600 }       # optional; then the password
 //! ```
 
 use crate::serve::{Tasks, spawn_acquirer_server, spawn_wallet_server, wait_all};
 use anyhow::{Context, bail};
 use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
+use paycode_core::guess::SourceLimit;
 use paycode_http::Signer;
 use paycode_sign::{PrivateKey, PublicKey};
 use paycode_wallet::{Wallet, WalletConfig};
@@ -87,6 +94,26 @@ pub struct LimitsSection {
     pub reconcile_interval_ms: Option<i64>,
     pub notify_schedule_s: Option<Vec<i64>>,
     pub notify_timeout_ms: Option<u64>,
+    pub guess_per_client: Option<SourceLimitSection>,
+    pub guess_per_merchant: Option<SourceLimitSection>,
+    pub guess_per_terminal: Option<SourceLimitSection>,
+}
+
+/// A guessing limit: at most `failures_max` invalid codes per `window_s`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceLimitSection {
+    pub failures_max: u32,
+    pub window_s: u32,
+}
+
+impl From<SourceLimitSection> for SourceLimit {
+    fn from(s: SourceLimitSection) -> SourceLimit {
+        SourceLimit {
+            failures_max: s.failures_max,
+            window_s: s.window_s,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +133,9 @@ pub struct WalletSection {
     pub code_validity_s: Option<u64>,
     pub challenge_timeout_s: Option<u64>,
     pub request_time_window_s: Option<u64>,
+    pub guess_per_merchant: Option<SourceLimitSection>,
+    pub guess_per_terminal: Option<SourceLimitSection>,
+    pub guess_per_slot: Option<SourceLimitSection>,
     /// The operator API's bearer token; without it the wallet's `/admin/v1` is disabled.
     pub admin_token_file: Option<PathBuf>,
 }
@@ -141,6 +171,15 @@ impl LimitsSection {
             notify_schedule_s,
             notify_timeout_ms
         );
+        for (section, slot) in [
+            (self.guess_per_client, &mut l.guess_per_client),
+            (self.guess_per_merchant, &mut l.guess_per_merchant),
+            (self.guess_per_terminal, &mut l.guess_per_terminal),
+        ] {
+            if let Some(v) = section {
+                *slot = v.into();
+            }
+        }
     }
 }
 
@@ -207,6 +246,16 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
         }
         if let Some(v) = w.request_time_window_s {
             wc.request_time_window_s = v;
+        }
+        let g = &mut wc.guess_limits;
+        for (section, slot) in [
+            (w.guess_per_merchant, &mut g.per_merchant),
+            (w.guess_per_terminal, &mut g.per_terminal),
+            (w.guess_per_slot, &mut g.slot.limit),
+        ] {
+            if let Some(v) = section {
+                *slot = v.into();
+            }
         }
         crate::serve::wallet_config_from_env(&mut wc)?;
         if let Some(p) = &w.admin_token_file {

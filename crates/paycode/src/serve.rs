@@ -555,7 +555,8 @@ pub(crate) fn wallet_config_from_env(config: &mut WalletConfig) -> anyhow::Resul
 }
 
 /// Acquirer limits, with overrides from the environment (`PAYCODE_<LIMIT_NAME>` in upper case,
-/// e.g. `PAYCODE_NOTIFY_SCHEDULE_S=0,120,600`, `PAYCODE_WALLET_PAY_TIMEOUT_MS=5000`).
+/// e.g. `PAYCODE_NOTIFY_SCHEDULE_S=0,120,600`, `PAYCODE_WALLET_PAY_TIMEOUT_MS=5000`,
+/// `PAYCODE_GUESS_PER_TERMINAL=20/600`).
 pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
     fn num<T: std::str::FromStr>(name: &str, slot: &mut T) -> anyhow::Result<()> {
         if let Ok(v) = std::env::var(name) {
@@ -594,6 +595,17 @@ pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
         &mut l.reconcile_interval_ms,
     )?;
     num("PAYCODE_NOTIFY_TIMEOUT_MS", &mut l.notify_timeout_ms)?;
+    for (name, slot) in [
+        ("PAYCODE_GUESS_PER_CLIENT", &mut l.guess_per_client),
+        ("PAYCODE_GUESS_PER_MERCHANT", &mut l.guess_per_merchant),
+        ("PAYCODE_GUESS_PER_TERMINAL", &mut l.guess_per_terminal),
+    ] {
+        if let Ok(v) = std::env::var(name) {
+            *slot = source_limit(&v).ok_or_else(|| {
+                anyhow::anyhow!("{name}={v:?} must be FAILURES/WINDOW_S, e.g. 20/600")
+            })?;
+        }
+    }
     if let Ok(v) = std::env::var("PAYCODE_NOTIFY_SCHEDULE_S") {
         l.notify_schedule_s = v
             .split(',')
@@ -604,6 +616,15 @@ pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
             })?;
     }
     Ok(l)
+}
+
+/// A guessing limit written `FAILURES/WINDOW_S`, e.g. `20/600`.
+fn source_limit(text: &str) -> Option<paycode_core::guess::SourceLimit> {
+    let (failures, window) = text.trim().split_once('/')?;
+    Some(paycode_core::guess::SourceLimit {
+        failures_max: failures.trim().parse().ok()?,
+        window_s: window.trim().parse().ok()?,
+    })
 }
 
 pub(crate) type Tasks = tokio::task::JoinSet<anyhow::Result<()>>;

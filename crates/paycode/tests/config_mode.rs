@@ -36,6 +36,7 @@ time_zone = "Asia/Singapore"
 [acquirer.limits]
 notify_schedule_s = [0, 1]
 request_time_window_s = 120
+guess_per_terminal = { failures_max = 20, window_s = 600 }
 
 [[wallets]]
 name = "mywallet"
@@ -47,6 +48,7 @@ private_key_file = "wallet.key"
 acquirer_public_key_file = "acquirer.pub"
 admin_token_file = "admin-token"
 request_time_window_s = 120
+guess_per_slot = { failures_max = 10, window_s = 600 }
 "#,
     )
     .unwrap();
@@ -196,13 +198,26 @@ request_time_window_s = 120
 }
 
 #[test]
-fn a_request_time_window_out_of_range_stops_serve_at_start() {
-    for (value, expect) in [
-        ("0", "request_time_window_s is 0"),
-        ("86401", "request_time_window_s is 86401"),
+fn an_invalid_request_time_window_or_guessing_limit_stops_serve_at_start() {
+    let window = "PAYCODE_REQUEST_TIME_WINDOW_S";
+    let terminal = "PAYCODE_GUESS_PER_TERMINAL";
+    for (var, value, expect) in [
+        (window, "0", "request_time_window_s is 0"),
+        (window, "86401", "request_time_window_s is 86401"),
         (
+            window,
             "five",
             "PAYCODE_REQUEST_TIME_WINDOW_S=\"five\" is not a valid number",
+        ),
+        (
+            terminal,
+            "0/600",
+            "guess_per_terminal: failures_max and window_s must both be positive",
+        ),
+        (
+            terminal,
+            "20",
+            "PAYCODE_GUESS_PER_TERMINAL=\"20\" must be FAILURES/WINDOW_S",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -210,7 +225,7 @@ fn a_request_time_window_out_of_range_stops_serve_at_start() {
             .args(["--data-dir", dir.path().to_str().unwrap(), "serve"])
             .args(["--listen", "127.0.0.1:0", "--wallet-port-base", "0"])
             .env("PAYCODE_LOG", "warn")
-            .env("PAYCODE_REQUEST_TIME_WINDOW_S", value)
+            .env(var, value)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -225,13 +240,13 @@ fn a_request_time_window_out_of_range_stops_serve_at_start() {
             if std::time::Instant::now() > deadline {
                 child.kill().unwrap();
                 child.wait().unwrap();
-                panic!("{value}: serve started with an invalid window");
+                panic!("{var}={value}: serve started with an invalid limit");
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(!status.success(), "{value}: serve must not start");
+        assert!(!status.success(), "{var}={value}: serve must not start");
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-        assert!(stderr.contains(expect), "{value}: {stderr}");
+        assert!(stderr.contains(expect), "{var}={value}: {stderr}");
     }
 }
