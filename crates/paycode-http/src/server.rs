@@ -1,16 +1,18 @@
 //! The one accept loop behind every paycode HTTP listener (merchant API, MPP, customer and
 //! operator APIs), plain or over TLS, with bounds on what a client may hold open.
 //!
-//! Each connection is in one of three phases, and only the first two can time out:
+//! Each connection is in one of three phases, each with its bound:
 //!
 //! | Phase | Starts | Ends | Bound |
 //! |---|---|---|---|
 //! | reading a head | on connect (TLS handshake included), or at the first byte after idle | the request reaches the service | `header_read_timeout_ms` |
-//! | busy | the request reaches the service | the service answers | none here: the service's own timeouts |
+//! | busy | the request reaches the service | the service answers | the body must arrive within `body_read_timeout_ms`; the rest is the service's own timeouts |
 //! | idle (keep-alive) | the service answers | the next byte arrives | `idle_timeout_ms` |
 //!
-//! A timed-out connection is simply closed: nothing of a request has reached the service then,
-//! so nothing is lost. hyper's own header timeout is not used because it also runs while a
+//! A connection timed out reading a head or idle is simply closed: nothing of a request has
+//! reached the service then, so nothing is lost. A body that does not arrive in time reaches the
+//! service as an unreadable body, which the signed APIs answer as they answer an oversized one.
+//! hyper's own header timeout is not used because it also runs while a
 //! keep-alive connection is idle, which would make the two bounds one.
 //!
 //! At most `connections_max` connections are open per listener; one accepted over the cap is
@@ -48,6 +50,9 @@ pub use tokio_rustls::TlsAcceptor;
 /// loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE_MS: u64 = 100;
 
+/// hyper's smallest allowed read buffer.
+const READ_BUFFER_MIN_BYTES: usize = 8 * 1024;
+
 /// Bounds on the connections of one listener. Every field is configuration (`paycode serve`
 /// flags, `PAYCODE_HTTP_*` and the `[http]` section of the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +62,9 @@ pub struct ServerLimits {
     pub header_read_timeout_ms: u64,
     /// Time a keep-alive connection may stay idle between requests.
     pub idle_timeout_ms: u64,
+    /// Time a client has to deliver a request's body, counted from the end of its head; the
+    /// service then sees the body as unreadable (a signed `PARAM_ILLEGAL` on the signed APIs).
+    pub body_read_timeout_ms: u64,
     /// Connections open at once on this listener; more are closed as soon as accepted.
     pub connections_max: usize,
     /// Largest header block (header fields) answered normally; a larger one gets the API's
@@ -72,9 +80,10 @@ impl Default for ServerLimits {
         ServerLimits {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 10_000,
             connections_max: 4_096,
             header_max_bytes: 16 * 1024,
-            header_hard_max_bytes: 64 * 1024,
+            header_hard_max_bytes: 32 * 1024,
         }
     }
 }
@@ -91,6 +100,9 @@ impl ServerLimits {
         }
         if self.idle_timeout_ms == 0 {
             return Err("idle_timeout_ms must be positive".into());
+        }
+        if self.body_read_timeout_ms == 0 {
+            return Err("body_read_timeout_ms must be positive".into());
         }
         if self.connections_max == 0 || self.connections_max > Semaphore::MAX_PERMITS {
             return Err(format!(
@@ -297,7 +309,11 @@ fn http1_builder(limits: &ServerLimits) -> hyper::server::conn::http1::Builder {
     b.keep_alive(true)
         // Both timeouts are kept by `serve_connection` (see the module documentation).
         .header_read_timeout(None)
-        .max_header_size(limits.header_hard_max_bytes);
+        .max_header_size(limits.header_hard_max_bytes)
+        // The read buffer grows by doubling up to this; without a cap a connection parked on
+        // an unfinished head of 60 KiB held about 250 KiB. Bodies are read through it in
+        // pieces, so this bounds memory, not body sizes.
+        .max_buf_size(limits.header_hard_max_bytes.max(READ_BUFFER_MIN_BYTES));
     b
 }
 
@@ -351,7 +367,9 @@ where
         let router = shared.router.clone();
         let activity = activity.clone();
         let header_max_bytes = shared.limits.header_max_bytes;
-        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let body_read_timeout_ms = shared.limits.body_read_timeout_ms;
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mut req = req.map(|body| DeadlineBody::new(body, body_read_timeout_ms));
             let size_bytes = header_block_bytes(req.headers());
             if size_bytes > header_max_bytes {
                 req.extensions_mut().insert(OversizedHeaders {
@@ -479,6 +497,65 @@ impl Activity {
     }
 }
 
+/// A request body that fails once its deadline has passed, so that a client trickling a body
+/// cannot hold a connection (and its place under the cap) without end.
+struct DeadlineBody {
+    inner: Incoming,
+    /// `None` for a request without a body.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout_ms: u64,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout_ms: u64) -> DeadlineBody {
+        use hyper::body::Body;
+        let deadline = (!inner.is_end_stream())
+            .then(|| Box::pin(tokio::time::sleep(Duration::from_millis(timeout_ms))));
+        DeadlineBody {
+            inner,
+            deadline,
+            timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the body did not arrive within {timeout_ms} ms")]
+struct BodyTimedOut {
+    timeout_ms: u64,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(axum::BoxError::from)));
+        }
+        let timeout_ms = self.timeout_ms;
+        let expired = match self.deadline.as_mut() {
+            Some(d) => d.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if expired {
+            return Poll::Ready(Some(Err(BodyTimedOut { timeout_ms }.into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Held while the service handles a request; dropping it (answer given, or the request
 /// abandoned) makes the connection idle.
 struct BusyGuard(Arc<Activity>);
@@ -564,6 +641,7 @@ mod tests {
         };
         check(|l| l.header_read_timeout_ms = 0, "header_read_timeout_ms");
         check(|l| l.idle_timeout_ms = 0, "idle_timeout_ms");
+        check(|l| l.body_read_timeout_ms = 0, "body_read_timeout_ms");
         check(|l| l.connections_max = 0, "connections_max");
         check(|l| l.header_max_bytes = 100, "header_max_bytes");
         check(

@@ -73,6 +73,14 @@ async fn marked(ext: Extensions) -> String {
     }
 }
 
+/// The body's length, or why it could not be read.
+async fn echo(body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>) -> String {
+    match body {
+        Ok(b) => format!("{} bytes", b.len()),
+        Err(e) => e.body_text(),
+    }
+}
+
 async fn parked(State(park): State<Arc<Park>>) -> &'static str {
     park.n_parked.fetch_add(1, Ordering::SeqCst);
     park.release.notified().await;
@@ -93,6 +101,7 @@ async fn start_with(
         .route("/hello", get(hello))
         .route("/marked", get(marked))
         .route("/park", get(parked))
+        .route("/echo", axum::routing::post(echo))
         .with_state(park.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -117,6 +126,7 @@ fn limits() -> ServerLimits {
     ServerLimits {
         header_read_timeout_ms: 30_000,
         idle_timeout_ms: 30_000,
+        body_read_timeout_ms: 30_000,
         connections_max: 64,
         header_max_bytes: 4 * 1024,
         header_hard_max_bytes: 16 * 1024,
@@ -185,15 +195,15 @@ async fn closed_within(s: &mut TcpStream, deadline: Duration) -> bool {
 
 /// Serves requests on fresh connections until `until` resolves; returns how many succeeded,
 /// failing the test on any that did not.
-async fn serve_meanwhile<F: std::future::Future<Output = bool>>(
+async fn serve_meanwhile<T, F: std::future::Future<Output = T>>(
     addr: SocketAddr,
     until: F,
-) -> (bool, usize) {
+) -> (T, usize) {
     let mut until = std::pin::pin!(until);
     let mut n_served = 0;
     loop {
         tokio::select! {
-            closed = &mut until => return (closed, n_served),
+            done = &mut until => return (done, n_served),
             r = fresh_request(addr, "/hello") => {
                 assert_eq!(r, Some((200, "hello".to_string())), "a normal request failed meanwhile");
                 n_served += 1;
@@ -487,4 +497,42 @@ fn tls_files_that_are_missing_or_wrong_are_named() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("ca.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_unreadable_while_others_are_served() {
+    let timeout_ms = 400;
+    let srv = start(
+        ServerLimits {
+            body_read_timeout_ms: timeout_ms,
+            ..limits()
+        },
+        PROMPT,
+    )
+    .await;
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let answer = timeout(
+        Duration::from_millis(10 * timeout_ms),
+        serve_meanwhile(srv.addr, read_response(&mut s)),
+    )
+    .await
+    .expect("the trickled body was never given up on");
+    let (answer, n_served) = answer;
+    let (status, body) = answer.expect("an answer");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&format!("the body did not arrive within {timeout_ms} ms")),
+        "{body}"
+    );
+    assert!(n_served > 0, "no normal request was served meanwhile");
+    // A body that arrives in time is read whole.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await, Some((200, "10 bytes".into())));
+    srv.stop().await.unwrap();
 }

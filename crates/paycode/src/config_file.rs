@@ -30,9 +30,10 @@
 //! [http]                                         # optional; bounds of every listener
 //! header_read_timeout_ms = 10000
 //! idle_timeout_ms = 60000
+//! body_read_timeout_ms = 10000
 //! connections_max = 4096                         # per listener
 //! header_max_bytes = 16384                       # larger: signed PARAM_ILLEGAL
-//! header_hard_max_bytes = 65536                  # larger: HTTP 431, closed
+//! header_hard_max_bytes = 32768                  # larger: HTTP 431, closed
 //! ```
 //!
 //! `PAYCODE_HTTP_*` variables (or `paycode serve --http-…` flags) override the `[http]` section.
@@ -67,6 +68,7 @@ pub struct FileConfig {
 pub struct HttpSection {
     pub header_read_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
     pub connections_max: Option<usize>,
     pub header_max_bytes: Option<usize>,
     pub header_hard_max_bytes: Option<usize>,
@@ -80,6 +82,7 @@ impl HttpSection {
         set!(
             header_read_timeout_ms,
             idle_timeout_ms,
+            body_read_timeout_ms,
             connections_max,
             header_max_bytes,
             header_hard_max_bytes

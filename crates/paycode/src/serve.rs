@@ -83,13 +83,16 @@ pub struct HttpArgs {
     /// Time (ms) a keep-alive connection may stay idle between requests [default: 60000].
     #[arg(long, env = "PAYCODE_HTTP_IDLE_TIMEOUT_MS")]
     pub http_idle_timeout_ms: Option<u64>,
+    /// Time (ms) a client has to send a request's body once its headers are in [default: 10000].
+    #[arg(long, env = "PAYCODE_HTTP_BODY_READ_TIMEOUT_MS")]
+    pub http_body_read_timeout_ms: Option<u64>,
     /// Connections open at once per listener; more are closed at once [default: 4096].
     #[arg(long, env = "PAYCODE_HTTP_CONNECTIONS_MAX")]
     pub http_connections_max: Option<usize>,
     /// Largest header block answered normally; larger ones get PARAM_ILLEGAL [default: 16384].
     #[arg(long, env = "PAYCODE_HTTP_HEADER_MAX_BYTES")]
     pub http_header_max_bytes: Option<usize>,
-    /// Largest request head read at all; larger ones get HTTP 431 and are closed [default: 65536].
+    /// Largest request head read at all; larger ones get HTTP 431 and are closed [default: 32768].
     #[arg(long, env = "PAYCODE_HTTP_HEADER_HARD_MAX_BYTES")]
     pub http_header_hard_max_bytes: Option<usize>,
 }
@@ -104,6 +107,7 @@ impl HttpArgs {
         set!(
             http_header_read_timeout_ms => header_read_timeout_ms,
             http_idle_timeout_ms => idle_timeout_ms,
+            http_body_read_timeout_ms => body_read_timeout_ms,
             http_connections_max => connections_max,
             http_header_max_bytes => header_max_bytes,
             http_header_hard_max_bytes => header_hard_max_bytes
