@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use paycode_core::code::PaymentCode;
 use paycode_core::{Currency, Money, ResultCode};
-use paycode_http::{BodyRejection, SignedRequest, signed_response};
+use paycode_http::{RequestRejection, SignedRequest, signed_response};
 use paycode_proto::{ResultInfo, merchant, mpp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -62,23 +62,19 @@ fn answer<T: Serialize>(v: &T, result: &ResultInfo) -> (Vec<u8>, String) {
 /// The merchant API: one handler for every path, so that unknown ones still get a signed answer.
 pub async fn merchant_api(
     State(acq): State<Acquirer>,
-    req: Result<SignedRequest, BodyRejection>,
+    req: Result<SignedRequest, RequestRejection>,
 ) -> Response {
     let started = Instant::now();
     let (path, client_id, outcome, op) = match req {
-        Err(rej) => (
-            rej.path,
-            rej.client_id.unwrap_or_default(),
-            Err(ApiError::param(
-                "body",
-                format!(
-                    "cannot read the request body ({}); at most {} bytes are accepted",
-                    rej.message,
-                    acq.config().limits.request_body_max_bytes
-                ),
-            )),
-            "unreadable",
-        ),
+        Err(rej) => {
+            let e = unread_error(&acq, &rej);
+            (
+                rej.path,
+                rej.client_id.unwrap_or_default(),
+                Err(e),
+                "unreadable",
+            )
+        }
         Ok(req) => {
             let op = operation(&req.path);
             let outcome = handle_merchant(&acq, &req, op).await;
@@ -103,6 +99,14 @@ pub async fn merchant_api(
     metrics::histogram!("paycode_request_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
     signed_response(&acq.config().signer, &path, &client_id, body).await
+}
+
+/// `PARAM_ILLEGAL` naming the part of a request that could not be read (headers or body).
+fn unread_error(acq: &Acquirer, rej: &RequestRejection) -> ApiError {
+    ApiError::param(
+        rej.field(),
+        rej.describe(acq.config().limits.request_body_max_bytes),
+    )
 }
 
 /// The operation named by a merchant API path (query string ignored).
@@ -567,14 +571,13 @@ fn refund_input(client_id: String, w: merchant::RefundRequest) -> Result<RefundI
 /// `notifyPayment` from a wallet, signed with the wallet's key (its `Client-Id` is its name).
 pub async fn wallet_notify(
     State(acq): State<Acquirer>,
-    req: Result<SignedRequest, BodyRejection>,
+    req: Result<SignedRequest, RequestRejection>,
 ) -> Response {
     let (path, client_id, outcome) = match req {
-        Err(rej) => (
-            rej.path,
-            rej.client_id.unwrap_or_default(),
-            Err(ApiError::param("body", rej.message)),
-        ),
+        Err(rej) => {
+            let e = unread_error(&acq, &rej);
+            (rej.path, rej.client_id.unwrap_or_default(), Err(e))
+        }
         Ok(req) => {
             let outcome = handle_wallet_notify(&acq, &req).await;
             (req.path, req.client_id.unwrap_or_default(), outcome)

@@ -1526,3 +1526,54 @@ async fn code_issuer_inquiry_is_authenticated_like_every_merchant_call() {
     assert_eq!(v["pspName"], "sgpay");
     assert_eq!(headers["client-id"], CLIENT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_with_oversized_headers_gets_a_signed_param_illegal_and_pays_nothing() {
+    let h = Harness::new().await;
+    let before = h.balance("alice").await;
+    let code = h.code_for("alice").await;
+    let path = "/ams/api/v1/payments/pay";
+    let body = serde_json::to_vec(&h.pay_body("big-head", 1250, &code)).unwrap();
+    let limit = paycode_http::server::ServerLimits::default().header_max_bytes;
+    let padded = |pad_bytes: usize| {
+        let time = paycode_http::now_iso();
+        let sig = paycode_sign::sign(common::key("merchant"), 1, path, CLIENT, &time, &body);
+        vec![
+            ("Client-Id".to_string(), CLIENT.to_string()),
+            ("Request-Time".into(), time),
+            ("Signature".into(), sig.unwrap()),
+            (
+                "Content-Type".into(),
+                "application/json; charset=UTF-8".into(),
+            ),
+            ("X-Padding".into(), "p".repeat(pad_bytes)),
+        ]
+    };
+
+    let hs = padded(limit);
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (status, headers, v) = raw(&h, path, &refs, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["client-id"], CLIENT);
+    assert_eq!((code_of(&v), status_of(&v)), ("PARAM_ILLEGAL", "F"), "{v}");
+    let message = v["result"]["resultMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("headers: the request header block is ")
+            && message.ends_with(&format!("at most {limit} bytes are accepted")),
+        "{message}"
+    );
+
+    // Nothing was written and no money moved.
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "big-head"}))
+        .await;
+    assert_eq!(code_of(&inq), "ORDER_NOT_EXIST", "{inq}");
+    assert_eq!(h.balance("alice").await, before);
+
+    // The same request with ordinary headers pays.
+    let hs = padded(16);
+    let refs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let (status, _, v) = raw(&h, path, &refs, &body).await;
+    assert_eq!((status, code_of(&v)), (200, "SUCCESS"), "{v}");
+    assert_eq!(h.balance("alice").await, before - 1250);
+}

@@ -11,9 +11,14 @@
 //!
 //! - [`request_time`]: the `Request-Time` freshness check every signed server runs after the
 //!   signature verified; [`SignedClient`] stamps each request with its own clock's time.
+//! - [`server`]: the accept loop of every listener, with its header, idle and connection
+//!   bounds; it marks requests whose header block is over the limit, and [`SignedRequest`]
+//!   turns that mark into a [`RequestRejection`] the APIs answer with a signed `PARAM_ILLEGAL`.
 //!
 //! RSA signing costs about a millisecond, so it always runs on the blocking pool, never on an
 //! async worker thread.
+
+pub mod server;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -93,23 +98,66 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// The body could not be read (too large, or the connection failed). Carries what is needed
-/// to answer with a signed `PARAM_ILLEGAL`.
+/// The request was not read: its header block is over the limit, or its body could not be read
+/// (too large, or the connection failed). Carries what is needed to answer with a signed
+/// `PARAM_ILLEGAL`.
 #[derive(Debug)]
-pub struct BodyRejection {
+pub struct RequestRejection {
     pub path: String,
     pub client_id: Option<String>,
-    pub message: String,
+    pub reason: Unread,
 }
 
-impl IntoResponse for BodyRejection {
+/// Why a [`RequestRejection`] happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// The header block is over [`server::ServerLimits::header_max_bytes`].
+    Headers { size_bytes: usize, max_bytes: usize },
+    /// The body could not be read; the text says why.
+    Body(String),
+}
+
+impl RequestRejection {
+    /// The part of the request at fault, as named in `PARAM_ILLEGAL` messages.
+    pub fn field(&self) -> &'static str {
+        match self.reason {
+            Unread::Headers { .. } => "headers",
+            Unread::Body(_) => "body",
+        }
+    }
+
+    /// What went wrong, for the `resultMessage`; `body_max_bytes` is the caller's body limit.
+    pub fn describe(&self, body_max_bytes: usize) -> String {
+        match &self.reason {
+            Unread::Headers {
+                size_bytes,
+                max_bytes,
+            } => format!(
+                "the request header block is {size_bytes} bytes; at most {max_bytes} bytes are accepted"
+            ),
+            Unread::Body(why) => format!(
+                "cannot read the request body ({why}); at most {body_max_bytes} bytes are accepted"
+            ),
+        }
+    }
+}
+
+impl IntoResponse for RequestRejection {
     fn into_response(self) -> Response {
-        (StatusCode::PAYLOAD_TOO_LARGE, self.message).into_response()
+        // Only for handlers that do not answer the rejection themselves; the signed APIs do.
+        match &self.reason {
+            Unread::Headers { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                self.describe(0),
+            )
+                .into_response(),
+            Unread::Body(why) => (StatusCode::PAYLOAD_TOO_LARGE, why.clone()).into_response(),
+        }
     }
 }
 
 impl<S: Send + Sync> FromRequest<S> for SignedRequest {
-    type Rejection = BodyRejection;
+    type Rejection = RequestRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let uri = req.uri();
@@ -119,16 +167,26 @@ impl<S: Send + Sync> FromRequest<S> for SignedRequest {
             .unwrap_or_else(|| uri.path().to_string());
         let headers = req.headers();
         let client_id = header_text(headers, "client-id");
+        if let Some(over) = req.extensions().get::<server::OversizedHeaders>() {
+            return Err(RequestRejection {
+                path,
+                client_id,
+                reason: Unread::Headers {
+                    size_bytes: over.size_bytes,
+                    max_bytes: over.max_bytes,
+                },
+            });
+        }
         let request_time = header_text(headers, "request-time");
         let signature = header_text(headers, "signature");
         let agent_token = header_text(headers, "agent-token");
         let body = match Bytes::from_request(req, state).await {
             Ok(b) => b,
             Err(e) => {
-                return Err(BodyRejection {
+                return Err(RequestRejection {
                     path,
                     client_id,
-                    message: e.body_text(),
+                    reason: Unread::Body(e.body_text()),
                 });
             }
         };

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::post;
 use paycode_core::{Currency, Money, ResultCode};
-use paycode_http::{SignedRequest, signed_response};
+use paycode_http::{RequestRejection, SignedRequest, signed_response};
 use paycode_proto::ResultInfo;
 use paycode_proto::mpp::{
     CANCEL_PATH, CancelResponse, INQUIRY_PATH, InquiryResponse, PAY_PATH, PayRequest, PayResponse,
@@ -50,6 +50,29 @@ async fn answer<T: Serialize>(inner: &Inner, req: &SignedRequest, body: &T) -> R
     });
     let client_id = req.client_id.clone().unwrap_or_default();
     signed_response(&inner.config.signer, &req.path, &client_id, bytes).await
+}
+
+/// The request, or the signed `PARAM_ILLEGAL` answering one whose headers or body could not be
+/// read (the acquirer treats any unsigned or non-200 answer as an unknown outcome).
+async fn readable(
+    inner: &Inner,
+    req: Result<SignedRequest, RequestRejection>,
+) -> Result<SignedRequest, Response> {
+    let rej = match req {
+        Ok(req) => return Ok(req),
+        Err(rej) => rej,
+    };
+    let message = format!(
+        "{}: {}",
+        rej.field(),
+        rej.describe(inner.config.max_body_bytes)
+    );
+    let body = serde_json::to_vec(&ResultOnly {
+        result: fail(ResultCode::PARAM_ILLEGAL, message),
+    })
+    .expect("a result always serializes");
+    let client_id = rej.client_id.unwrap_or_default();
+    Err(signed_response(&inner.config.signer, &rej.path, &client_id, body).await)
 }
 
 /// Verifies the caller and parses the body; `Err` is the result to answer with.
@@ -89,7 +112,14 @@ fn internal(e: &WalletError) -> ResultInfo {
 }
 
 /// Any path the wallet does not serve.
-pub(crate) async fn invalid_api(State(inner): St, req: SignedRequest) -> Response {
+pub(crate) async fn invalid_api(
+    State(inner): St,
+    req: Result<SignedRequest, RequestRejection>,
+) -> Response {
+    let req = match readable(&inner, req).await {
+        Ok(req) => req,
+        Err(answer) => return answer,
+    };
     let body = ResultOnly {
         result: fail(
             ResultCode::INVALID_API,
@@ -195,7 +225,11 @@ fn only(result: ResultInfo) -> PayResponse {
     }
 }
 
-async fn pay(State(inner): St, req: SignedRequest) -> Response {
+async fn pay(State(inner): St, req: Result<SignedRequest, RequestRejection>) -> Response {
+    let req = match readable(&inner, req).await {
+        Ok(req) => req,
+        Err(answer) => return answer,
+    };
     let body = match verify_and_parse::<PayRequest>(&inner, &req)
         .and_then(|r| pay_input(&r, req.client_id.as_deref().unwrap_or_default()))
     {
@@ -231,7 +265,11 @@ fn inquiry_only(result: ResultInfo) -> InquiryResponse {
     }
 }
 
-async fn inquiry(State(inner): St, req: SignedRequest) -> Response {
+async fn inquiry(State(inner): St, req: Result<SignedRequest, RequestRejection>) -> Response {
+    let req = match readable(&inner, req).await {
+        Ok(req) => req,
+        Err(answer) => return answer,
+    };
     let body = match verify_and_parse::<PaymentRef>(&inner, &req)
         .and_then(|r| request_id("paymentRequestId", &r.payment_request_id).map(|_| r))
     {
@@ -259,7 +297,11 @@ async fn inquiry(State(inner): St, req: SignedRequest) -> Response {
     answer(&inner, &req, &body).await
 }
 
-async fn cancel(State(inner): St, req: SignedRequest) -> Response {
+async fn cancel(State(inner): St, req: Result<SignedRequest, RequestRejection>) -> Response {
+    let req = match readable(&inner, req).await {
+        Ok(req) => req,
+        Err(answer) => return answer,
+    };
     let body = match verify_and_parse::<PaymentRef>(&inner, &req)
         .and_then(|r| request_id("paymentRequestId", &r.payment_request_id).map(|_| r))
     {
@@ -297,7 +339,11 @@ fn refund_input(r: &RefundRequest) -> Result<store::RefundInput, ResultInfo> {
     })
 }
 
-async fn refund(State(inner): St, req: SignedRequest) -> Response {
+async fn refund(State(inner): St, req: Result<SignedRequest, RequestRejection>) -> Response {
+    let req = match readable(&inner, req).await {
+        Ok(req) => req,
+        Err(answer) => return answer,
+    };
     let none = |result| RefundResponse {
         result,
         refund_id: None,

@@ -7,6 +7,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use paycode_core::Currency;
+use paycode_http::server::{ServeOptions, ServerLimits, serve as serve_http};
 use paycode_http::{SignedClient, SignedRequest, Signer, signed_response};
 use paycode_proto::customer::{ChallengeList, ChallengeOutcome, DeviceMaterial, History};
 use paycode_proto::mpp::{
@@ -90,8 +91,12 @@ fn now_fn(clock: &Arc<ManualClock>) -> paycode_http::NowMs {
 async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // As `paycode serve` does: the bounded server with its default limits.
+    let options = ServeOptions::new("test", ServerLimits::default());
     tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
+        serve_http(listener, router, options, std::future::pending())
+            .await
+            .unwrap();
     });
     format!("http://{addr}")
 }
@@ -1691,5 +1696,84 @@ async fn every_mpp_operation_checks_request_time_and_a_late_replay_changes_nothi
     let r = env.refund("R-RP", "P-RP", 1_000).await;
     assert_eq!(code_of(&r.result), "SUCCESS", "{r:?}");
     assert_eq!(env.balance("walt").await, 10_000);
+    env.assert_consistent().await;
+}
+
+/// Posts a signed MPP request with an extra padding header of `pad_bytes` bytes; returns the
+/// HTTP status and the answer, whose signature must verify.
+async fn mpp_padded(env: &Env, path: &str, body: &[u8], pad_bytes: usize) -> (u16, Value) {
+    let time = env.iso_in(0);
+    let signature = acquirer_signer()
+        .sign(
+            path.to_string(),
+            ACQ.to_string(),
+            time.clone(),
+            body.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let resp = env
+        .http
+        .post(format!("{}{path}", env.url))
+        .header("Content-Type", "application/json; charset=UTF-8")
+        .header("Client-Id", ACQ)
+        .header("Request-Time", &time)
+        .header("Signature", signature)
+        .header("X-Padding", "p".repeat(pad_bytes))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    paycode_http::verify_answer(&wallet_signer().public_key(), &headers, path, &bytes)
+        .expect("the answer is signed");
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn an_mpp_request_with_oversized_headers_or_body_gets_a_signed_param_illegal_and_pays_nothing()
+ {
+    let env = Env::new().await;
+    env.user("alice", 10_000, 5_000, 20_000).await;
+    let d = env.register("alice").await;
+    let code = env.code(&d);
+    let body = serde_json::to_vec(&env.pay_body("P-BIG-HEAD", 1_250, &code)).unwrap();
+    let limit = ServerLimits::default().header_max_bytes;
+
+    let (status, v) = mpp_padded(&env, PAY_PATH, &body, limit + 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["resultCode"], "PARAM_ILLEGAL", "{v}");
+    assert_eq!(v["result"]["resultStatus"], "F", "{v}");
+    let message = v["result"]["resultMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("headers: ") && message.contains(&format!("at most {limit} bytes")),
+        "{message}"
+    );
+
+    // A body over the wallet's limit is answered the same way, naming the body.
+    let huge = vec![b' '; 200 * 1024];
+    let (status, v) = mpp_padded(&env, PAY_PATH, &huge, 0).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["resultCode"], "PARAM_ILLEGAL", "{v}");
+    assert!(
+        v["result"]["resultMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("body: "),
+        "{v}"
+    );
+
+    // Nothing was paid: the wallet never saw the payment and the balance is whole.
+    let r = env.inquire("P-BIG-HEAD").await;
+    assert_eq!(code_of(&r.result), "ORDER_NOT_EXIST");
+    assert_eq!(env.balance("alice").await, 10_000);
+
+    // The same request with ordinary headers is paid.
+    let (status, v) = mpp_padded(&env, PAY_PATH, &body, 16).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["resultCode"], "SUCCESS", "{v}");
+    assert_eq!(env.balance("alice").await, 10_000 - 1_250);
     env.assert_consistent().await;
 }

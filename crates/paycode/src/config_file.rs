@@ -35,13 +35,26 @@
 //! guess_per_merchant = { failures_max = 600, window_s = 600 }  # optional; per acquirer merchant
 //! guess_per_terminal = { failures_max = 60, window_s = 600 }   # optional
 //! guess_per_slot = { failures_max = 10, window_s = 600 }       # optional; then the password
+//!
+//! [http]                                         # optional; bounds of every listener
+//! header_read_timeout_ms = 10000
+//! idle_timeout_ms = 60000
+//! body_read_timeout_ms = 10000
+//! connections_max = 4096                         # per listener
+//! header_max_bytes = 16384                       # larger: signed PARAM_ILLEGAL
+//! header_hard_max_bytes = 32768                  # larger: HTTP 431, closed
 //! ```
+//!
+//! `PAYCODE_HTTP_*` variables (or `paycode serve --http-…` flags) override the `[http]` section.
 
-use crate::serve::{Tasks, spawn_acquirer_server, spawn_wallet_server, wait_all};
+use crate::serve::{
+    HttpArgs, Tasks, spawn_acquirer_server, spawn_wallet_server, tls_acceptor, wait_all,
+};
 use anyhow::{Context, bail};
 use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
 use paycode_core::guess::SourceLimit;
 use paycode_http::Signer;
+use paycode_http::server::{ServeOptions, ServerLimits};
 use paycode_sign::{PrivateKey, PublicKey};
 use paycode_wallet::{Wallet, WalletConfig};
 use serde::Deserialize;
@@ -55,6 +68,36 @@ pub struct FileConfig {
     pub acquirer: Option<AcquirerSection>,
     #[serde(default)]
     pub wallets: Vec<WalletSection>,
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// Optional overrides of [`ServerLimits`] for every listener; names and units as there.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub connections_max: Option<usize>,
+    pub header_max_bytes: Option<usize>,
+    pub header_hard_max_bytes: Option<usize>,
+}
+
+impl HttpSection {
+    fn apply(&self, l: &mut ServerLimits) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { l.$f = v; } )* };
+        }
+        set!(
+            header_read_timeout_ms,
+            idle_timeout_ms,
+            body_read_timeout_ms,
+            connections_max,
+            header_max_bytes,
+            header_hard_max_bytes
+        );
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,9 +246,22 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 }
 
 /// Runs what the file configures until shutdown.
-pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    path: &Path,
+    http_overrides: &HttpArgs,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let cfg = load(path)?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut http_limits = ServerLimits::default();
+    cfg.http.apply(&mut http_limits);
+    let http_limits = http_overrides.apply(http_limits)?;
+    // Wallets stop after the acquirer; without one they get the default grace period.
+    let grace = Duration::from_secs(
+        cfg.acquirer
+            .as_ref()
+            .map_or_else(default_grace, |a| a.shutdown_grace_s),
+    );
     let mut tasks = Tasks::new();
     // Wallets in the same process as the acquirer stop after it (payments in flight need them).
     let (acquirer_stopped, acquirer_stopped_rx) = watch::channel(false);
@@ -271,7 +327,17 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
             w.currency,
             listener.local_addr()?
         );
-        spawn_wallet_server(&mut tasks, listener, wallet, wallet_shutdown.clone());
+        let options = ServeOptions {
+            shutdown_grace: grace,
+            ..ServeOptions::new(format!("wallet {}", w.name), http_limits.clone())
+        };
+        spawn_wallet_server(
+            &mut tasks,
+            listener,
+            wallet,
+            options,
+            wallet_shutdown.clone(),
+        );
     }
     if let Some(a) = &cfg.acquirer {
         let key = PrivateKey::parse(&read(&base, &a.private_key_file, "acquirer key")?)
@@ -320,16 +386,19 @@ pub async fn run(path: &Path, shutdown: watch::Receiver<bool>) -> anyhow::Result
                 .map_err(|e| anyhow::anyhow!("rate file: {}", e.message))?;
         }
         println!("  acquirer        {public_url}");
+        let options = ServeOptions {
+            tls: tls_acceptor(tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))?,
+            shutdown_grace: grace,
+            ..ServeOptions::new("acquirer", http_limits.clone())
+        };
         spawn_acquirer_server(
             &mut tasks,
             listener,
             acq,
-            tls,
+            options,
             shutdown.clone(),
-            Duration::from_secs(a.shutdown_grace_s),
             acquirer_stopped,
-        )
-        .await?;
+        );
     }
     println!("paycode is running ({})", path.display());
     wait_all(tasks).await

@@ -89,7 +89,12 @@ async fn start_receiver(acquirer_key: PublicKey, inbox: Inbox) -> anyhow::Result
     };
     let app = axum::Router::new().route("/notify", axum::routing::post(handler));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let options = paycode_http::server::ServeOptions::new(
+            "demo notification receiver",
+            paycode_http::server::ServerLimits::default(),
+        );
+        let forever = std::future::pending::<()>();
+        if let Err(e) = paycode_http::server::serve(listener, app, options, forever).await {
             eprintln!("the notification receiver stopped: {e}");
         }
     });

@@ -13,6 +13,7 @@ use paycode_acquirer::registry::{self, NewClient, NewMerchant, NewWallet};
 use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
 use paycode_core::Currency;
 use paycode_http::Signer;
+use paycode_http::server::{ServeOptions, ServerLimits};
 use paycode_sign::PrivateKey;
 use paycode_wallet::demo::{DemoWalletSpec, demo_wallets};
 use paycode_wallet::{Wallet, WalletConfig};
@@ -68,6 +69,53 @@ pub struct ServeArgs {
     /// How long (seconds) to let in-flight requests finish on shutdown.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_s: u64,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Connection bounds of every listener (see `paycode_http::server`); each overrides the
+/// config file's `[http]` section, which overrides the default.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HttpArgs {
+    /// Time (ms) a client has to send a request's line and headers [default: 10000].
+    #[arg(long, env = "PAYCODE_HTTP_HEADER_READ_TIMEOUT_MS")]
+    pub http_header_read_timeout_ms: Option<u64>,
+    /// Time (ms) a keep-alive connection may stay idle between requests [default: 60000].
+    #[arg(long, env = "PAYCODE_HTTP_IDLE_TIMEOUT_MS")]
+    pub http_idle_timeout_ms: Option<u64>,
+    /// Time (ms) a client has to send a request's body once its headers are in [default: 10000].
+    #[arg(long, env = "PAYCODE_HTTP_BODY_READ_TIMEOUT_MS")]
+    pub http_body_read_timeout_ms: Option<u64>,
+    /// Connections open at once per listener; more are closed at once [default: 4096].
+    #[arg(long, env = "PAYCODE_HTTP_CONNECTIONS_MAX")]
+    pub http_connections_max: Option<usize>,
+    /// Largest header block answered normally; larger ones get PARAM_ILLEGAL [default: 16384].
+    #[arg(long, env = "PAYCODE_HTTP_HEADER_MAX_BYTES")]
+    pub http_header_max_bytes: Option<usize>,
+    /// Largest request head read at all; larger ones get HTTP 431 and are closed [default: 32768].
+    #[arg(long, env = "PAYCODE_HTTP_HEADER_HARD_MAX_BYTES")]
+    pub http_header_hard_max_bytes: Option<usize>,
+}
+
+impl HttpArgs {
+    /// `base` with these overrides, validated.
+    pub(crate) fn apply(&self, base: ServerLimits) -> anyhow::Result<ServerLimits> {
+        let mut l = base;
+        macro_rules! set {
+            ($($flag:ident => $field:ident),*) => { $( if let Some(v) = self.$flag { l.$field = v; } )* };
+        }
+        set!(
+            http_header_read_timeout_ms => header_read_timeout_ms,
+            http_idle_timeout_ms => idle_timeout_ms,
+            http_body_read_timeout_ms => body_read_timeout_ms,
+            http_connections_max => connections_max,
+            http_header_max_bytes => header_max_bytes,
+            http_header_hard_max_bytes => header_hard_max_bytes
+        );
+        l.validate()
+            .map_err(|e| anyhow::anyhow!("HTTP connection bounds: {e}"))?;
+        Ok(l)
+    }
 }
 
 /// Loads `<data-dir>/keys/<name>.key` (bare base64 PKCS#8) or creates it (mode 0600).
@@ -363,8 +411,10 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     if let Some(path) = &args.config {
-        return crate::config_file::run(path, shutdown_signal()).await;
+        return crate::config_file::run(path, &args.http, shutdown_signal()).await;
     }
+    let http_limits = args.http.apply(ServerLimits::default())?;
+    let grace = Duration::from_secs(args.shutdown_grace_s);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let acquirer_signer = Signer::new(load_or_create_key(data_dir, "acquirer")?, 1);
@@ -426,7 +476,17 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             w.url.clone(),
             w.wallet.config().signer.public_key(),
         ));
-        spawn_wallet_server(&mut tasks, w.listener, w.wallet, wallet_shutdown.clone());
+        let options = ServeOptions {
+            shutdown_grace: grace,
+            ..ServeOptions::new(format!("wallet {}", w.spec.name), http_limits.clone())
+        };
+        spawn_wallet_server(
+            &mut tasks,
+            w.listener,
+            w.wallet,
+            options,
+            wallet_shutdown.clone(),
+        );
     }
 
     if args.role != Role::Wallet {
@@ -503,18 +563,19 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 .collect(),
             notify_url: None,
         };
-        let tls = args.tls_cert.clone().zip(args.tls_key.clone());
-        let grace = Duration::from_secs(args.shutdown_grace_s);
+        let options = ServeOptions {
+            tls: tls_acceptor(args.tls_cert.as_deref().zip(args.tls_key.as_deref()))?,
+            shutdown_grace: grace,
+            ..ServeOptions::new("acquirer", http_limits.clone())
+        };
         spawn_acquirer_server(
             &mut tasks,
             listener,
             acq,
-            tls,
+            options,
             shutdown.clone(),
-            grace,
             acquirer_stopped,
-        )
-        .await?;
+        );
         write_demo_file(data_dir, &demo)?;
         println!("paycode is running");
         println!(
@@ -642,81 +703,54 @@ pub(crate) async fn wait_all(mut tasks: Tasks) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves a wallet until shutdown, then stops its background work and closes its store.
+/// The TLS configuration of a listener given a PEM certificate chain and key, if any.
+pub(crate) fn tls_acceptor(
+    files: Option<(&Path, &Path)>,
+) -> anyhow::Result<Option<paycode_http::server::TlsAcceptor>> {
+    files
+        .map(|(cert, key)| paycode_http::server::load_tls(cert, key).map_err(anyhow::Error::from))
+        .transpose()
+}
+
+/// Serves a wallet until shutdown, letting in-flight requests finish within the grace period,
+/// then stops its background work and closes its store.
 pub(crate) fn spawn_wallet_server(
     tasks: &mut Tasks,
     listener: TcpListener,
     wallet: Wallet,
+    options: ServeOptions,
     shutdown: watch::Receiver<bool>,
 ) {
     let router = wallet.router();
     let bg = wallet.spawn_background();
     tasks.spawn(async move {
-        let r = axum::serve(listener, router)
-            .with_graceful_shutdown(wait_for(shutdown))
-            .await;
+        let r = paycode_http::server::serve(listener, router, options, wait_for(shutdown)).await;
         bg.abort();
         wallet.close();
         r.context("wallet server")
     });
 }
 
-/// Serves the acquirer (over TLS when a certificate and key are given) until shutdown, letting
-/// in-flight requests finish within `grace`, then stops its background work and closes its store.
-pub(crate) async fn spawn_acquirer_server(
+/// Serves the acquirer (over TLS when the options carry it) until shutdown, letting in-flight
+/// requests finish within the grace period, then stops its background work and closes its
+/// store, and only then tells `stopped` (the wallets of the same process wait for it).
+pub(crate) fn spawn_acquirer_server(
     tasks: &mut Tasks,
     listener: TcpListener,
     acq: Acquirer,
-    tls: Option<(PathBuf, PathBuf)>,
+    options: ServeOptions,
     shutdown: watch::Receiver<bool>,
-    grace: Duration,
     stopped: watch::Sender<bool>,
-) -> anyhow::Result<()> {
+) {
     let bg = acq.spawn_background();
     let router = paycode_acquirer::router(acq.clone());
-    match tls {
-        Some((cert, key)) => {
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading TLS certificate {} and key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let handle = axum_server::Handle::new();
-            let h2 = handle.clone();
-            tokio::spawn(async move {
-                wait_for(shutdown).await;
-                h2.graceful_shutdown(Some(grace));
-            });
-            let std_listener = listener.into_std()?;
-            tasks.spawn(async move {
-                let r = axum_server::from_tcp_rustls(std_listener, tls)
-                    .context("TLS listener")?
-                    .handle(handle)
-                    .serve(router.into_make_service())
-                    .await;
-                bg.abort();
-                acq.db().close();
-                let _ = stopped.send(true);
-                r.context("acquirer server")
-            });
-        }
-        None => {
-            tasks.spawn(async move {
-                let r = axum::serve(listener, router)
-                    .with_graceful_shutdown(wait_for(shutdown))
-                    .await;
-                bg.abort();
-                acq.db().close();
-                let _ = stopped.send(true);
-                r.context("acquirer server")
-            });
-        }
-    }
-    Ok(())
+    tasks.spawn(async move {
+        let r = paycode_http::server::serve(listener, router, options, wait_for(shutdown)).await;
+        bg.abort();
+        acq.db().close();
+        let _ = stopped.send(true);
+        r.context("acquirer server")
+    });
 }
 
 fn write_demo_file(data_dir: &Path, demo: &DemoFile) -> anyhow::Result<()> {

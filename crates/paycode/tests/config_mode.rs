@@ -250,3 +250,126 @@ fn an_invalid_request_time_window_or_guessing_limit_stops_serve_at_start() {
         assert!(stderr.contains(expect), "{var}={value}: {stderr}");
     }
 }
+
+/// Writes an acquirer-only configuration with `http_section` appended; returns its path.
+fn acquirer_only_config(dir: &std::path::Path, http_section: &str) -> std::path::PathBuf {
+    let key = PrivateKey::generate().unwrap();
+    std::fs::write(dir.join("acquirer.key"), key.to_pkcs8_base64()).unwrap();
+    let path = dir.join("paycode.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[acquirer]\nlisten = \"127.0.0.1:0\"\ndb = \"acquirer.db\"\nprivate_key_file = \"acquirer.key\"\n{http_section}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn serve_config(path: &std::path::Path, envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paycode"));
+    cmd.args(["serve", "--config"])
+        .arg(path)
+        .env("PAYCODE_LOG", "warn")
+        .envs(envs.iter().copied());
+    cmd
+}
+
+#[test]
+fn invalid_connection_bounds_stop_serve_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[http]\nheader_max_bytes = 100\n",
+            vec![],
+            "header_max_bytes",
+        ),
+        (
+            "[http]\nheader_max_bytes = 32768\nheader_hard_max_bytes = 16384\n",
+            vec![],
+            "header_hard_max_bytes",
+        ),
+        ("[http]\nidle_timeout_s = 5\n", vec![], "idle_timeout_s"),
+        (
+            "",
+            vec![("PAYCODE_HTTP_CONNECTIONS_MAX", "0")],
+            "connections_max",
+        ),
+        (
+            "",
+            vec![("PAYCODE_HTTP_HEADER_READ_TIMEOUT_MS", "soon")],
+            "soon",
+        ),
+    ];
+    for (section, envs, named) in cases {
+        let path = acquirer_only_config(dir.path(), section);
+        let out = serve_config(&path, &envs)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{section} {envs:?} was accepted");
+        assert!(stderr.contains(named), "{section} {envs:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_comes_from_the_file_and_the_environment_overrides_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = acquirer_only_config(dir.path(), "[http]\nconnections_max = 1\n");
+    let mut child = serve_config(&path, &[("PAYCODE_HTTP_CONNECTIONS_MAX", "2")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            addr = url.trim_start_matches("http://").to_string();
+        } else if line.starts_with("paycode is running") {
+            break;
+        }
+    }
+    assert!(!addr.is_empty());
+    /// One keep-alive `/healthz` on `s`; true if an answer came.
+    async fn healthz(s: &mut tokio::net::TcpStream) -> bool {
+        if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        // The whole answer, so that the next one on this connection starts clean.
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !(answer.ends_with(b"\r\n\r\nok")) {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+                _ => return false,
+            }
+        }
+        answer.starts_with(b"HTTP/1.1 200")
+    }
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        assert!(
+            healthz(&mut s).await,
+            "a connection under the cap was refused"
+        );
+        held.push(s);
+    }
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        !healthz(&mut third).await,
+        "the third connection was served"
+    );
+    for s in &mut held {
+        assert!(healthz(s).await);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use paycode_acquirer::registry::{self, NewClient, NewMerchant, NewWallet};
 use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
+use paycode_http::server::{ServeOptions, ServerLimits, serve as serve_http};
 use paycode_http::{SignedClient, SignedRequest, Signer, signed_response};
 use paycode_proto::{ResultInfo, mpp};
 use paycode_sign::{PrivateKey, PublicKey};
@@ -41,10 +42,18 @@ fn signer(name: &str) -> Signer {
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
-    });
+    serve_on(listener, router);
     format!("http://{addr}")
+}
+
+/// Serves as `paycode serve` does: the bounded server with its default limits.
+pub fn serve_on(listener: tokio::net::TcpListener, router: Router) {
+    let options = ServeOptions::new("test", ServerLimits::default());
+    tokio::spawn(async move {
+        serve_http(listener, router, options, std::future::pending())
+            .await
+            .unwrap();
+    });
 }
 
 // ------------------------------------------------------------------ wallet double
@@ -454,10 +463,7 @@ impl Harness {
             .await
             .unwrap();
         acq.registry().reload(acq.db()).await.unwrap();
-        let router = paycode_acquirer::router(acq.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        serve_on(listener, paycode_acquirer::router(acq.clone()));
         let client = |id: &str, k: &str| {
             SignedClient::new(
                 id,
