@@ -131,7 +131,11 @@ impl Device {
 
 impl Env {
     async fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        Env::in_dir(tempfile::tempdir().unwrap()).await
+    }
+
+    /// A wallet whose store lives in `dir` (which may hold a store already).
+    async fn in_dir(dir: tempfile::TempDir) -> Env {
         let clock = ManualClock::new(START_MS);
         let mut cfg = WalletConfig::new(
             "cnpay",
@@ -708,6 +712,54 @@ async fn every_display_is_a_new_code_and_unused_older_codes_still_pay() {
 /// A known slot's wrong values never stop its user paying: after a few the genuine code still
 /// pays at once, and after many it still pays — with the password, so that a lucky guess could
 /// not complete alone.
+/// A store made by the first release (its `devices` table has the per-device last used step of
+/// the old code construction) opens unchanged; a phone registered there keeps its slot and
+/// secret and pays with the new codes, even in the step its last old code was used.
+#[tokio::test]
+async fn devices_of_a_store_from_the_first_release_keep_paying() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = paycode_db::rusqlite::Connection::open(dir.path().join("wallet.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE devices (
+                device_id TEXT PRIMARY KEY,
+                user_name TEXT NOT NULL REFERENCES users(name),
+                device_name TEXT,
+                token_hash TEXT NOT NULL UNIQUE,
+                slot TEXT NOT NULL UNIQUE,
+                secret BLOB NOT NULL,
+                last_used_step INTEGER,
+                created_at_ms INTEGER NOT NULL,
+                rotated_at_ms INTEGER NOT NULL
+            );",
+        )
+        .unwrap();
+    }
+    let env = Env::in_dir(dir).await;
+    env.user("quinn", 5_000, 5_000, 5_000).await;
+    let d = env.register("quinn").await;
+    // As if the old construction had paid with this device in the current step.
+    let step = i64::try_from(env.now_s() / 30).unwrap();
+    let path = env.wallet.config().db_path.clone();
+    let c = paycode_db::rusqlite::Connection::open(path).unwrap();
+    assert_eq!(
+        c.execute("UPDATE devices SET last_used_step = ?1", [step])
+            .unwrap(),
+        1
+    );
+    let code = env.code(&d);
+    assert_eq!(
+        code_of(&env.pay("OLD1", 100, &code).await.result),
+        "SUCCESS"
+    );
+    assert_eq!(
+        code_of(&env.pay("OLD2", 100, &code).await.result),
+        "EXPIRED_CODE"
+    );
+    assert_eq!(env.balance("quinn").await, 4_900);
+    env.assert_consistent().await;
+}
+
 #[tokio::test]
 async fn wrong_codes_on_a_known_slot_never_lock_its_user_out() {
     let env = Env::new().await;
