@@ -27,6 +27,7 @@ mod background;
 mod customer;
 mod mpp;
 mod password;
+mod payment_state;
 mod store;
 
 use axum::Router;

@@ -7,6 +7,7 @@
 //! HTTP 200 with a `result` and is signed. This module only converts wire types to validated
 //! inputs and outcomes back to wire types; the decisions live in `store` and `policy`.
 
+use crate::payment_state::PayState;
 use crate::store::{self, PayOutcome, PaymentRow};
 use crate::{Inner, WalletError, iso_ms};
 use axum::Router;
@@ -173,7 +174,7 @@ fn pay_input(r: &PayRequest, acquirer: &str) -> Result<store::PayInput, ResultIn
 }
 
 fn pay_response(p: &PaymentRow) -> PayResponse {
-    if p.state == store::PayState::Tombstone {
+    if p.state == PayState::Tombstone {
         return only(p.result());
     }
     PayResponse {
@@ -241,7 +242,7 @@ async fn inquiry(State(inner): St, req: SignedRequest) -> Response {
                 let c = ResultCode::ORDER_NOT_EXIST;
                 inquiry_only(fail(c, "the wallet never saw this payment"))
             }
-            Ok(Some(p)) if p.state == store::PayState::Tombstone => InquiryResponse {
+            Ok(Some(p)) if p.state == PayState::Tombstone => InquiryResponse {
                 payment_result: Some(p.result()),
                 ..inquiry_only(ResultInfo::success())
             },

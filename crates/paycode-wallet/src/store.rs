@@ -9,6 +9,7 @@
 //! in the same job as the state change it reports (outbox).
 
 use crate::code::{self, OtpMatch, SECRET_LEN};
+use crate::payment_state::{Effect, Event, Outcome, PayState, Stage, transition};
 use crate::policy::{self, Decision, UserLimits};
 use crate::{Inner, NewUser, WalletError, iso_ms};
 use aws_lc_rs::digest;
@@ -162,35 +163,24 @@ fn random_token(n_bytes: usize) -> String {
     B64URL.encode(b)
 }
 
-/// State of a payment at the wallet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PayState {
-    /// Waiting for the user's password.
-    Processing,
-    Success,
-    Fail,
-    /// Cancelled by the acquirer before the wallet ever saw a `pay`: a later `pay` fails.
-    Tombstone,
+/// The `state` column's text of a stored state.
+fn state_str(state: PayState) -> &'static str {
+    match state {
+        PayState::Processing => "PROCESSING",
+        PayState::Success => "SUCCESS",
+        PayState::Fail => "FAIL",
+        PayState::Tombstone => "CANCELLED",
+    }
 }
 
-impl PayState {
-    fn as_str(self) -> &'static str {
-        match self {
-            PayState::Processing => "PROCESSING",
-            PayState::Success => "SUCCESS",
-            PayState::Fail => "FAIL",
-            PayState::Tombstone => "CANCELLED",
-        }
-    }
-
-    fn parse(s: &str) -> Result<PayState, WalletError> {
-        match s {
-            "PROCESSING" => Ok(PayState::Processing),
-            "SUCCESS" => Ok(PayState::Success),
-            "FAIL" => Ok(PayState::Fail),
-            "CANCELLED" => Ok(PayState::Tombstone),
-            other => Err(WalletError::Corrupt(format!("payment state {other:?}"))),
-        }
+/// Parses the `state` column; a value the wallet never writes is corrupt, never a default.
+fn parse_state(s: &str) -> Result<PayState, WalletError> {
+    match s {
+        "PROCESSING" => Ok(PayState::Processing),
+        "SUCCESS" => Ok(PayState::Success),
+        "FAIL" => Ok(PayState::Fail),
+        "CANCELLED" => Ok(PayState::Tombstone),
+        other => Err(WalletError::Corrupt(format!("payment state {other:?}"))),
     }
 }
 
@@ -277,7 +267,7 @@ fn load_payment_where(
     match found {
         None => Ok(None),
         Some((mut p, state)) => {
-            p.state = PayState::parse(&state)?;
+            p.state = parse_state(&state)?;
             Ok(Some(p))
         }
     }
@@ -292,17 +282,18 @@ pub(crate) fn load_payment(
 
 /// A payment's share of its user's daily total: `(user, UTC day, amount)` while it is paid and
 /// not reversed.
-fn daily_share(
-    state: &str,
-    reversed_at_ms: Option<i64>,
-    paid_at_ms: Option<i64>,
-    user: Option<&str>,
-    amount_minor: i64,
-) -> Option<(String, i64, i64)> {
-    match (state, reversed_at_ms, paid_at_ms, user) {
-        ("SUCCESS", None, Some(paid), Some(user)) => {
-            Some((user.to_string(), paid.div_euclid(86_400_000), amount_minor))
-        }
+fn daily_share(p: &PaymentRow) -> Option<(String, i64, i64)> {
+    match (
+        p.state,
+        p.reversed_at_ms,
+        p.paid_at_ms,
+        p.user_name.as_deref(),
+    ) {
+        (PayState::Success, None, Some(paid), Some(user)) => Some((
+            user.to_string(),
+            paid.div_euclid(86_400_000),
+            p.amount_minor,
+        )),
         _ => None,
     }
 }
@@ -323,17 +314,7 @@ fn add_daily(
 }
 
 fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> {
-    add_daily(
-        conn,
-        daily_share(
-            p.state.as_str(),
-            p.reversed_at_ms,
-            p.paid_at_ms,
-            p.user_name.as_deref(),
-            p.amount_minor,
-        ),
-        1,
-    )?;
+    add_daily(conn, daily_share(p), 1)?;
     conn.exec_cached(
         &format!(
             "INSERT INTO payments ({PAY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
@@ -343,7 +324,7 @@ fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> 
             p.payment_request_id,
             p.payment_id,
             p.key_hash,
-            p.state.as_str(),
+            state_str(p.state),
             p.result_code,
             p.result_message,
             p.user_name,
@@ -371,29 +352,8 @@ fn insert_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> 
 }
 
 fn update_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> {
-    let before = conn
-        .prepare_cached(
-            "SELECT state, reversed_at_ms, paid_at_ms, user_name, amount_minor FROM payments \
-             WHERE payment_request_id = ?1",
-        )?
-        .query_row([&p.payment_request_id], |r| {
-            Ok(daily_share(
-                &r.get::<_, String>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, Option<String>>(3)?.as_deref(),
-                r.get(4)?,
-            ))
-        })
-        .optional()?
-        .flatten();
-    let after = daily_share(
-        p.state.as_str(),
-        p.reversed_at_ms,
-        p.paid_at_ms,
-        p.user_name.as_deref(),
-        p.amount_minor,
-    );
+    let before = load_payment(conn, &p.payment_request_id)?.and_then(|b| daily_share(&b));
+    let after = daily_share(p);
     if before != after {
         add_daily(conn, before, -1)?;
         add_daily(conn, after, 1)?;
@@ -404,7 +364,7 @@ fn update_payment(conn: &Connection, p: &PaymentRow) -> Result<(), WalletError> 
          WHERE payment_request_id = ?1",
         params![
             p.payment_request_id,
-            p.state.as_str(),
+            state_str(p.state),
             p.result_code,
             p.result_message,
             p.paid_at_ms,
@@ -449,11 +409,179 @@ impl PaymentRow {
     }
 }
 
-fn set_fail(p: &mut PaymentRow, code: ResultCode, message: &str, now_ms: i64) {
-    p.state = PayState::Fail;
-    p.result_code = code.as_str().to_string();
-    p.result_message = message.to_string();
-    p.finished_at_ms = Some(now_ms);
+impl PaymentRow {
+    /// A payment the wallet has not stored yet, before the `pay` (or a cancel that overtook it)
+    /// fills it in: no amount, no user, nothing decided.
+    pub(crate) fn unseen(
+        prid: &str,
+        payment_id: String,
+        currency: &paycode_core::Currency,
+        now_ms: i64,
+    ) -> PaymentRow {
+        PaymentRow {
+            payment_request_id: prid.to_string(),
+            payment_id,
+            key_hash: None,
+            state: PayState::Processing,
+            result_code: String::new(),
+            result_message: String::new(),
+            user_name: None,
+            customer_id: None,
+            device_id: None,
+            amount_minor: 0,
+            currency: currency.code().to_string(),
+            payment_amount_minor: 0,
+            payment_currency: currency.code().to_string(),
+            quote_price: None,
+            merchant_name: String::new(),
+            store_name: None,
+            notify_url: None,
+            challenge_reason: None,
+            created_at_ms: now_ms,
+            deadline_ms: None,
+            paid_at_ms: None,
+            finished_at_ms: None,
+            cancelled_at_ms: None,
+            reversed_at_ms: None,
+            refunded_minor: 0,
+        }
+    }
+
+    /// Where the payment is in its life (see [`crate::payment_state`]).
+    pub(crate) fn stage(&self) -> Stage {
+        Stage::of(
+            self.state,
+            self.cancelled_at_ms.is_some(),
+            self.reversed_at_ms.is_some(),
+            self.refunded_minor > 0,
+        )
+    }
+}
+
+/// One event for a payment, with what its effects need besides the row.
+pub(crate) struct Change<'a> {
+    pub event: Event,
+    /// The result message kept when the event fails the payment.
+    pub message: &'a str,
+    /// The refund behind a [`Event::Refunded`], for its ledger row.
+    pub refund_request_id: Option<&'a str>,
+}
+
+impl<'a> Change<'a> {
+    pub(crate) fn new(event: Event, message: &'a str) -> Change<'a> {
+        Change {
+            event,
+            message,
+            refund_request_id: None,
+        }
+    }
+}
+
+/// Applies a change to a stored payment.
+fn apply(
+    inner: &Inner,
+    conn: &Connection,
+    p: &mut PaymentRow,
+    change: Change<'_>,
+    now_ms: i64,
+) -> Result<Outcome, WalletError> {
+    let from = p.stage();
+    apply_at(inner, conn, p, from, change, now_ms)
+}
+
+/// The one writer of payment transitions (`from` is [`Stage::Absent`] for a payment not stored
+/// yet): asks the table, then writes the row and every effect
+/// in the caller's job. The row changes only when the table says so.
+fn apply_at(
+    inner: &Inner,
+    conn: &Connection,
+    p: &mut PaymentRow,
+    from: Stage,
+    change: Change<'_>,
+    now_ms: i64,
+) -> Result<Outcome, WalletError> {
+    let outcome = transition(from, change.event);
+    let Outcome::Applied { next, effects } = &outcome else {
+        return Ok(outcome);
+    };
+    let prid = p.payment_request_id.clone();
+    p.state = next
+        .stored()
+        .ok_or_else(|| WalletError::Corrupt(format!("payment {prid} would become {next}")))?;
+    for effect in effects.iter() {
+        match effect {
+            Effect::RecordSuccess => {
+                p.result_code = ResultCode::SUCCESS.as_str().to_string();
+                p.result_message = "success".to_string();
+                p.paid_at_ms = Some(now_ms);
+                p.finished_at_ms = Some(now_ms);
+            }
+            Effect::RecordPending => {
+                p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
+                p.result_message = "waiting for the user's password".to_string();
+            }
+            Effect::RecordFailure => {
+                let code = change.event.failure_code().ok_or_else(|| {
+                    WalletError::Corrupt(format!(
+                        "{} fails payment {prid} without a code",
+                        change.event
+                    ))
+                })?;
+                p.result_code = code.as_str().to_string();
+                p.result_message = change.message.to_string();
+                p.finished_at_ms = Some(now_ms);
+            }
+            Effect::RecordCancel => p.cancelled_at_ms = Some(now_ms),
+            Effect::CreditReversal => p.reversed_at_ms = Some(now_ms),
+            Effect::CreditRefund => {
+                let Event::Refunded { amount_minor } = change.event else {
+                    return Err(WalletError::Corrupt(format!(
+                        "{} refunds payment {prid}",
+                        change.event
+                    )));
+                };
+                p.refunded_minor = p
+                    .refunded_minor
+                    .checked_add(amount_minor)
+                    .ok_or(WalletError::Overflow)?;
+            }
+            Effect::Debit | Effect::NotifyAcquirer => {}
+        }
+    }
+    if from == Stage::Absent {
+        insert_payment(conn, p)?;
+    } else {
+        update_payment(conn, p)?;
+    }
+    for effect in effects.iter() {
+        let (delta_minor, kind, refund_rid) = match (effect, change.event) {
+            (Effect::Debit, _) => (-p.amount_minor, kind::PAYMENT, None),
+            (Effect::CreditReversal, _) => (p.amount_minor, kind::REVERSAL, None),
+            (Effect::CreditRefund, Event::Refunded { amount_minor }) => {
+                (amount_minor, kind::REFUND, change.refund_request_id)
+            }
+            (Effect::NotifyAcquirer, _) => {
+                enqueue_notify(inner, conn, p, now_ms)?;
+                continue;
+            }
+            _ => continue,
+        };
+        let user = p
+            .user_name
+            .clone()
+            .ok_or_else(|| WalletError::Corrupt(format!("paid payment {prid} has no user")))?;
+        move_money(
+            conn,
+            &user,
+            delta_minor,
+            kind,
+            Some(&prid),
+            refund_rid,
+            Some(&p.merchant_name),
+            now_ms,
+        )?;
+    }
+    Ok(outcome)
 }
 
 /// Changes a user's balance and appends the ledger row: the only way money moves.
@@ -751,15 +879,7 @@ fn pay_tx(inner: &Inner, conn: &Connection, input: PayInput) -> Result<PayOutcom
     }
     let now_ms = inner.now_ms();
     let mut p = PaymentRow {
-        payment_request_id: input.prid.clone(),
-        payment_id: inner.new_id("WP"),
         key_hash: Some(input.key_hash.clone()),
-        state: PayState::Processing,
-        result_code: String::new(),
-        result_message: String::new(),
-        user_name: None,
-        customer_id: None,
-        device_id: None,
         amount_minor: input.amount_minor,
         currency: input.currency.clone(),
         payment_amount_minor: input.payment_amount_minor,
@@ -768,88 +888,67 @@ fn pay_tx(inner: &Inner, conn: &Connection, input: PayInput) -> Result<PayOutcom
         merchant_name: input.merchant_name.clone(),
         store_name: input.store_name.clone(),
         notify_url: input.notify_url.clone(),
-        challenge_reason: None,
-        created_at_ms: now_ms,
-        deadline_ms: None,
-        paid_at_ms: None,
-        finished_at_ms: None,
-        cancelled_at_ms: None,
-        reversed_at_ms: None,
-        refunded_minor: 0,
+        ..PaymentRow::unseen(
+            &input.prid,
+            inner.new_id("WP"),
+            &inner.config.currency,
+            now_ms,
+        )
     };
-    let mut debit_user: Option<String> = None;
-    if input.currency != inner.config.currency.code() {
+    let change = if input.currency != inner.config.currency.code() {
         let msg = format!("this wallet pays in {} only", inner.config.currency);
-        set_fail(&mut p, ResultCode::CURRENCY_NOT_SUPPORT, &msg, now_ms);
+        (Event::Refused(ResultCode::CURRENCY_NOT_SUPPORT), msg)
     } else if now_ms >= input.expiry_ms {
-        set_fail(
-            &mut p,
-            ResultCode::ORDER_IS_CLOSED,
-            "the payment expired before it reached the wallet",
-            now_ms,
-        );
+        let msg = "the payment expired before it reached the wallet".to_string();
+        (Event::Refused(ResultCode::ORDER_IS_CLOSED), msg)
     } else {
-        match check_code(inner, conn, &input.code, &input.source, now_ms)? {
-            Err((code, message)) => set_fail(&mut p, code, &message, now_ms),
-            Ok(hit) => {
-                p.device_id = Some(hit.device_id);
-                p.user_name = Some(hit.user_name.clone());
-                match load_user(conn, &hit.user_name)? {
-                    None => {
-                        let c = ResultCode::USER_NOT_EXIST;
-                        set_fail(&mut p, c, c.default_message(), now_ms);
-                    }
-                    Some(user) => {
-                        p.customer_id = Some(user.customer_id.clone());
-                        let today = paid_today(conn, &hit.user_name, now_ms)?;
-                        let mut decision = policy::decide(&user.limits, input.amount_minor, today);
-                        if hit.suspect && decision == Decision::PayNow {
-                            decision = Decision::Challenge {
-                                reason: "wrong payment codes were tried for this phone; \
-                                         confirm with your password"
-                                    .to_string(),
-                            };
-                        }
-                        match decision {
-                            Decision::Reject(c) => set_fail(&mut p, c, c.default_message(), now_ms),
-                            Decision::PayNow => {
-                                p.state = PayState::Success;
-                                p.result_code = ResultCode::SUCCESS.as_str().to_string();
-                                p.result_message = "success".to_string();
-                                p.paid_at_ms = Some(now_ms);
-                                p.finished_at_ms = Some(now_ms);
-                                debit_user = Some(hit.user_name.clone());
-                            }
-                            Decision::Challenge { reason } => {
-                                let timeout_ms = i64::try_from(inner.config.challenge_timeout_s)
-                                    .unwrap_or(i64::MAX / 2000)
-                                    .saturating_mul(1000);
-                                p.deadline_ms =
-                                    Some(now_ms.saturating_add(timeout_ms).min(input.expiry_ms));
-                                p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
-                                p.result_message = "waiting for the user's password".to_string();
-                                p.challenge_reason = Some(reason);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    insert_payment(conn, &p)?;
-    if let Some(user) = debit_user {
-        move_money(
-            conn,
-            &user,
-            -p.amount_minor,
-            kind::PAYMENT,
-            Some(&p.payment_request_id),
-            None,
-            Some(&p.merchant_name),
-            now_ms,
-        )?;
-    }
+        decide_pay(inner, conn, &mut p, &input, now_ms)?
+    };
+    let (event, message) = change;
+    let change = Change::new(event, &message);
+    apply_at(inner, conn, &mut p, Stage::Absent, change, now_ms)?;
     Ok(PayOutcome::Row(Box::new(p)))
+}
+
+/// Checks the code and the user's limits; fills in who pays and, for a challenge, its deadline.
+fn decide_pay(
+    inner: &Inner,
+    conn: &Connection,
+    p: &mut PaymentRow,
+    input: &PayInput,
+    now_ms: i64,
+) -> Result<(Event, String), WalletError> {
+    let hit = match check_code(inner, conn, &input.code, &input.source, now_ms)? {
+        Err((code, message)) => return Ok((Event::Refused(code), message)),
+        Ok(hit) => hit,
+    };
+    p.device_id = Some(hit.device_id);
+    p.user_name = Some(hit.user_name.clone());
+    let Some(user) = load_user(conn, &hit.user_name)? else {
+        let c = ResultCode::USER_NOT_EXIST;
+        return Ok((Event::Refused(c), c.default_message().to_string()));
+    };
+    p.customer_id = Some(user.customer_id.clone());
+    let today = paid_today(conn, &hit.user_name, now_ms)?;
+    let mut decision = policy::decide(&user.limits, input.amount_minor, today);
+    if hit.suspect && decision == Decision::PayNow {
+        decision = Decision::Challenge {
+            reason: "wrong payment codes were tried for this phone; confirm with your password"
+                .to_string(),
+        };
+    }
+    Ok(match decision {
+        Decision::Reject(c) => (Event::Refused(c), c.default_message().to_string()),
+        Decision::PayNow => (Event::Approved, String::new()),
+        Decision::Challenge { reason } => {
+            let timeout_ms = i64::try_from(inner.config.challenge_timeout_s)
+                .unwrap_or(i64::MAX / 2000)
+                .saturating_mul(1000);
+            p.deadline_ms = Some(now_ms.saturating_add(timeout_ms).min(input.expiry_ms));
+            p.challenge_reason = Some(reason);
+            (Event::Challenged, String::new())
+        }
+    })
 }
 
 pub(crate) async fn pay(inner: &Arc<Inner>, input: PayInput) -> Result<PayOutcome, WalletError> {
@@ -892,90 +991,40 @@ fn cancel_tx(inner: &Inner, conn: &Connection, prid: &str) -> Result<CancelOutco
         result: ResultInfo::success(),
         cancel_time_ms: Some(t),
     };
-    let Some(mut p) = load_payment(conn, prid)? else {
-        let tomb = PaymentRow {
-            payment_request_id: prid.to_string(),
-            payment_id: inner.new_id("WP"),
-            key_hash: None,
-            state: PayState::Tombstone,
-            result_code: ResultCode::ORDER_IS_CLOSED.as_str().to_string(),
-            result_message: "cancelled before the wallet saw the payment".to_string(),
-            user_name: None,
-            customer_id: None,
-            device_id: None,
-            amount_minor: 0,
-            currency: inner.config.currency.code().to_string(),
-            payment_amount_minor: 0,
-            payment_currency: inner.config.currency.code().to_string(),
-            quote_price: None,
-            merchant_name: String::new(),
-            store_name: None,
-            notify_url: None,
-            challenge_reason: None,
-            created_at_ms: now_ms,
-            deadline_ms: None,
-            paid_at_ms: None,
-            finished_at_ms: Some(now_ms),
-            cancelled_at_ms: Some(now_ms),
-            reversed_at_ms: None,
-            refunded_minor: 0,
-        };
-        insert_payment(conn, &tomb)?;
-        return Ok(ok(now_ms));
+    let (mut p, stored) = match load_payment(conn, prid)? {
+        Some(p) => (p, true),
+        None => {
+            let id = inner.new_id("WP");
+            (
+                PaymentRow::unseen(prid, id, &inner.config.currency, now_ms),
+                false,
+            )
+        }
     };
-    if let Some(t) = p.cancelled_at_ms {
-        return Ok(ok(t));
-    }
-    match p.state {
-        PayState::Tombstone => Ok(ok(p.cancelled_at_ms.unwrap_or(now_ms))),
-        PayState::Processing => {
-            set_fail(
-                &mut p,
-                ResultCode::ORDER_IS_CLOSED,
-                "cancelled by the acquirer",
-                now_ms,
-            );
-            p.cancelled_at_ms = Some(now_ms);
-            update_payment(conn, &p)?;
-            Ok(ok(now_ms))
-        }
-        PayState::Fail => {
-            p.cancelled_at_ms = Some(now_ms);
-            update_payment(conn, &p)?;
-            Ok(ok(now_ms))
-        }
-        PayState::Success => {
-            if p.refunded_minor > 0 {
-                let c = ResultCode::PROCESS_FAIL;
-                return Ok(CancelOutcome {
-                    result: ResultInfo::new(
-                        c.as_str(),
-                        "F",
-                        "the payment is partly refunded; refund the rest instead",
-                    ),
-                    cancel_time_ms: None,
-                });
-            }
-            let user = p
-                .user_name
-                .clone()
-                .ok_or_else(|| WalletError::Corrupt(format!("paid payment {prid} has no user")))?;
-            move_money(
-                conn,
-                &user,
-                p.amount_minor,
-                kind::REVERSAL,
-                Some(prid),
-                None,
-                Some(&p.merchant_name),
-                now_ms,
-            )?;
-            p.reversed_at_ms = Some(now_ms);
-            p.cancelled_at_ms = Some(now_ms);
-            update_payment(conn, &p)?;
-            Ok(ok(now_ms))
-        }
-    }
+    let message = if stored {
+        "cancelled by the acquirer"
+    } else {
+        "cancelled before the wallet saw the payment"
+    };
+    let change = Change::new(Event::Cancelled, message);
+    let outcome = if stored {
+        apply(inner, conn, &mut p, change, now_ms)?
+    } else {
+        apply_at(inner, conn, &mut p, Stage::Absent, change, now_ms)?
+    };
+    Ok(match outcome {
+        Outcome::Applied { .. } => ok(now_ms),
+        Outcome::Unchanged => ok(p.cancelled_at_ms.unwrap_or(now_ms)),
+        // Only a partly refunded payment refuses a cancel.
+        Outcome::Refused(c) => CancelOutcome {
+            result: ResultInfo::new(
+                c.as_str(),
+                "F",
+                "the payment is partly refunded; refund the rest instead",
+            ),
+            cancel_time_ms: None,
+        },
+    })
 }
 
 pub(crate) async fn cancel(inner: &Arc<Inner>, prid: String) -> Result<CancelOutcome, WalletError> {
@@ -1043,11 +1092,17 @@ fn refund_tx(
         let c = ResultCode::ORDER_NOT_EXIST;
         return Ok(refund_fail(c, c.default_message()));
     };
-    if p.state != PayState::Success || p.reversed_at_ms.is_some() {
-        return Ok(refund_fail(
-            ResultCode::ORDER_STATUS_INVALID,
-            "only a paid, not reversed payment can be refunded",
-        ));
+    let event = Event::Refunded {
+        amount_minor: r.amount_minor,
+    };
+    match transition(p.stage(), event) {
+        Outcome::Applied { .. } => {}
+        Outcome::Refused(_) | Outcome::Unchanged => {
+            return Ok(refund_fail(
+                ResultCode::ORDER_STATUS_INVALID,
+                "only a paid, not reversed payment can be refunded",
+            ));
+        }
     }
     let total = p
         .refunded_minor
@@ -1058,22 +1113,12 @@ fn refund_tx(
         return Ok(refund_fail(c, c.default_message()));
     }
     let now_ms = inner.now_ms();
-    let user = p
-        .user_name
-        .clone()
-        .ok_or_else(|| WalletError::Corrupt(format!("paid payment {} has no user", r.prid)))?;
-    move_money(
-        conn,
-        &user,
-        r.amount_minor,
-        kind::REFUND,
-        Some(&r.prid),
-        Some(&r.refund_request_id),
-        Some(&p.merchant_name),
-        now_ms,
-    )?;
-    p.refunded_minor = total;
-    update_payment(conn, &p)?;
+    let change = Change {
+        event,
+        message: "",
+        refund_request_id: Some(&r.refund_request_id),
+    };
+    apply(inner, conn, &mut p, change, now_ms)?;
     let refund_id = inner.new_id("WR");
     conn.exec_cached(
         "INSERT INTO refunds (refund_request_id, refund_id, payment_request_id, amount_minor, \
@@ -1106,20 +1151,6 @@ pub(crate) async fn refund(
 // ---------------------------------------------------------------------------------------------
 // challenges
 
-/// Fails a pending payment and queues its `notifyPayment F`.
-fn fail_pending(
-    inner: &Inner,
-    conn: &Connection,
-    p: &mut PaymentRow,
-    code: ResultCode,
-    msg: &str,
-    now_ms: i64,
-) -> Result<(), WalletError> {
-    set_fail(p, code, msg, now_ms);
-    update_payment(conn, p)?;
-    enqueue_notify(inner, conn, p, now_ms)
-}
-
 /// Closes the listed challenges that are still pending and past their deadline.
 fn expire_tx(inner: &Inner, conn: &Connection, prids: &[String]) -> Result<usize, WalletError> {
     let now_ms = inner.now_ms();
@@ -1128,13 +1159,12 @@ fn expire_tx(inner: &Inner, conn: &Connection, prids: &[String]) -> Result<usize
         let Some(mut p) = load_payment(conn, prid)? else {
             continue;
         };
-        if p.state == PayState::Processing && p.deadline_ms.is_some_and(|d| d <= now_ms) {
-            fail_pending(
+        if p.stage() == Stage::Pending && p.deadline_ms.is_some_and(|d| d <= now_ms) {
+            apply(
                 inner,
                 conn,
                 &mut p,
-                ResultCode::ORDER_IS_CLOSED,
-                "the user did not confirm in time",
+                Change::new(Event::TimedOut, "the user did not confirm in time"),
                 now_ms,
             )?;
             n += 1;
@@ -1268,16 +1298,15 @@ fn pending_challenge(
             remaining_attempts: None,
         }));
     };
-    if p.state != PayState::Processing {
+    if p.stage() != Stage::Pending {
         return Ok(Err(answer_final(&p)));
     }
     if p.deadline_ms.is_some_and(|d| d <= now_ms) {
-        fail_pending(
+        apply(
             inner,
             conn,
             &mut p,
-            ResultCode::ORDER_IS_CLOSED,
-            "the user did not confirm in time",
+            Change::new(Event::TimedOut, "the user did not confirm in time"),
             now_ms,
         )?;
         return Ok(Err(answer_final(&p)));
@@ -1300,12 +1329,14 @@ fn confirm_tx(
     let u = load_user(conn, user)?.ok_or_else(|| WalletError::UnknownUser(user.to_string()))?;
     let verification_failed = ResultCode::USER_PAYMENT_VERIFICATION_FAILED;
     if u.limits.password_locked {
-        fail_pending(
+        apply(
             inner,
             conn,
             &mut p,
-            verification_failed,
-            "the payment password is locked",
+            Change::new(
+                Event::Refused(verification_failed),
+                "the payment password is locked",
+            ),
             now_ms,
         )?;
         return Ok(answer_final(&p));
@@ -1321,12 +1352,14 @@ fn confirm_tx(
         if locked {
             tracing::warn!(wallet = %inner.config.name, payment_request_id = %p.payment_request_id,
                 "payment password locked after {max} wrong attempts");
-            fail_pending(
+            apply(
                 inner,
                 conn,
                 &mut p,
-                verification_failed,
-                "wrong password too many times; the password is locked",
+                Change::new(
+                    Event::Refused(verification_failed),
+                    "wrong password too many times; the password is locked",
+                ),
                 now_ms,
             )?;
             let mut a = answer_final(&p);
@@ -1349,30 +1382,11 @@ fn confirm_tx(
         params![user],
     )?;
     let today = paid_today(conn, user, now_ms)?;
-    match policy::decide_at_confirm(&u.limits, p.amount_minor, today) {
-        Err(code) => {
-            fail_pending(inner, conn, &mut p, code, code.default_message(), now_ms)?;
-        }
-        Ok(()) => {
-            p.state = PayState::Success;
-            p.result_code = ResultCode::SUCCESS.as_str().to_string();
-            p.result_message = "success".to_string();
-            p.paid_at_ms = Some(now_ms);
-            p.finished_at_ms = Some(now_ms);
-            update_payment(conn, &p)?;
-            move_money(
-                conn,
-                user,
-                -p.amount_minor,
-                kind::PAYMENT,
-                Some(&p.payment_request_id),
-                None,
-                Some(&p.merchant_name),
-                now_ms,
-            )?;
-            enqueue_notify(inner, conn, &p, now_ms)?;
-        }
-    }
+    let change = match policy::decide_at_confirm(&u.limits, p.amount_minor, today) {
+        Err(code) => Change::new(Event::Refused(code), code.default_message()),
+        Ok(()) => Change::new(Event::Confirmed, ""),
+    };
+    apply(inner, conn, &mut p, change, now_ms)?;
     Ok(answer_final(&p))
 }
 
@@ -1400,12 +1414,11 @@ fn decline_tx(
         Ok(p) => p,
         Err(answer) => return Ok(answer),
     };
-    fail_pending(
+    apply(
         inner,
         conn,
         &mut p,
-        ResultCode::USER_DECLINED,
-        "the user declined the payment",
+        Change::new(Event::Declined, "the user declined the payment"),
         now_ms,
     )?;
     Ok(ChallengeAnswer {
@@ -1444,7 +1457,7 @@ pub(crate) async fn pending_challenges(
             let mut out = Vec::new();
             for row in rows {
                 let (mut p, state) = row?;
-                p.state = PayState::parse(&state)?;
+                p.state = parse_state(&state)?;
                 out.push(p);
             }
             Ok(out)
