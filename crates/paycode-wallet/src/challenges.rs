@@ -75,7 +75,7 @@ fn status_of(p: &PaymentRow) -> &'static str {
 fn answer_final(p: &PaymentRow) -> ChallengeAnswer {
     let result = match p.state {
         PayState::Success => ResultInfo::success(),
-        _ => ResultInfo::new(&p.result_code, "F", p.result_message.clone()),
+        _ => ResultInfo::new(p.result_code.as_str(), "F", p.result_message.clone()),
     };
     ChallengeAnswer {
         result,

@@ -29,7 +29,9 @@ impl PaymentRow {
                 ResultInfo::new(c.as_str(), "U", "waiting for the user's password")
             }
             PayState::Success => ResultInfo::success(),
-            PayState::Fail => ResultInfo::new(&self.result_code, "F", self.result_message.clone()),
+            PayState::Fail => {
+                ResultInfo::new(self.result_code.as_str(), "F", self.result_message.clone())
+            }
             PayState::Tombstone => {
                 let c = ResultCode::ORDER_IS_CLOSED;
                 ResultInfo::new(
@@ -58,7 +60,7 @@ impl PaymentRow {
             payment_id,
             key_hash: None,
             state: PayState::Processing,
-            result_code: String::new(),
+            result_code: ResultCode::PAYMENT_IN_PROCESS,
             result_message: String::new(),
             user_name: None,
             customer_id: None,
@@ -147,13 +149,13 @@ fn apply_at(
     for effect in effects.iter() {
         match effect {
             Effect::RecordSuccess => {
-                p.result_code = ResultCode::SUCCESS.as_str().to_string();
+                p.result_code = ResultCode::SUCCESS;
                 p.result_message = "success".to_string();
                 p.paid_at_ms = Some(now_ms);
                 p.finished_at_ms = Some(now_ms);
             }
             Effect::RecordPending => {
-                p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
+                p.result_code = ResultCode::PAYMENT_IN_PROCESS;
                 p.result_message = "waiting for the user's password".to_string();
             }
             Effect::RecordFailure => {
@@ -163,7 +165,7 @@ fn apply_at(
                         change.event
                     ))
                 })?;
-                p.result_code = code.as_str().to_string();
+                p.result_code = code;
                 p.result_message = change.message.to_string();
                 p.finished_at_ms = Some(now_ms);
             }

@@ -114,3 +114,49 @@ pub(crate) mod test_support {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The storage layer's invariant, checked from the crate's own files: no module outside
+    /// `store/` writes SQL or calls the database except through a `&Connection` it passes on.
+    #[test]
+    fn every_sql_statement_lives_in_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap();
+                for banned in [
+                    "SELECT ",
+                    "INSERT ",
+                    "UPDATE ",
+                    "DELETE ",
+                    "exec_cached",
+                    "query_row",
+                    "query_map",
+                    "prepare",
+                    "execute",
+                    "params!",
+                    "guess_counters",
+                    "rusqlite::Error",
+                ] {
+                    assert!(
+                        !code.contains(banned),
+                        "{}:{}: `{banned}` outside the storage layer: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 15, "only {checked} files checked");
+    }
+}

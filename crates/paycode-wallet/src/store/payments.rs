@@ -2,9 +2,10 @@
 
 use super::{DAY_MS, StoreError};
 use crate::payment_state::PayState;
+use paycode_core::ResultCode;
 use paycode_db::ExecCached;
 use paycode_db::rusqlite::types::{
-    FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef,
+    FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Type, ValueRef,
 };
 use paycode_db::rusqlite::{self, Connection, OptionalExtension, Row, params};
 
@@ -46,7 +47,7 @@ pub(crate) struct PaymentRow {
     pub payment_id: String,
     pub key_hash: Option<String>,
     pub state: PayState,
-    pub result_code: String,
+    pub result_code: ResultCode,
     pub result_message: String,
     pub user_name: Option<String>,
     pub customer_id: Option<String>,
@@ -75,13 +76,25 @@ const PAY_COLS: &str = "payment_request_id, payment_id, key_hash, state, result_
     challenge_reason, created_at_ms, deadline_ms, paid_at_ms, finished_at_ms, cancelled_at_ms, \
     reversed_at_ms, refunded_minor";
 
+/// A result code the core does not know fails the read (and becomes [`StoreError::Corrupt`]).
+fn result_code_at(r: &Row<'_>, column: usize) -> rusqlite::Result<ResultCode> {
+    let text: String = r.get(column)?;
+    ResultCode::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            Type::Text,
+            format!("result code {text:?}").into(),
+        )
+    })
+}
+
 fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
     Ok(PaymentRow {
         payment_request_id: r.get(0)?,
         payment_id: r.get(1)?,
         key_hash: r.get(2)?,
         state: r.get(3)?,
-        result_code: r.get(4)?,
+        result_code: result_code_at(r, 4)?,
         result_message: r.get(5)?,
         user_name: r.get(6)?,
         customer_id: r.get(7)?,
@@ -252,7 +265,7 @@ pub(crate) fn insert(conn: &Connection, p: &PaymentRow) -> Result<(), StoreError
             p.payment_id,
             p.key_hash,
             p.state,
-            p.result_code,
+            p.result_code.as_str(),
             p.result_message,
             p.user_name,
             p.customer_id,
@@ -293,7 +306,7 @@ pub(crate) fn update(conn: &Connection, p: &PaymentRow) -> Result<(), StoreError
         params![
             p.payment_request_id,
             p.state,
-            p.result_code,
+            p.result_code.as_str(),
             p.result_message,
             p.paid_at_ms,
             p.finished_at_ms,
@@ -420,6 +433,15 @@ mod tests {
         }
         c.execute("UPDATE payments SET state = 7", []).unwrap();
         assert!(matches!(load(&c, "P1"), Err(StoreError::Corrupt(_))));
+        c.execute(
+            "UPDATE payments SET state = 'FAIL', result_code = 'NO_SUCH_CODE'",
+            [],
+        )
+        .unwrap();
+        match load(&c, "P1") {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("NO_SUCH_CODE"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// `user_daily` follows the payment rows it summarises: a paid payment counts, a reversed
