@@ -1,7 +1,8 @@
 //! The operator API (`/admin/v1/…`) and `/healthz`. Unsigned: it is meant to be reachable only
 //! on the wallet's own port, by its operator (demo seeding, top-ups, freezing a user).
 
-use crate::store::{self, UserFlag};
+use crate::devices;
+use crate::users::{self, UserFlag};
 use crate::{Inner, NewUser, WalletError};
 use axum::Json;
 use axum::Router;
@@ -79,7 +80,7 @@ async fn provision(State(inner): St, Path(name): Path<String>, body: Bytes) -> R
     if p.count == 0 || p.count > PROVISION_MAX {
         return param_illegal(format!("count must be between 1 and {PROVISION_MAX}"));
     }
-    match store::provision_devices(&inner, name.clone(), p.count).await {
+    match devices::provision_devices(&inner, name.clone(), p.count).await {
         Ok(creds) => Json(serde_json::json!({
             "result": ResultInfo::success(),
             "devices": creds.iter().map(|c| crate::customer::material(&inner, &name, c)).collect::<Vec<_>>(),
@@ -143,8 +144,8 @@ async fn create_user(State(inner): St, body: Bytes) -> Response {
         Err(e) => return param_illegal(format!("body: {e}")),
     };
     let name = u.name.clone();
-    match store::create_user(&inner, u).await {
-        Ok(()) => match store::balance_of(&inner, &name).await {
+    match users::create_user(&inner, u).await {
+        Ok(()) => match users::balance_of(&inner, &name).await {
             Ok(b) => ok(Some(Amount::new(inner.config.currency.code(), b))),
             Err(e) => failed(&e),
         },
@@ -153,7 +154,7 @@ async fn create_user(State(inner): St, body: Bytes) -> Response {
 }
 
 async fn user(State(inner): St, Path(name): Path<String>) -> Response {
-    match store::balance_of(&inner, &name).await {
+    match users::balance_of(&inner, &name).await {
         Ok(b) => ok(Some(Amount::new(inner.config.currency.code(), b))),
         Err(e) => failed(&e),
     }
@@ -170,14 +171,14 @@ async fn top_up(State(inner): St, Path(name): Path<String>, body: Bytes) -> Resp
         Ok(t) => t,
         Err(e) => return param_illegal(format!("body: {e}")),
     };
-    match store::top_up(&inner, &name, t.amount_minor).await {
+    match users::top_up(&inner, &name, t.amount_minor).await {
         Ok(b) => ok(Some(Amount::new(inner.config.currency.code(), b))),
         Err(e) => failed(&e),
     }
 }
 
 async fn set(inner: &Arc<Inner>, name: &str, flag: UserFlag) -> Response {
-    match store::set_flag(inner, name, flag).await {
+    match users::set_flag(inner, name, flag).await {
         Ok(()) => ok(None),
         Err(e) => failed(&e),
     }

@@ -4,26 +4,27 @@
 //! `result` of status `S`; anything else is retried on the configured schedule.
 
 use crate::Inner;
-use crate::store;
+use crate::store::outbox::DueNotification;
+use crate::{challenges, code_check, notify};
 use anyhow::Context;
 use paycode_proto::merchant::NotifyAck;
 use std::sync::Arc;
 
 pub(crate) async fn run_once(inner: &Arc<Inner>) -> anyhow::Result<usize> {
     let batch = inner.config.background_batch_max;
-    let due = store::due_challenges(inner, batch)
+    let due = challenges::due_challenges(inner, batch)
         .await
         .context("listing challenges past their deadline")?;
     let mut work = 0;
     if !due.is_empty() {
-        work += store::expire_due(inner, due)
+        work += challenges::expire_due(inner, due)
             .await
             .context("closing challenges past their deadline")?;
     }
-    work += store::prune_code_state(inner, batch)
+    work += code_check::prune_code_state(inner, batch)
         .await
         .context("forgetting used codes and closed guessing windows")?;
-    let notes = store::due_notifications(inner, batch)
+    let notes = notify::due_notifications(inner, batch)
         .await
         .context("listing due notifications")?;
     let mut tasks = tokio::task::JoinSet::new();
@@ -38,7 +39,7 @@ pub(crate) async fn run_once(inner: &Arc<Inner>) -> anyhow::Result<usize> {
                 tracing::info!(wallet = %inner.config.name, payment_request_id = %n.payment_request_id,
                     attempt = n.n_attempts + 1, "notifyPayment delivered");
             }
-            store::record_attempt(&inner, n.notify_id, n.n_attempts, error)
+            notify::record_attempt(&inner, n.notify_id, n.n_attempts, error)
                 .await
                 .context("recording a notification attempt")
         });
@@ -50,7 +51,7 @@ pub(crate) async fn run_once(inner: &Arc<Inner>) -> anyhow::Result<usize> {
     Ok(work)
 }
 
-async fn deliver(inner: &Inner, n: &store::DueNotification) -> Result<(), String> {
+async fn deliver(inner: &Inner, n: &DueNotification) -> Result<(), String> {
     let answer = inner
         .notify_client
         .post_raw(&n.url, n.body.clone().into_bytes())

@@ -6,7 +6,11 @@
 //! applies the outcome (count a wrong attempt, lock, or pay) after re-reading the challenge, so a
 //! concurrent cancel or expiry still wins or loses atomically.
 
-use crate::store::{self, PaymentRow, RegisterOutcome};
+use crate::challenges::{self, ChallengeAnswer};
+use crate::devices::{self, DeviceCredentials, RegisterOutcome};
+use crate::payment_state::PayState;
+use crate::payments::PaymentRow;
+use crate::users;
 use crate::{Inner, WalletError, iso_ms};
 use axum::Json;
 use axum::Router;
@@ -85,7 +89,7 @@ async fn authenticate(
             "missing device token; register the device",
         )));
     };
-    match store::device_by_token(inner, token).await {
+    match devices::device_by_token(inner, token).await {
         Ok(Some(found)) => Ok(found),
         Ok(None) => Err(reply_fail(fail(
             ResultCode::ACCESS_DENIED,
@@ -95,11 +99,7 @@ async fn authenticate(
     }
 }
 
-pub(crate) fn material(
-    inner: &Inner,
-    user: &str,
-    creds: &store::DeviceCredentials,
-) -> DeviceMaterial {
+pub(crate) fn material(inner: &Inner, user: &str, creds: &DeviceCredentials) -> DeviceMaterial {
     DeviceMaterial {
         result: ResultInfo::success(),
         device_id: Some(creds.device_id.clone()),
@@ -126,7 +126,7 @@ async fn register(State(inner): St, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return reply_fail(fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}"))),
     };
-    let auth = match store::user_auth(&inner, &req.user_name).await {
+    let auth = match users::user_auth(&inner, &req.user_name).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             return reply_fail(fail(
@@ -140,7 +140,8 @@ async fn register(State(inner): St, body: Bytes) -> Response {
         return reply_fail(locked_result());
     }
     let ok = crate::password::verify_async(req.password.clone(), auth.password_hash).await;
-    match store::register_device(&inner, req.user_name.clone(), req.device_name.clone(), ok).await {
+    match devices::register_device(&inner, req.user_name.clone(), req.device_name.clone(), ok).await
+    {
         Ok(RegisterOutcome::Registered(creds)) => {
             tracing::info!(wallet = %inner.config.name, device_id = %creds.device_id, "device registered");
             reply(material(&inner, &req.user_name, &creds))
@@ -159,7 +160,7 @@ async fn rotate(State(inner): St, headers: HeaderMap) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    match store::rotate_device(&inner, device_id).await {
+    match devices::rotate_device(&inner, device_id).await {
         Ok(creds) => reply(material(&inner, &user, &creds)),
         Err(e) => internal(&e),
     }
@@ -185,7 +186,7 @@ async fn challenges(State(inner): St, headers: HeaderMap) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    match store::pending_challenges(&inner, user).await {
+    match challenges::pending_challenges(&inner, user).await {
         Ok(rows) => reply(ChallengeList {
             result: ResultInfo::success(),
             challenges: rows.iter().map(challenge_of).collect(),
@@ -194,7 +195,7 @@ async fn challenges(State(inner): St, headers: HeaderMap) -> Response {
     }
 }
 
-fn outcome(a: store::ChallengeAnswer) -> Response {
+fn outcome(a: ChallengeAnswer) -> Response {
     reply(ChallengeOutcome {
         result: a.result,
         payment_status: a.payment_status.map(str::to_string),
@@ -216,7 +217,7 @@ async fn confirm(
         Ok(r) => r,
         Err(e) => return reply_fail(fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}"))),
     };
-    let auth = match store::user_auth(&inner, &user).await {
+    let auth = match users::user_auth(&inner, &user).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             return reply_fail(fail(
@@ -228,7 +229,7 @@ async fn confirm(
     };
     // A locked user's password is not even checked; the job fails the challenge.
     let ok = !auth.locked && crate::password::verify_async(req.password, auth.password_hash).await;
-    match store::confirm(&inner, user, challenge_id, ok).await {
+    match challenges::confirm(&inner, user, challenge_id, ok).await {
         Ok(a) => outcome(a),
         Err(e) => internal(&e),
     }
@@ -243,7 +244,7 @@ async fn decline(
         Ok(x) => x,
         Err(r) => return r,
     };
-    match store::decline(&inner, user, challenge_id).await {
+    match challenges::decline(&inner, user, challenge_id).await {
         Ok(a) => outcome(a),
         Err(e) => internal(&e),
     }
@@ -254,7 +255,7 @@ async fn balance(State(inner): St, headers: HeaderMap) -> Response {
         Ok(x) => x,
         Err(r) => return r,
     };
-    match store::balance_view(&inner, user).await {
+    match users::balance_view(&inner, user).await {
         Ok(b) => {
             let status = if b.frozen {
                 "FROZEN"
@@ -279,15 +280,15 @@ async fn history(State(inner): St, headers: HeaderMap) -> Response {
         Err(r) => return r,
     };
     let currency = inner.config.currency.code();
-    match store::history(&inner, user, 100).await {
+    match users::history(&inner, user, 100).await {
         Ok(rows) => reply(History {
             result: ResultInfo::success(),
             items: rows
                 .into_iter()
                 .map(|h| HistoryItem {
-                    kind: h.kind,
+                    kind: h.kind.as_str().to_string(),
                     amount: Amount::new(currency, h.amount_minor),
-                    status: h.status,
+                    status: history_status(h.state).to_string(),
                     merchant_name: h.merchant_name.filter(|m| !m.is_empty()),
                     payment_request_id: h.payment_request_id,
                     time: iso_ms(h.at_ms),
@@ -295,5 +296,15 @@ async fn history(State(inner): St, headers: HeaderMap) -> Response {
                 .collect(),
         }),
         Err(e) => internal(&e),
+    }
+}
+
+/// A history item's `status`: the payment's state as the phone shows it.
+fn history_status(state: PayState) -> &'static str {
+    match state {
+        PayState::Processing => "PROCESSING",
+        PayState::Success => "SUCCESS",
+        PayState::Fail => "FAIL",
+        PayState::Tombstone => "CANCELLED",
     }
 }

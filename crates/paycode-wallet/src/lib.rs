@@ -14,7 +14,10 @@
 //! - [`code`]: code generation (used offline by the phone) and checking; the construction and
 //!   the guessing odds are documented there.
 //! - [`policy`]: pay now / challenge / reject, as one pure function.
-//! - `store`: the schema and every transaction.
+//! - `payment_state`: the wallet's payment transition table, pure.
+//! - `payments`, `challenges`, `code_check`, `devices`, `users`, `notify`, `audit`: the use
+//!   cases, each a job on the writer (or a read) composed of storage functions.
+//! - `store`: the storage layer: schema, typed rows, one function per SQL statement.
 //! - `mpp`, `customer`, `admin`: the three HTTP surfaces.
 //! - [`demo`]: the demo wallets and users that `paycode serve` creates.
 
@@ -23,11 +26,20 @@ pub mod demo;
 pub mod policy;
 
 mod admin;
+mod audit;
 mod background;
+mod challenges;
+mod code_check;
 mod customer;
+mod devices;
 mod mpp;
+mod notify;
 mod password;
+mod payment_state;
+mod payments;
+mod random;
 mod store;
+mod users;
 
 use axum::Router;
 use paycode_core::{Currency, Money};
@@ -38,11 +50,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use audit::AuditFinding;
 pub use code::{
     CodeDisplay, CodeMaterial, CodeMaterialError, GuessLimits, ShownCode, SlotSuspicion,
     TooManyCodes, generate_code_at,
 };
-pub use store::{AuditFinding, SCHEMA};
+pub use store::{SCHEMA, StoreError};
 
 /// The wallet's idea of "now", injectable so that tests move time instead of sleeping.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -256,8 +269,8 @@ impl std::fmt::Debug for NewUser {
 pub enum WalletError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("database error: {0}")]
-    Sqlite(#[from] paycode_db::rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("invalid wallet configuration: {0}")]
@@ -297,6 +310,24 @@ impl Inner {
         }
     }
 
+    /// Runs storage functions on a reader connection.
+    pub(crate) async fn read_store<R, F>(&self, f: F) -> Result<R, WalletError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&paycode_db::rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.db.read(move |c| Ok(f(c)?)).await
+    }
+
+    /// Runs storage functions as one job on the writer (nothing to decide between them).
+    pub(crate) async fn write_store<R, F>(&self, f: F) -> Result<R, WalletError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&paycode_db::rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.db.write(move |c| Ok(f(c)?)).await
+    }
+
     /// A new id of this wallet: a kind letter, the time and a counter (unique within the
     /// process; the random counter start keeps restarts apart).
     pub(crate) fn new_id(&self, kind: &str) -> String {
@@ -319,7 +350,7 @@ impl Wallet {
     pub fn open(config: WalletConfig) -> anyhow::Result<Wallet> {
         use anyhow::Context;
         config.validate()?;
-        let schema = format!("{SCHEMA}{}", paycode_db::guess_counters::SCHEMA);
+        let schema = store::full_schema();
         let db = Db::open(&config.db_path, &schema, DbConfig::default())
             .with_context(|| format!("opening the store of wallet {}", config.name))?;
         let notify_client = SignedClient::new(
@@ -334,7 +365,7 @@ impl Wallet {
             Arc::new(move || clock.now_ms())
         });
         let mut seed = [0u8; 4];
-        store::random_bytes(&mut seed);
+        random::random_bytes(&mut seed);
         Ok(Wallet {
             inner: Arc::new(Inner {
                 config,
@@ -395,29 +426,29 @@ impl Wallet {
 
     /// Creates a user; a no-op if one with that name exists.
     pub async fn create_user(&self, u: NewUser) -> anyhow::Result<()> {
-        store::create_user(&self.inner, u).await?;
+        users::create_user(&self.inner, u).await?;
         Ok(())
     }
 
     pub async fn balance_of(&self, user: &str) -> anyhow::Result<Money> {
-        let minor = store::balance_of(&self.inner, user).await?;
+        let minor = users::balance_of(&self.inner, user).await?;
         Ok(Money::new(minor, self.inner.config.currency))
     }
 
     /// Credits a user by operator top-up (with its ledger row).
     pub async fn top_up(&self, user: &str, amount_minor: i64) -> anyhow::Result<Money> {
-        let minor = store::top_up(&self.inner, user, amount_minor).await?;
+        let minor = users::top_up(&self.inner, user, amount_minor).await?;
         Ok(Money::new(minor, self.inner.config.currency))
     }
 
     pub async fn set_frozen(&self, user: &str, frozen: bool) -> anyhow::Result<()> {
-        store::set_flag(&self.inner, user, store::UserFlag::Frozen(frozen)).await?;
+        users::set_flag(&self.inner, user, users::UserFlag::Frozen(frozen)).await?;
         Ok(())
     }
 
     /// Clears a password lock and its wrong-attempt count.
     pub async fn unlock_password(&self, user: &str) -> anyhow::Result<()> {
-        store::set_flag(&self.inner, user, store::UserFlag::Unlock).await?;
+        users::set_flag(&self.inner, user, users::UserFlag::Unlock).await?;
         Ok(())
     }
 
@@ -425,12 +456,12 @@ impl Wallet {
     /// and never negative; per payment, ledger rows match its state (one debit when paid, one
     /// credit back when reversed, refund credits = refunded total ≤ paid). Empty when all hold.
     pub async fn audit(&self) -> anyhow::Result<Vec<AuditFinding>> {
-        Ok(store::audit(&self.inner).await?)
+        Ok(audit::audit(&self.inner).await?)
     }
 
     /// Undelivered `notifyPayment` rows (outbox depth).
     pub async fn pending_notifications(&self) -> anyhow::Result<usize> {
-        Ok(store::pending_notifications(&self.inner).await?)
+        Ok(notify::pending_notifications(&self.inner).await?)
     }
 
     /// Stops the store's writer after queued writes (for a clean shutdown).

@@ -5,9 +5,11 @@
 //! signature must match its key over the raw path and body, and its `Request-Time` must be
 //! within the configured window of the wallet's clock); every answer, failures included, is
 //! HTTP 200 with a `result` and is signed. This module only converts wire types to validated
-//! inputs and outcomes back to wire types; the decisions live in `store` and `policy`.
+//! inputs and outcomes back to wire types; the decisions live in `payments`, `payment_state` and `policy`.
 
-use crate::store::{self, PayOutcome, PaymentRow};
+use crate::code_check::CodeSource;
+use crate::payment_state::PayState;
+use crate::payments::{self, PayOutcome, PaymentRow};
 use crate::{Inner, WalletError, iso_ms};
 use axum::Router;
 use axum::extract::State;
@@ -153,7 +155,7 @@ fn money(field: &str, a: &paycode_proto::Amount) -> Result<Money, ResultInfo> {
     Ok(m)
 }
 
-fn pay_input(r: &PayRequest, acquirer: &str) -> Result<store::PayInput, ResultInfo> {
+fn pay_input(r: &PayRequest, acquirer: &str) -> Result<payments::PayInput, ResultInfo> {
     request_id("paymentRequestId", &r.payment_request_id)?;
     let pay_to = money("payToAmount", &r.pay_to_amount)?;
     let amount = money("paymentAmount", &r.payment_amount)?;
@@ -176,9 +178,9 @@ fn pay_input(r: &PayRequest, acquirer: &str) -> Result<store::PayInput, ResultIn
         amount.amount_minor(),
         code
     );
-    Ok(store::PayInput {
+    Ok(payments::PayInput {
         prid: r.payment_request_id.clone(),
-        key_hash: store::sha256_hex(key.as_bytes()),
+        key_hash: crate::random::sha256_hex(key.as_bytes()),
         code,
         amount_minor: pay_to.amount_minor(),
         currency: pay_to.currency().code().to_string(),
@@ -189,7 +191,7 @@ fn pay_input(r: &PayRequest, acquirer: &str) -> Result<store::PayInput, ResultIn
         store_name,
         expiry_ms: expiry.timestamp_millis(),
         notify_url: r.payment_notify_url.clone().filter(|u| !u.is_empty()),
-        source: store::CodeSource {
+        source: CodeSource {
             acquirer: acquirer.to_string(),
             merchant: merchant.reference_merchant_id.clone(),
             terminal: r
@@ -203,7 +205,7 @@ fn pay_input(r: &PayRequest, acquirer: &str) -> Result<store::PayInput, ResultIn
 }
 
 fn pay_response(p: &PaymentRow) -> PayResponse {
-    if p.state == store::PayState::Tombstone {
+    if p.state == PayState::Tombstone {
         return only(p.result());
     }
     PayResponse {
@@ -237,7 +239,7 @@ async fn pay(State(inner): St, req: Result<SignedRequest, RequestRejection>) -> 
         Ok(input) => {
             let prid = input.prid.clone();
             let masked = paycode_core::code::mask(&input.code);
-            match store::pay(&inner, input).await {
+            match payments::pay(&inner, input).await {
                 Ok(PayOutcome::Row(p)) => {
                     tracing::debug!(wallet = %inner.config.name, payment_request_id = %prid, code = %masked,
                         result = %p.result().result_code, "pay");
@@ -274,12 +276,12 @@ async fn inquiry(State(inner): St, req: Result<SignedRequest, RequestRejection>)
         .and_then(|r| request_id("paymentRequestId", &r.payment_request_id).map(|_| r))
     {
         Err(result) => inquiry_only(result),
-        Ok(r) => match store::inquire(&inner, &r.payment_request_id).await {
+        Ok(r) => match payments::inquire(&inner, &r.payment_request_id).await {
             Ok(None) => {
                 let c = ResultCode::ORDER_NOT_EXIST;
                 inquiry_only(fail(c, "the wallet never saw this payment"))
             }
-            Ok(Some(p)) if p.state == store::PayState::Tombstone => InquiryResponse {
+            Ok(Some(p)) if p.state == PayState::Tombstone => InquiryResponse {
                 payment_result: Some(p.result()),
                 ..inquiry_only(ResultInfo::success())
             },
@@ -309,7 +311,7 @@ async fn cancel(State(inner): St, req: Result<SignedRequest, RequestRejection>) 
             result,
             cancel_time: None,
         },
-        Ok(r) => match store::cancel(&inner, r.payment_request_id.clone()).await {
+        Ok(r) => match payments::cancel(&inner, r.payment_request_id.clone()).await {
             Ok(o) => {
                 tracing::info!(wallet = %inner.config.name, payment_request_id = %r.payment_request_id,
                     result = %o.result.result_code, "cancelPayment");
@@ -327,11 +329,11 @@ async fn cancel(State(inner): St, req: Result<SignedRequest, RequestRejection>) 
     answer(&inner, &req, &body).await
 }
 
-fn refund_input(r: &RefundRequest) -> Result<store::RefundInput, ResultInfo> {
+fn refund_input(r: &RefundRequest) -> Result<payments::RefundInput, ResultInfo> {
     request_id("refundRequestId", &r.refund_request_id)?;
     request_id("paymentRequestId", &r.payment_request_id)?;
     let amount = money("refundAmount", &r.refund_amount)?;
-    Ok(store::RefundInput {
+    Ok(payments::RefundInput {
         refund_request_id: r.refund_request_id.clone(),
         prid: r.payment_request_id.clone(),
         amount_minor: amount.amount_minor(),
@@ -353,7 +355,7 @@ async fn refund(State(inner): St, req: Result<SignedRequest, RequestRejection>) 
     let body = match verify_and_parse::<RefundRequest>(&inner, &req).and_then(|r| refund_input(&r))
     {
         Err(result) => none(result),
-        Ok(r) => match store::refund(&inner, r).await {
+        Ok(r) => match payments::refund(&inner, r).await {
             Ok(o) => RefundResponse {
                 result: o.result,
                 refund_id: o.refund_id,

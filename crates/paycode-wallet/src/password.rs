@@ -12,7 +12,7 @@ pub(crate) fn hash(password: &str, memory_kib: u32) -> Result<String, WalletErro
         Params::new(memory_kib, 2, 1, None).map_err(|e| WalletError::Password(e.to_string()))?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut salt = [0u8; 16];
-    crate::store::random_bytes(&mut salt);
+    crate::random::random_bytes(&mut salt);
     let h = argon
         .hash_password_with_salt(password.as_bytes(), &salt)
         .map_err(|e| WalletError::Password(e.to_string()))?;

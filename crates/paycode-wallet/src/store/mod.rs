@@ -1,0 +1,162 @@
+//! The wallet's storage layer: the schema, typed rows, and one function per SQL statement. It
+//! holds every SQL statement of the wallet and nothing else: no decision, no clock, no hashing.
+//!
+//! Every function takes the caller's `&Connection`, so the use cases (`payments`, `challenges`,
+//! `devices`, `users`, `notify`, `audit`) compose several of them inside **one** group-commit
+//! write job and keep each read-then-write decision atomic, exactly as one closure did before.
+//!
+//! Stored values are parsed into types at this edge ([`PayState`](crate::payment_state::PayState),
+//! [`LedgerKind`]); a value the wallet never writes is [`StoreError::Corrupt`], never a default.
+
+pub(crate) mod audit;
+pub(crate) mod devices;
+pub(crate) mod guesses;
+pub(crate) mod outbox;
+pub(crate) mod payments;
+mod schema;
+pub(crate) mod users;
+
+use paycode_db::rusqlite;
+
+pub use schema::SCHEMA;
+
+/// Every table the wallet opens: its own and the guessing counters it shares with the acquirer.
+pub(crate) fn full_schema() -> String {
+    format!("{SCHEMA}{}", paycode_db::guess_counters::SCHEMA)
+}
+
+/// What a storage function can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row the statement must find is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An insert collided with an existing row on this key (`table.column`).
+    #[error("a row with this {key} already exists")]
+    Unique { key: String },
+    /// A stored value the wallet never writes.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound("row".to_string()),
+            rusqlite::Error::SqliteFailure(f, Some(msg))
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                // "UNIQUE constraint failed: devices.slot"
+                let key = msg.rsplit(": ").next().unwrap_or(msg).to_string();
+                StoreError::Unique { key }
+            }
+            // A stored value of the wrong type, or one the wallet never writes (see the
+            // `FromSql` impls): the row is corrupt, not the query.
+            rusqlite::Error::FromSqlConversionFailure(column, _, why) => {
+                StoreError::Corrupt(format!("column {column}: {why}"))
+            }
+            rusqlite::Error::InvalidColumnType(column, name, ty) => {
+                StoreError::Corrupt(format!("column {column} ({name}) holds a {ty}"))
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// Ledger row kinds. The sum of a user's rows is their balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LedgerKind {
+    Opening,
+    Topup,
+    Payment,
+    Reversal,
+    Refund,
+}
+
+impl LedgerKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Opening => "OPENING",
+            LedgerKind::Topup => "TOPUP",
+            LedgerKind::Payment => "PAYMENT",
+            LedgerKind::Reversal => "REVERSAL",
+            LedgerKind::Refund => "REFUND",
+        }
+    }
+
+    fn parse(s: &str) -> Result<LedgerKind, StoreError> {
+        match s {
+            "OPENING" => Ok(LedgerKind::Opening),
+            "TOPUP" => Ok(LedgerKind::Topup),
+            "PAYMENT" => Ok(LedgerKind::Payment),
+            "REVERSAL" => Ok(LedgerKind::Reversal),
+            "REFUND" => Ok(LedgerKind::Refund),
+            other => Err(StoreError::Corrupt(format!("ledger kind {other:?}"))),
+        }
+    }
+}
+
+/// Milliseconds in a UTC day: `user_daily` rows are keyed by `at_ms / DAY_MS`.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use paycode_db::rusqlite::Connection;
+
+    /// An in-memory store with the wallet's schema.
+    pub(crate) fn conn() -> Connection {
+        let c = Connection::open_in_memory().expect("an in-memory database opens");
+        c.execute_batch(&super::full_schema())
+            .expect("the schema applies");
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The storage layer's invariant, checked from the crate's own files: no module outside
+    /// `store/` writes SQL or calls the database except through a `&Connection` it passes on.
+    #[test]
+    fn every_sql_statement_lives_in_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap();
+                for banned in [
+                    "SELECT ",
+                    "INSERT ",
+                    "UPDATE ",
+                    "DELETE ",
+                    "exec_cached",
+                    "query_row",
+                    "query_map",
+                    "prepare",
+                    "execute",
+                    "params!",
+                    "guess_counters",
+                    "rusqlite::Error",
+                ] {
+                    assert!(
+                        !code.contains(banned),
+                        "{}:{}: `{banned}` outside the storage layer: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 15, "only {checked} files checked");
+    }
+}
