@@ -202,8 +202,10 @@ impl Story {
     }
 
     async fn charge(&self, charge: &Charge) -> anyhow::Result<ChargeResult> {
+        let issuer = crate::pos::look_up_issuer(&self.api, &charge.code).await;
         say(&format!(
-            "   the cashier scans it and charges {}",
+            "   the cashier scans it ({}) and charges {}",
+            crate::pos::issuer_line(&issuer, &charge.code),
             crate::tools_common::show_money(charge.amount)
         ));
         let mut progress = Progress::stderr("     pos: ");

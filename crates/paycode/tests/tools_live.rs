@@ -284,6 +284,8 @@ fn demo_runs_the_whole_story_to_the_end() {
         "1. A password-free payment",
         "2. A visitor pays from a wallet in another currency",
         "3. A payment that needs the password",
+        "the cashier scans it (wallet: sgpay)",
+        "the cashier scans it (wallet: cnpay)",
         "Rate",
         "USER_BALANCE_NOT_ENOUGH",
         "the payment is now CANCELLED",
