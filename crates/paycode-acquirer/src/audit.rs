@@ -19,6 +19,7 @@ use crate::settlement::{
 };
 use crate::store::{self, PaymentRow, StoreError, StoreResult};
 use paycode_core::ledger::JournalEntry;
+use paycode_core::payment::{PaymentState, RefundState};
 use paycode_core::settlement as core;
 use paycode_db::rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -344,7 +345,7 @@ fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
                 .iter()
                 .filter(|e| e.refund_id.as_deref() == Some(r.refund_id.as_str()))
                 .collect();
-            let expected = if r.status == "SUCCESS" {
+            let expected = if r.state == RefundState::Success {
                 match refund_entry(&p, r) {
                     Ok(e) => vec![e],
                     Err(e) => {
@@ -381,9 +382,9 @@ fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
 
 /// The entries a payment's state calls for (its refunds aside).
 fn expected_payment_entries(p: &PaymentRow) -> Result<Vec<JournalEntry>, StoreError> {
-    Ok(match (p.status.as_str(), p.paid_ms) {
-        ("SUCCESS", _) => vec![payment_entry(p)?],
-        ("CANCELLED", Some(_)) => vec![payment_entry(p)?, reversal_entry(p)?],
+    Ok(match (p.state, p.paid_ms) {
+        (PaymentState::Success, _) => vec![payment_entry(p)?],
+        (PaymentState::Cancelled, Some(_)) => vec![payment_entry(p)?, reversal_entry(p)?],
         _ => Vec::new(),
     })
 }
@@ -483,19 +484,27 @@ fn expected_item(c: &Connection, item: &ItemRow) -> StoreResult<Result<ItemRow, 
     Ok(match item.kind.as_str() {
         "PAYMENT" => match p.paid_ms {
             Some(_) => Ok(facts.payment_item()?),
-            None => Err(format!("payment is {} and was never paid", p.status)),
+            None => Err(format!(
+                "payment is {} and was never paid",
+                p.state.status_str()
+            )),
         },
-        "CANCEL" => match (p.status.as_str(), p.paid_ms) {
-            ("CANCELLED", Some(_)) => Ok(facts.cancel_item()?),
-            (status, _) => Err(format!("payment is {status}, not a cancelled paid payment")),
+        "CANCEL" => match (p.state, p.paid_ms) {
+            (PaymentState::Cancelled, Some(_)) => Ok(facts.cancel_item()?),
+            (state, _) => Err(format!(
+                "payment is {}, not a cancelled paid payment",
+                state.status_str()
+            )),
         },
         "REFUND" => match store::refund_by_id(c, &item.transaction_id)? {
-            Some(r) if r.status == "SUCCESS" && r.payment_id == p.payment_id => {
+            Some(r) if r.state == RefundState::Success && r.payment_id == p.payment_id => {
                 Ok(facts.refund_item(&r)?)
             }
             Some(r) => Err(format!(
                 "refund is {} of payment {}, not a successful refund of {}",
-                r.status, r.payment_id, p.payment_id
+                r.state.status_str(),
+                r.payment_id,
+                p.payment_id
             )),
             None => Err("refund does not exist".to_string()),
         },

@@ -11,7 +11,7 @@
 use crate::service::{Acquirer, ApiError, WalletFacts, wallet_failure_code};
 use crate::store::{self, OutboxRow, StoreError};
 use paycode_core::ResultCode;
-use paycode_core::payment::PaymentEvent;
+use paycode_core::payment::{PaymentEvent, PaymentState};
 use paycode_proto::ResultInfo;
 use std::time::Duration;
 
@@ -308,11 +308,11 @@ impl Acquirer {
         self.db()
             .write(move |c| {
                 if let Some(mut p) = store::payment_by_id(c, &id)?
-                    && p.status == "PROCESSING"
+                    && p.state == PaymentState::Processing
                 {
                     p.next_check_ms = Some(at_ms);
                     if in_process {
-                        p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
+                        p.result_code = ResultCode::PAYMENT_IN_PROCESS;
                         p.result_message = String::new();
                     }
                     store::update_payment(c, &p)?;

@@ -48,9 +48,18 @@ impl ApiError {
     }
 }
 
+/// The one place a storage failure becomes a wire answer. None of them is the merchant's
+/// fault, so each is `UNKNOWN_EXCEPTION` (the merchant retries with the same parameters, which
+/// replays idempotently); the log says which it was.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
+        match &e {
+            StoreError::Corrupt(_) => tracing::error!(error = %e, "corrupt stored data"),
+            StoreError::NotFound(_) | StoreError::Unique { .. } => {
+                tracing::error!(error = %e, "store precondition failed")
+            }
+            StoreError::Database(_) => tracing::error!(error = %e, "database failure"),
+        }
         ApiError::new(
             ResultCode::UNKNOWN_EXCEPTION,
             "internal error; retry with the same parameters",
@@ -66,7 +75,7 @@ impl From<paycode_db::rusqlite::Error> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        ApiError::from(StoreError::Db(e))
+        ApiError::from(StoreError::from(e))
     }
 }
 
@@ -606,8 +615,8 @@ impl Acquirer {
                 .as_ref()
                 .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
             fee_minor: pricing.fee.amount_minor(),
-            status: "PROCESSING".into(),
-            result_code: ResultCode::PAYMENT_IN_PROCESS.as_str().into(),
+            state: PaymentState::Processing,
+            result_code: ResultCode::PAYMENT_IN_PROCESS,
             result_message: String::new(),
             wallet_payment_id: None,
             psp_customer_id: None,
@@ -731,8 +740,8 @@ impl Acquirer {
                     );
                     crate::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
                     if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
-                        row.status = "FAIL".into();
-                        row.result_code = code.as_str().into();
+                        row.state = PaymentState::Fail(*code);
+                        row.result_code = *code;
                         row.result_message = reason.clone();
                         row.next_check_ms = None;
                         store::insert_payment(c, &row)?;
@@ -903,10 +912,10 @@ impl Acquirer {
             .db
             .write(move |c| {
                 let mut p = store::payment_by_id(c, &id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
-                if p.status == "PROCESSING" {
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
+                if p.state == PaymentState::Processing {
                     p.next_check_ms = Some(next);
-                    p.result_code = code.as_str().to_string();
+                    p.result_code = code;
                     p.result_message = detail.clone();
                     p.updated_ms = now;
                     store::update_payment(c, &p)?;
@@ -934,12 +943,12 @@ impl Acquirer {
             .db
             .write(move |c| {
                 let mut p = store::payment_by_id(c, &id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
-                let state = wire::state_of(&p);
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
+                let state = p.state;
                 match payment::transition(state, event) {
                     Outcome::Applied { next, effects } => {
-                        p.status = next.status_str().to_string();
-                        p.result_code = next.result_code().as_str().to_string();
+                        p.state = next;
+                        p.result_code = next.result_code();
                         p.result_message = match next {
                             PaymentState::Fail(code) => facts
                                 .message
@@ -1120,9 +1129,11 @@ impl Acquirer {
     pub async fn cancel(&self, p: PaymentRow) -> Result<(PaymentRow, i64), ApiError> {
         let now = self.now_ms();
         let refunds = self.refunds_of(&p.payment_id).await?;
-        let has_refunds = refunds.iter().any(|r| r.status != "FAIL");
+        let has_refunds = refunds
+            .iter()
+            .any(|r| !matches!(r.state, RefundState::Fail(_)));
         let within = now <= self.cancel_deadline_ms(p.created_ms);
-        match payment::decide_cancel(wire::state_of(&p), within, has_refunds) {
+        match payment::decide_cancel(p.state, within, has_refunds) {
             CancelDecision::Reject(code) => {
                 let message = match code {
                     ResultCode::CANCEL_WINDOW_EXCEED => {
@@ -1146,10 +1157,10 @@ impl Acquirer {
                     .db
                     .write(move |c| {
                         let mut p = store::payment_by_id(c, &id)?
-                            .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
+                            .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
                         let busy = store::refunds_of_payment(c, &id)?
                             .iter()
-                            .any(|r| r.status != "FAIL");
+                            .any(|r| !matches!(r.state, RefundState::Fail(_)));
                         if busy {
                             return Err(ApiError::new(
                                 ResultCode::PROCESS_FAIL,
@@ -1261,10 +1272,10 @@ impl Acquirer {
                     }
                     let p = store::payment_by_id(c, &input.payment_id)?
                         .ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
-                    if p.status != "SUCCESS" {
+                    if p.state != PaymentState::Success {
                         return Err(ApiError::new(
                             ResultCode::ORDER_STATUS_INVALID,
-                            format!("only paid payments can be refunded; this one is {}", p.status),
+                            format!("only paid payments can be refunded; this one is {}", p.state.status_str()),
                         ));
                     }
                     if p.cancel_requested_ms.is_some() {
@@ -1288,7 +1299,7 @@ impl Acquirer {
                     }
                     let live: Vec<RefundRow> = store::refunds_of_payment(c, &p.payment_id)?
                         .into_iter()
-                        .filter(|r| r.status != "FAIL")
+                        .filter(|r| !matches!(r.state, RefundState::Fail(_)))
                         .collect();
                     let refunded: i64 = live.iter().map(|r| r.amount_minor).sum();
                     let amount = input.amount.amount_minor();
@@ -1337,8 +1348,8 @@ impl Acquirer {
                             .as_ref()
                             .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
                         fee_minor: 0,
-                        status: "PROCESSING".into(),
-                        result_code: ResultCode::UNKNOWN_EXCEPTION.as_str().into(),
+                        state: RefundState::Processing,
+                        result_code: ResultCode::UNKNOWN_EXCEPTION,
                         result_message: String::new(),
                         reason: input.reason.clone(),
                         notify_url: input.notify_url.clone(),
@@ -1358,7 +1369,7 @@ impl Acquirer {
                 .await?
         };
         let row = match inserted {
-            Inserted::Existing(r) if r.status != "PROCESSING" => return Ok(r),
+            Inserted::Existing(r) if r.state != RefundState::Processing => return Ok(r),
             Inserted::Existing(r) | Inserted::Created(r) | Inserted::Rejected(r) => r,
             Inserted::Throttled(why) => {
                 return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
@@ -1407,17 +1418,16 @@ impl Acquirer {
             .db
             .write(move |c| {
                 let mut r = store::refund_by_id(c, &id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("refund {id} missing")))?;
-                let state = wire::refund_state_of(&r);
+                    .ok_or_else(|| StoreError::NotFound(format!("refund {id}")))?;
+                let state = r.state;
                 let Some(next) = payment::refund_transition(state, event) else {
                     return Ok(r);
                 };
-                r.status = next.status_str().to_string();
-                r.result_code = next.result_code().as_str().to_string();
+                r.state = next;
+                r.result_code = next.result_code();
                 r.next_check_ms = None;
-                let p = store::payment_by_id(c, &r.payment_id)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("payment of refund {id} missing"))
-                })?;
+                let p = store::payment_by_id(c, &r.payment_id)?
+                    .ok_or_else(|| StoreError::NotFound(format!("payment of refund {id}")))?;
                 match next {
                     RefundState::Success => {
                         r.refunded_ms = Some(now);
@@ -1426,7 +1436,9 @@ impl Acquirer {
                         // succeeded before this one, so a failed sibling cannot skew it.
                         let before: i64 = store::refunds_of_payment(c, &r.payment_id)?
                             .iter()
-                            .filter(|x| x.status == "SUCCESS" && x.refund_id != r.refund_id)
+                            .filter(|x| {
+                                x.state == RefundState::Success && x.refund_id != r.refund_id
+                            })
                             .map(|x| x.amount_minor)
                             .sum();
                         r.fee_minor = paycode_core::fee::refund_fee(

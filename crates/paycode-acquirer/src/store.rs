@@ -5,9 +5,12 @@
 //! and portable (no SQLite-only syntax beyond `INSERT … ON CONFLICT`, which PostgreSQL shares);
 //! times are integer unix milliseconds, amounts integer minor units.
 
+use paycode_core::ResultCode;
 use paycode_core::ledger::{JournalEntry, Side};
+use paycode_core::payment::{PaymentState, RefundState};
 use paycode_db::DbError;
 use paycode_db::ExecCached;
+use paycode_db::rusqlite::types::Type;
 use paycode_db::rusqlite::{self, Connection, OptionalExtension, Row, params};
 
 pub const SCHEMA: &str = r#"
@@ -272,21 +275,98 @@ CREATE INDEX IF NOT EXISTS payments_cancelled ON payments (cancelled_ms) WHERE c
 CREATE INDEX IF NOT EXISTS refunds_refunded ON refunds (refunded_ms) WHERE refunded_ms IS NOT NULL;
 "#;
 
+/// What a storage function can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("stored data is inconsistent: {0}")]
+    /// A row the statement must find is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An insert collided with an existing row on this key (`table.column`).
+    #[error("a row with this {key} already exists")]
+    Unique { key: String },
+    /// A stored value the acquirer never writes, or stored facts that contradict each other.
+    #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(transparent)]
+    Database(DbError),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> StoreError {
+        match e {
+            DbError::Sqlite(e) => StoreError::from(e),
+            other => StoreError::Database(other),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(DbError::Sqlite(e))
+    fn from(e: rusqlite::Error) -> StoreError {
+        match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound("row".to_string()),
+            rusqlite::Error::SqliteFailure(f, Some(msg))
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                // "UNIQUE constraint failed: payments.client_id, payments.payment_request_id"
+                let key = msg.rsplit(": ").next().unwrap_or(msg).to_string();
+                StoreError::Unique { key }
+            }
+            // A stored value of the wrong type, or one the acquirer never writes (the row
+            // readers name the row and the value): the row is corrupt, not the query.
+            rusqlite::Error::FromSqlConversionFailure(column, _, why) => {
+                StoreError::Corrupt(format!("column {column}: {why}"))
+            }
+            rusqlite::Error::InvalidColumnType(column, name, ty) => {
+                StoreError::Corrupt(format!("column {column} ({name}) holds a {ty}"))
+            }
+            _ => StoreError::Database(DbError::Sqlite(e)),
+        }
     }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+fn corrupt_column(column: usize, why: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, why.into())
+}
+
+/// A result code the core does not know fails the read (and becomes [`StoreError::Corrupt`]).
+fn result_code_at(
+    r: &Row<'_>,
+    column: usize,
+    row: &dyn Fn() -> String,
+) -> rusqlite::Result<ResultCode> {
+    let text: String = r.get(column)?;
+    ResultCode::parse(&text)
+        .ok_or_else(|| corrupt_column(column, format!("{}: result code {text:?}", row())))
+}
+
+/// A time the acquirer writes is unix milliseconds within chrono's range; anything else is a
+/// corrupt row, not 1970.
+fn ms_at(r: &Row<'_>, column: usize, row: &dyn Fn() -> String) -> rusqlite::Result<i64> {
+    let ms: i64 = r.get(column)?;
+    checked_ms(ms, column, row)
+}
+
+fn opt_ms_at(
+    r: &Row<'_>,
+    column: usize,
+    row: &dyn Fn() -> String,
+) -> rusqlite::Result<Option<i64>> {
+    let ms: Option<i64> = r.get(column)?;
+    ms.map(|ms| checked_ms(ms, column, row)).transpose()
+}
+
+fn checked_ms(ms: i64, column: usize, row: &dyn Fn() -> String) -> rusqlite::Result<i64> {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(_) if ms >= 0 => Ok(ms),
+        _ => Err(corrupt_column(
+            column,
+            format!("{}: time {ms} ms is out of range", row()),
+        )),
+    }
+}
 
 /// A payment as stored.
 #[derive(Debug, Clone)]
@@ -312,8 +392,11 @@ pub struct PaymentRow {
     pub settle_currency: String,
     pub settlement_quote: Option<String>,
     pub fee_minor: i64,
-    pub status: String,
-    pub result_code: String,
+    /// Parsed from `status` (and, when failed, `result_code`) when the row is read.
+    pub state: PaymentState,
+    /// While processing, says whether the wallet waits for the user (`PAYMENT_IN_PROCESS`) or
+    /// its answer was lost (`UNKNOWN_EXCEPTION`); once final, the state's code.
+    pub result_code: ResultCode,
     pub result_message: String,
     pub wallet_payment_id: Option<String>,
     pub psp_customer_id: Option<String>,
@@ -336,8 +419,20 @@ const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, reques
     paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms, fee_minor";
 
 fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
+    let payment_id: String = r.get(0)?;
+    let row = || format!("payment {payment_id}");
+    let result_code = result_code_at(r, 21, &row)?;
+    let status: String = r.get(20)?;
+    let state = PaymentState::from_stored(&status, result_code.as_str())
+        .ok_or_else(|| corrupt_column(20, format!("{}: status {status:?}", row())))?;
     Ok(PaymentRow {
-        payment_id: r.get(0)?,
+        created_ms: ms_at(r, 26, &row)?,
+        expires_ms: ms_at(r, 27, &row)?,
+        paid_ms: opt_ms_at(r, 28, &row)?,
+        cancelled_ms: opt_ms_at(r, 29, &row)?,
+        updated_ms: ms_at(r, 30, &row)?,
+        cancel_requested_ms: opt_ms_at(r, 33, &row)?,
+        payment_id,
         client_id: r.get(1)?,
         payment_request_id: r.get(2)?,
         request_hash: r.get(3)?,
@@ -357,20 +452,14 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
         settle_minor: r.get(17)?,
         settle_currency: r.get(18)?,
         settlement_quote: r.get(19)?,
-        status: r.get(20)?,
-        result_code: r.get(21)?,
+        state,
+        result_code,
         result_message: r.get(22)?,
         wallet_payment_id: r.get(23)?,
         psp_customer_id: r.get(24)?,
         notify_url: r.get(25)?,
-        created_ms: r.get(26)?,
-        expires_ms: r.get(27)?,
-        paid_ms: r.get(28)?,
-        cancelled_ms: r.get(29)?,
-        updated_ms: r.get(30)?,
         next_check_ms: r.get(31)?,
         n_checks: r.get(32)?,
-        cancel_requested_ms: r.get(33)?,
         fee_minor: r.get(34)?,
     })
 }
@@ -402,8 +491,8 @@ pub fn insert_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
         p.settle_minor,
         p.settle_currency,
         p.settlement_quote,
-        p.status,
-        p.result_code,
+        p.state.status_str(),
+        p.result_code.as_str(),
         p.result_message,
         p.wallet_payment_id,
         p.psp_customer_id,
@@ -432,8 +521,8 @@ pub fn update_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
         )?
         .execute(params![
             p.payment_id,
-            p.status,
-            p.result_code,
+            p.state.status_str(),
+            p.result_code.as_str(),
             p.result_message,
             p.wallet_payment_id,
             p.psp_customer_id,
@@ -445,10 +534,7 @@ pub fn update_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
             p.cancel_requested_ms,
         ])?;
     if n != 1 {
-        return Err(StoreError::Corrupt(format!(
-            "payment {} vanished during update",
-            p.payment_id
-        )));
+        return Err(StoreError::NotFound(format!("payment {}", p.payment_id)));
     }
     Ok(())
 }
@@ -519,8 +605,9 @@ pub struct RefundRow {
     pub settle_currency: String,
     pub settlement_quote: Option<String>,
     pub fee_minor: i64,
-    pub status: String,
-    pub result_code: String,
+    /// Parsed from `status` (and, when failed, `result_code`) when the row is read.
+    pub state: RefundState,
+    pub result_code: ResultCode,
     pub result_message: String,
     pub reason: Option<String>,
     pub notify_url: Option<String>,
@@ -535,8 +622,16 @@ const REFUND_COLUMNS: &str = "refund_id, client_id, refund_request_id, request_h
     settlement_quote, fee_minor";
 
 fn refund_from_row(r: &Row<'_>) -> rusqlite::Result<RefundRow> {
+    let refund_id: String = r.get(0)?;
+    let row = || format!("refund {refund_id}");
+    let result_code = result_code_at(r, 12, &row)?;
+    let status: String = r.get(11)?;
+    let state = RefundState::from_stored(&status, result_code.as_str())
+        .ok_or_else(|| corrupt_column(11, format!("{}: status {status:?}", row())))?;
     Ok(RefundRow {
-        refund_id: r.get(0)?,
+        created_ms: ms_at(r, 16, &row)?,
+        refunded_ms: opt_ms_at(r, 17, &row)?,
+        refund_id,
         client_id: r.get(1)?,
         refund_request_id: r.get(2)?,
         request_hash: r.get(3)?,
@@ -547,13 +642,11 @@ fn refund_from_row(r: &Row<'_>) -> rusqlite::Result<RefundRow> {
         wallet_currency: r.get(8)?,
         settle_minor: r.get(9)?,
         settle_currency: r.get(10)?,
-        status: r.get(11)?,
-        result_code: r.get(12)?,
+        state,
+        result_code,
         result_message: r.get(13)?,
         reason: r.get(14)?,
         notify_url: r.get(15)?,
-        created_ms: r.get(16)?,
-        refunded_ms: r.get(17)?,
         next_check_ms: r.get(18)?,
         settlement_quote: r.get(19)?,
         fee_minor: r.get(20)?,
@@ -577,8 +670,8 @@ pub fn insert_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
         r.wallet_currency,
         r.settle_minor,
         r.settle_currency,
-        r.status,
-        r.result_code,
+        r.state.status_str(),
+        r.result_code.as_str(),
         r.result_message,
         r.reason,
         r.notify_url,
@@ -598,8 +691,8 @@ pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
     )?
     .execute(params![
         r.refund_id,
-        r.status,
-        r.result_code,
+        r.state.status_str(),
+        r.result_code.as_str(),
         r.result_message,
         r.refunded_ms,
         r.next_check_ms,
@@ -953,4 +1046,250 @@ pub fn set_rate_file(c: &Connection, text: &str, now_ms: i64) -> StoreResult<()>
         params![text, now_ms],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let c = Connection::open_in_memory().expect("an in-memory database opens");
+        c.execute_batch(SCHEMA).expect("the schema applies");
+        c
+    }
+
+    fn payment(id: &str) -> PaymentRow {
+        PaymentRow {
+            payment_id: id.to_string(),
+            client_id: "client-1".to_string(),
+            payment_request_id: format!("req-{id}"),
+            request_hash: "hash".to_string(),
+            reference_merchant_id: "M1".to_string(),
+            reference_store_id: None,
+            merchant_name: "Shop".to_string(),
+            store_name: None,
+            terminal_id: None,
+            amount_minor: 500,
+            currency: "SGD".to_string(),
+            wallet: "wallet-a".to_string(),
+            psp_name: "WalletA".to_string(),
+            code_masked: "********1234".to_string(),
+            pay_to_minor: 500,
+            pay_to_currency: "SGD".to_string(),
+            payment_quote: None,
+            settle_minor: 500,
+            settle_currency: "SGD".to_string(),
+            settlement_quote: None,
+            fee_minor: 5,
+            state: PaymentState::Processing,
+            result_code: ResultCode::PAYMENT_IN_PROCESS,
+            result_message: String::new(),
+            wallet_payment_id: None,
+            psp_customer_id: None,
+            notify_url: None,
+            created_ms: 1_780_000_000_000,
+            expires_ms: 1_780_000_060_000,
+            paid_ms: None,
+            cancelled_ms: None,
+            cancel_requested_ms: None,
+            updated_ms: 1_780_000_000_000,
+            next_check_ms: Some(1_780_000_005_000),
+            n_checks: 0,
+        }
+    }
+
+    fn refund(id: &str, payment_id: &str) -> RefundRow {
+        RefundRow {
+            refund_id: id.to_string(),
+            client_id: "client-1".to_string(),
+            refund_request_id: format!("req-{id}"),
+            request_hash: "hash".to_string(),
+            payment_id: payment_id.to_string(),
+            amount_minor: 100,
+            currency: "SGD".to_string(),
+            wallet_amount_minor: 100,
+            wallet_currency: "SGD".to_string(),
+            settle_minor: 100,
+            settle_currency: "SGD".to_string(),
+            settlement_quote: None,
+            fee_minor: 1,
+            state: RefundState::Success,
+            result_code: ResultCode::SUCCESS,
+            result_message: String::new(),
+            reason: None,
+            notify_url: None,
+            created_ms: 1_780_000_100_000,
+            refunded_ms: Some(1_780_000_100_500),
+            next_check_ms: None,
+        }
+    }
+
+    /// Reads `payment_by_id` after `sql` changed the stored row, and checks it against `want`:
+    /// `Ok(state)` or a corrupt-row error whose text contains every listed fragment.
+    fn check_payment(c: &Connection, sql: &str, want: Result<PaymentState, &[&str]>) {
+        c.execute_batch(sql).expect("the test update applies");
+        match (payment_by_id(c, "P1"), want) {
+            (Ok(Some(p)), Ok(state)) => assert_eq!(p.state, state, "{sql}"),
+            (Err(StoreError::Corrupt(why)), Err(fragments)) => {
+                for f in fragments {
+                    assert!(why.contains(f), "{sql}: {why} lacks {f}");
+                }
+            }
+            (other, want) => panic!("{sql}: got {other:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn a_payment_reads_back_as_written() {
+        let c = conn();
+        let mut p = payment("P1");
+        insert_payment(&c, &p).unwrap();
+        assert_eq!(
+            format!("{:?}", payment_by_id(&c, "P1").unwrap().unwrap()),
+            format!("{p:?}")
+        );
+        p.state = PaymentState::Fail(ResultCode::RISK_REJECT);
+        p.result_code = ResultCode::RISK_REJECT;
+        p.next_check_ms = None;
+        update_payment(&c, &p).unwrap();
+        let back = payment_by_request_id(&c, "client-1", "req-P1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(format!("{back:?}"), format!("{p:?}"));
+        // The on-disk words are the ones every earlier release wrote.
+        let stored: (String, String) = c
+            .query_row("SELECT status, result_code FROM payments", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(stored, ("FAIL".to_string(), "RISK_REJECT".to_string()));
+        assert!(payment_by_id(&c, "P2").unwrap().is_none());
+    }
+
+    /// The stored status is one of the four words the acquirer writes; anything else, an unknown
+    /// result code or a time out of range fails the read with an error naming row and value.
+    #[test]
+    fn a_corrupt_stored_payment_is_an_error_naming_the_row() {
+        let c = conn();
+        insert_payment(&c, &payment("P1")).unwrap();
+        let set = |s: &str, code: &str| {
+            format!("UPDATE payments SET status = '{s}', result_code = '{code}'")
+        };
+        check_payment(&c, &set("SUCCESS", "SUCCESS"), Ok(PaymentState::Success));
+        check_payment(
+            &c,
+            &set("CANCELLED", "ORDER_IS_CLOSED"),
+            Ok(PaymentState::Cancelled),
+        );
+        check_payment(
+            &c,
+            &set("FAIL", "RISK_REJECT"),
+            Ok(PaymentState::Fail(ResultCode::RISK_REJECT)),
+        );
+        check_payment(
+            &c,
+            &set("PROCESSING", "UNKNOWN_EXCEPTION"),
+            Ok(PaymentState::Processing),
+        );
+        check_payment(
+            &c,
+            &set("PAID", "SUCCESS"),
+            Err(&["payment P1", "\"PAID\""]),
+        );
+        check_payment(
+            &c,
+            &set("success", "SUCCESS"),
+            Err(&["payment P1", "\"success\""]),
+        );
+        check_payment(
+            &c,
+            &set("FAIL", "NO_SUCH_CODE"),
+            Err(&["payment P1", "\"NO_SUCH_CODE\""]),
+        );
+        check_payment(
+            &c,
+            "UPDATE payments SET status = 'PROCESSING', result_code = 'PAYMENT_IN_PROCESS', \
+             paid_ms = -5",
+            Err(&["payment P1", "-5"]),
+        );
+        check_payment(
+            &c,
+            "UPDATE payments SET paid_ms = NULL, created_ms = 9223372036854775807",
+            Err(&["payment P1", "9223372036854775807"]),
+        );
+        check_payment(
+            &c,
+            "UPDATE payments SET created_ms = 'soon'",
+            Err(&["column 26"]),
+        );
+        // A list read fails as a whole rather than skipping the corrupt row.
+        c.execute_batch("UPDATE payments SET created_ms = 1, next_check_ms = 1, status = 'X'")
+            .unwrap();
+        match payments_due(&c, 10, 10) {
+            Err(StoreError::Corrupt(why)) => assert!(why.contains("payment P1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_stored_refund_is_an_error_naming_the_row() {
+        let c = conn();
+        insert_payment(&c, &payment("P1")).unwrap();
+        insert_refund(&c, &refund("R1", "P1")).unwrap();
+        let back = refund_by_id(&c, "R1").unwrap().unwrap();
+        assert_eq!(format!("{back:?}"), format!("{:?}", refund("R1", "P1")));
+        for (status, code, want) in [
+            (
+                "PROCESSING",
+                "UNKNOWN_EXCEPTION",
+                Some(RefundState::Processing),
+            ),
+            (
+                "FAIL",
+                "REFUND_WINDOW_EXCEED",
+                Some(RefundState::Fail(ResultCode::REFUND_WINDOW_EXCEED)),
+            ),
+            ("CANCELLED", "SUCCESS", None),
+            ("FAIL", "", None),
+        ] {
+            c.execute(
+                "UPDATE refunds SET status = ?1, result_code = ?2",
+                params![status, code],
+            )
+            .unwrap();
+            match (refunds_of_payment(&c, "P1"), want) {
+                (Ok(rows), Some(want)) => assert_eq!(rows[0].state, want),
+                (Err(StoreError::Corrupt(why)), None) => {
+                    assert!(why.contains("refund R1"), "{why}");
+                }
+                (other, _) => panic!("{status} {code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_named_in_conflicts() {
+        let c = conn();
+        insert_payment(&c, &payment("P1")).unwrap();
+        let mut same_id = payment("P1");
+        same_id.payment_request_id = "req-other".to_string();
+        match insert_payment(&c, &same_id) {
+            Err(StoreError::Unique { key }) => assert_eq!(key, "payments.payment_id"),
+            other => panic!("{other:?}"),
+        }
+        let mut again = payment("P2");
+        again.payment_request_id = "req-P1".to_string();
+        match insert_payment(&c, &again) {
+            Err(StoreError::Unique { key }) => {
+                assert_eq!(key, "payments.client_id, payments.payment_request_id");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut gone = payment("P3");
+        gone.state = PaymentState::Success;
+        match update_payment(&c, &gone) {
+            Err(StoreError::NotFound(what)) => assert_eq!(what, "payment P3"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
