@@ -285,12 +285,7 @@ impl Acquirer {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
-        let schema = format!(
-            "{}{}{}",
-            store::SCHEMA,
-            crate::risk::SCHEMA,
-            paycode_db::guess_counters::SCHEMA
-        );
+        let schema = store::full_schema();
         let db = Db::open(&config.db_path, &schema, paycode_db::DbConfig::default())
             .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
         let registry = Registry::default();
@@ -318,7 +313,7 @@ impl Acquirer {
             None => RateTable::new(),
         };
         let rules_text = db
-            .read(crate::risk::stored_rules)
+            .read(store::risk::stored_rules)
             .await
             .map_err(|e| anyhow::anyhow!("reading the risk rules: {e}"))?;
         let risk_rules = match rules_text {
@@ -412,7 +407,7 @@ impl Acquirer {
         let now = self.now_ms();
         self.inner
             .db
-            .write(move |c| crate::risk::store_rules(c, &json, now).map_err(ApiError::from))
+            .write(move |c| store::risk::store_rules(c, &json, now).map_err(ApiError::from))
             .await?;
         *self.inner.risk_rules.write().expect("risk lock poisoned") = Arc::new(rules);
         Ok(())
@@ -422,7 +417,7 @@ impl Acquirer {
         Ok(self
             .inner
             .db
-            .read(|c| crate::risk::stored_rules(c).map_err(ApiError::from))
+            .read(|c| store::risk::stored_rules(c).map_err(ApiError::from))
             .await?
             .unwrap_or_else(|| "[]".to_string()))
     }
@@ -725,7 +720,7 @@ impl Acquirer {
                     let merchant = merchant_key(&row);
                     let now = row.created_ms;
                     let (today_minor, today_count) =
-                        crate::risk::merchant_today(c, &merchant, &row.currency, now)?;
+                        store::risk::merchant_today(c, &merchant, &row.currency, now)?;
                     let decision = paycode_core::risk::evaluate(
                         &rules,
                         &paycode_core::risk::Facts {
@@ -735,10 +730,10 @@ impl Acquirer {
                             amount,
                             merchant_today_minor: today_minor,
                             merchant_today_count: today_count,
-                            code_seen: crate::risk::code_seen(c, &code_key, now)?,
+                            code_seen: store::risk::code_seen(c, &code_key, now)?,
                         },
                     );
-                    crate::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
+                    store::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
                     if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
                         row.state = PaymentState::Fail(*code);
                         row.result_code = *code;
@@ -762,7 +757,7 @@ impl Acquirer {
                         }
                         return Ok(Inserted::Rejected(row));
                     }
-                    crate::risk::remember_code(c, &code_key, &row.payment_id, now)?;
+                    store::risk::remember_code(c, &code_key, &row.payment_id, now)?;
                     store::insert_payment(c, &row)?;
                     for (q, purpose) in &quotes {
                         if let Some((q, start, expiry)) = q {
@@ -1657,7 +1652,7 @@ fn guess_refusal(
     p: &PaymentRow,
 ) -> Result<Option<String>, StoreError> {
     for (src, limit) in limits.sources(p) {
-        let counter = paycode_db::guess_counters::load(c, &src.key())?;
+        let counter = store::guesses::load(c, &src.key())?;
         if let Some(wait_ms) = limit.refusal(counter, p.created_ms) {
             return Ok(Some(format!(
                 "too many invalid payment codes from {src} (at most {} in {} s); \
@@ -1678,7 +1673,7 @@ fn count_guess(
     p: &PaymentRow,
 ) -> Result<(), StoreError> {
     for (src, limit) in limits.sources(p) {
-        paycode_db::guess_counters::count_failure(c, &src.key(), limit, p.updated_ms)?;
+        store::guesses::count_failure(c, &src.key(), limit, p.updated_ms)?;
     }
     Ok(())
 }
