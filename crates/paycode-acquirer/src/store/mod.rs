@@ -16,6 +16,7 @@ use paycode_db::DbError;
 use paycode_db::rusqlite::types::Type;
 use paycode_db::rusqlite::{self, Row};
 
+pub mod audit;
 pub mod guesses;
 mod journal;
 mod outbox;
@@ -24,6 +25,7 @@ mod quotes;
 pub mod registry;
 pub mod risk;
 mod schema;
+pub mod settlement;
 
 pub use journal::*;
 pub use outbox::*;
