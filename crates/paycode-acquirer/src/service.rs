@@ -67,12 +67,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<paycode_db::rusqlite::Error> for ApiError {
-    fn from(e: paycode_db::rusqlite::Error) -> Self {
-        ApiError::from(StoreError::from(e))
-    }
-}
-
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         ApiError::from(StoreError::from(e))

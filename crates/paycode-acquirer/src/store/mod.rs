@@ -154,3 +154,88 @@ pub(crate) mod test_support {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// Every `.rs` file under `dir`, except those under `skip`.
+    fn sources(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("the source folder reads") {
+            let path = entry.expect("a folder entry reads").path();
+            if path == skip {
+                continue;
+            }
+            if path.is_dir() {
+                sources(&path, skip, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// What a line of code outside `store/` may not contain: SQL or a direct database call.
+    const BANNED: [&str; 17] = [
+        "SELECT ",
+        "INSERT ",
+        "UPDATE ",
+        "DELETE ",
+        "CREATE ",
+        "exec_cached",
+        "query_row",
+        "query_map",
+        "query_all",
+        ".prepare(",
+        "prepare_cached",
+        ".execute(",
+        "execute_batch",
+        "params!",
+        "unchecked_transaction",
+        "guess_counters",
+        "rusqlite::Error",
+    ];
+
+    /// The first banned word in a line's code (its comment aside).
+    fn banned_in(line: &str) -> Option<&'static str> {
+        let code = line.split("//").next().unwrap_or_default();
+        BANNED.into_iter().find(|b| code.contains(b))
+    }
+
+    /// The storage layer's invariant, checked from the crate's own files: no module outside
+    /// `store/` writes SQL or calls the database except through a `&Connection` it passes on.
+    #[test]
+    fn every_sql_statement_lives_in_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &src.join("store"), &mut files);
+        for path in &files {
+            let text = std::fs::read_to_string(path).expect("a source file reads");
+            for (n, line) in text.lines().enumerate() {
+                if let Some(banned) = banned_in(line) {
+                    panic!(
+                        "{}:{}: `{banned}` outside the storage layer: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+        assert!(files.len() >= 12, "only {} files checked", files.len());
+    }
+
+    #[test]
+    fn the_guard_flags_statements_and_calls_but_not_comments() {
+        for (line, want) in [
+            (r#"c.execute("DELETE FROM routes", [])?;"#, Some("DELETE ")),
+            (r#"let n = c.prepare_cached(sql)?;"#, Some("prepare_cached")),
+            (
+                r#"paycode_db::guess_counters::prune(c, 0, 1)?;"#,
+                Some("guess_counters"),
+            ),
+            ("store::update_payment(c, &p)?; // UPDATE payments", None),
+            ("let prepared = self.prepare_payment(&input)?;", None),
+        ] {
+            assert_eq!(banned_in(line), want, "{line}");
+        }
+    }
+}
