@@ -729,26 +729,24 @@ impl Acquirer {
                     );
                     store::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
                     if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
-                        row.state = PaymentState::Fail(*code);
-                        row.result_code = *code;
+                        // Through the transition table like every other state change: the
+                        // row is written once, already failed, with the table's effects.
+                        let event = PaymentEvent::RiskRejected(*code);
+                        let Outcome::Applied { next, effects } =
+                            payment::transition(row.state, event)
+                        else {
+                            return Err(ApiError::from(StoreError::Corrupt(format!(
+                                "payment {} in {} cannot take {event}",
+                                row.payment_id, row.state
+                            ))));
+                        };
+                        row.state = next;
+                        row.result_code = next.result_code();
                         row.result_message = reason.clone();
                         row.next_check_ms = None;
                         store::insert_payment(c, &row)?;
                         store::add_event(c, &row.payment_id, "RISK", &decision.describe(), now)?;
-                        if let Some(url) = row.notify_url.as_deref().filter(|u| !u.is_empty()) {
-                            store::enqueue_notification(
-                                c,
-                                &NewNotification {
-                                    kind: "PAYMENT_RESULT",
-                                    payment_id: &row.payment_id,
-                                    refund_id: None,
-                                    client_id: &row.client_id,
-                                    url,
-                                    body: &wire::payment_notification(&row),
-                                },
-                                now,
-                            )?;
-                        }
+                        write_effects(c, &row, effects, now)?;
                         return Ok(Inserted::Rejected(row));
                     }
                     store::risk::remember_code(c, &code_key, &row.payment_id, now)?;
@@ -963,47 +961,7 @@ impl Acquirer {
                         if next == PaymentState::Fail(ResultCode::INVALID_CODE) {
                             count_guess(c, &guess_limits, &p)?;
                         }
-                        for effect in effects {
-                            match effect {
-                                Effect::PostPayment => {
-                                    store::post_entry(
-                                        c,
-                                        &payment_entry(&p)?,
-                                        Some(&p.payment_id),
-                                        None,
-                                        now,
-                                    )?;
-                                }
-                                Effect::PostReversal => {
-                                    store::post_entry(
-                                        c,
-                                        &reversal_entry(&p)?,
-                                        Some(&p.payment_id),
-                                        None,
-                                        now,
-                                    )?;
-                                }
-                                Effect::NotifyMerchant => {
-                                    if let Some(url) =
-                                        p.notify_url.as_deref().filter(|u| !u.is_empty())
-                                    {
-                                        let body = wire::payment_notification(&p);
-                                        store::enqueue_notification(
-                                            c,
-                                            &NewNotification {
-                                                kind: "PAYMENT_RESULT",
-                                                payment_id: &p.payment_id,
-                                                refund_id: None,
-                                                client_id: &p.client_id,
-                                                url,
-                                                body: &body,
-                                            },
-                                            now,
-                                        )?;
-                                    }
-                                }
-                            }
-                        }
+                        write_effects(c, &p, effects, now)?;
                         store::add_event(
                             c,
                             &p.payment_id,
@@ -1453,21 +1411,18 @@ impl Acquirer {
                     }
                     RefundState::Processing => store::update_refund(c, &r)?,
                 }
-                if let Some(url) = r.notify_url.as_deref().filter(|u| !u.is_empty()) {
-                    let body = wire::refund_notification(&r);
-                    store::enqueue_notification(
-                        c,
-                        &NewNotification {
-                            kind: "REFUND_RESULT",
-                            payment_id: &r.payment_id,
-                            refund_id: Some(&r.refund_id),
-                            client_id: &r.client_id,
-                            url,
-                            body: &body,
-                        },
-                        now,
-                    )?;
-                }
+                enqueue_result(
+                    c,
+                    ResultNotice {
+                        kind: "REFUND_RESULT",
+                        payment_id: &r.payment_id,
+                        refund_id: Some(&r.refund_id),
+                        client_id: &r.client_id,
+                        notify_url: r.notify_url.as_deref(),
+                    },
+                    || wire::refund_notification(&r),
+                    now,
+                )?;
                 store::add_event(
                     c,
                     &r.payment_id,
@@ -1639,6 +1594,73 @@ impl GuessLimits {
     }
 }
 
+/// Writes the effects of a payment transition whose new state is already in `p`, in the
+/// caller's job: the one place a payment's journal entries and notification are written.
+fn write_effects(
+    c: &paycode_db::rusqlite::Connection,
+    p: &PaymentRow,
+    effects: &[Effect],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for effect in effects {
+        match effect {
+            Effect::PostPayment => {
+                store::post_entry(c, &payment_entry(p)?, Some(&p.payment_id), None, now_ms)?;
+            }
+            Effect::PostReversal => {
+                store::post_entry(c, &reversal_entry(p)?, Some(&p.payment_id), None, now_ms)?;
+            }
+            Effect::NotifyMerchant => enqueue_result(
+                c,
+                ResultNotice {
+                    kind: "PAYMENT_RESULT",
+                    payment_id: &p.payment_id,
+                    refund_id: None,
+                    client_id: &p.client_id,
+                    notify_url: p.notify_url.as_deref(),
+                },
+                || wire::payment_notification(p),
+                now_ms,
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Whom a result notification is for and where it goes.
+struct ResultNotice<'a> {
+    kind: &'static str,
+    payment_id: &'a str,
+    refund_id: Option<&'a str>,
+    client_id: &'a str,
+    notify_url: Option<&'a str>,
+}
+
+/// Queues a result notification when the merchant gave a URL (an empty one is none); the body
+/// is rendered only then.
+fn enqueue_result(
+    c: &paycode_db::rusqlite::Connection,
+    notice: ResultNotice<'_>,
+    body: impl FnOnce() -> String,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let Some(url) = notice.notify_url.filter(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    store::enqueue_notification(
+        c,
+        &NewNotification {
+            kind: notice.kind,
+            payment_id: notice.payment_id,
+            refund_id: notice.refund_id,
+            client_id: notice.client_id,
+            url,
+            body: &body(),
+        },
+        now_ms,
+    )
+}
+
 /// Why the payment's source may not look up a code now, if it is over a guessing limit.
 fn guess_refusal(
     c: &paycode_db::rusqlite::Connection,
@@ -1688,5 +1710,51 @@ pub(crate) fn wallet_failure_code(code: &str) -> ResultCode {
     match ResultCode::parse(code) {
         Some(c) if c.status() == paycode_core::ResultStatus::F => c,
         _ => ResultCode::PROCESS_FAIL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{conn, payment};
+
+    /// A risk reject goes through the table and the one effects writer: a failed row and,
+    /// when the merchant gave a URL, its `PAYMENT_RESULT` notification; no journal entry.
+    #[test]
+    fn a_risk_reject_is_written_with_the_tables_effects() {
+        let c = conn();
+        for (id, url) in [
+            ("P1", Some("http://m.example/notify")),
+            ("P2", Some("")),
+            ("P3", None),
+        ] {
+            let mut p = payment(id);
+            p.notify_url = url.map(str::to_string);
+            let event = PaymentEvent::RiskRejected(ResultCode::PAYMENT_AMOUNT_EXCEED_LIMIT);
+            let Outcome::Applied { next, effects } = payment::transition(p.state, event) else {
+                panic!("a new payment takes a risk reject");
+            };
+            p.state = next;
+            p.result_code = next.result_code();
+            store::insert_payment(&c, &p).unwrap();
+            write_effects(&c, &p, effects, p.created_ms).unwrap();
+            let notes = store::notifications_of_payment(&c, id).unwrap();
+            assert!(store::postings_of_payment(&c, id).unwrap().is_empty());
+            match url.filter(|u| !u.is_empty()) {
+                Some(url) => {
+                    assert_eq!(notes.len(), 1, "{id}");
+                    assert_eq!(
+                        (notes[0].kind.as_str(), notes[0].url.as_str()),
+                        ("PAYMENT_RESULT", url)
+                    );
+                    assert!(
+                        notes[0].body.contains("PAYMENT_AMOUNT_EXCEED_LIMIT"),
+                        "{}",
+                        notes[0].body
+                    );
+                }
+                None => assert!(notes.is_empty(), "{id}: {notes:?}"),
+            }
+        }
     }
 }

@@ -144,6 +144,9 @@ fn checked_ms(ms: i64, column: usize, row: &dyn Fn() -> String) -> rusqlite::Res
 
 #[cfg(test)]
 pub(crate) mod test_support {
+    use super::PaymentRow;
+    use paycode_core::ResultCode;
+    use paycode_core::payment::PaymentState;
     use paycode_db::rusqlite::Connection;
 
     /// An in-memory store with the acquirer's schema.
@@ -152,6 +155,47 @@ pub(crate) mod test_support {
         c.execute_batch(&super::full_schema())
             .expect("the schema applies");
         c
+    }
+
+    /// A processing payment of 5.00 SGD, as a new row would be written.
+    pub(crate) fn payment(id: &str) -> PaymentRow {
+        PaymentRow {
+            payment_id: id.to_string(),
+            client_id: "client-1".to_string(),
+            payment_request_id: format!("req-{id}"),
+            request_hash: "hash".to_string(),
+            reference_merchant_id: "M1".to_string(),
+            reference_store_id: None,
+            merchant_name: "Shop".to_string(),
+            store_name: None,
+            terminal_id: None,
+            amount_minor: 500,
+            currency: "SGD".to_string(),
+            wallet: "wallet-a".to_string(),
+            psp_name: "WalletA".to_string(),
+            code_masked: "********1234".to_string(),
+            pay_to_minor: 500,
+            pay_to_currency: "SGD".to_string(),
+            payment_quote: None,
+            settle_minor: 500,
+            settle_currency: "SGD".to_string(),
+            settlement_quote: None,
+            fee_minor: 5,
+            state: PaymentState::Processing,
+            result_code: ResultCode::PAYMENT_IN_PROCESS,
+            result_message: String::new(),
+            wallet_payment_id: None,
+            psp_customer_id: None,
+            notify_url: None,
+            created_ms: 1_780_000_000_000,
+            expires_ms: 1_780_000_060_000,
+            paid_ms: None,
+            cancelled_ms: None,
+            cancel_requested_ms: None,
+            updated_ms: 1_780_000_000_000,
+            next_check_ms: Some(1_780_000_005_000),
+            n_checks: 0,
+        }
     }
 }
 

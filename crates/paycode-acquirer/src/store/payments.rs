@@ -381,47 +381,7 @@ pub fn refunds_due(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::conn;
-
-    fn payment(id: &str) -> PaymentRow {
-        PaymentRow {
-            payment_id: id.to_string(),
-            client_id: "client-1".to_string(),
-            payment_request_id: format!("req-{id}"),
-            request_hash: "hash".to_string(),
-            reference_merchant_id: "M1".to_string(),
-            reference_store_id: None,
-            merchant_name: "Shop".to_string(),
-            store_name: None,
-            terminal_id: None,
-            amount_minor: 500,
-            currency: "SGD".to_string(),
-            wallet: "wallet-a".to_string(),
-            psp_name: "WalletA".to_string(),
-            code_masked: "********1234".to_string(),
-            pay_to_minor: 500,
-            pay_to_currency: "SGD".to_string(),
-            payment_quote: None,
-            settle_minor: 500,
-            settle_currency: "SGD".to_string(),
-            settlement_quote: None,
-            fee_minor: 5,
-            state: PaymentState::Processing,
-            result_code: ResultCode::PAYMENT_IN_PROCESS,
-            result_message: String::new(),
-            wallet_payment_id: None,
-            psp_customer_id: None,
-            notify_url: None,
-            created_ms: 1_780_000_000_000,
-            expires_ms: 1_780_000_060_000,
-            paid_ms: None,
-            cancelled_ms: None,
-            cancel_requested_ms: None,
-            updated_ms: 1_780_000_000_000,
-            next_check_ms: Some(1_780_000_005_000),
-            n_checks: 0,
-        }
-    }
+    use crate::store::test_support::{conn, payment};
 
     fn refund(id: &str, payment_id: &str) -> RefundRow {
         RefundRow {
