@@ -12,9 +12,9 @@
 //! never writes is [`StoreError::Corrupt`] naming the row, never a default.
 
 use paycode_core::ResultCode;
-use paycode_db::DbError;
 use paycode_db::rusqlite::types::Type;
 use paycode_db::rusqlite::{self, Row};
+use paycode_db::{DbError, Failure};
 
 pub mod audit;
 pub mod guesses;
@@ -76,25 +76,13 @@ impl From<DbError> for StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        match &e {
-            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound("row".to_string()),
-            rusqlite::Error::SqliteFailure(f, Some(msg))
-                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                // "UNIQUE constraint failed: payments.client_id, payments.payment_request_id"
-                let key = msg.rsplit(": ").next().unwrap_or(msg).to_string();
-                StoreError::Unique { key }
-            }
-            // A stored value of the wrong type, or one the acquirer never writes (the row
-            // readers name the row and the value): the row is corrupt, not the query.
-            rusqlite::Error::FromSqlConversionFailure(column, _, why) => {
-                StoreError::Corrupt(format!("column {column}: {why}"))
-            }
-            rusqlite::Error::InvalidColumnType(column, name, ty) => {
-                StoreError::Corrupt(format!("column {column} ({name}) holds a {ty}"))
-            }
-            _ => StoreError::Database(DbError::Sqlite(e)),
+        // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
+        // parsing), is a corrupt row, not a failed query.
+        match paycode_db::failure_of(&e) {
+            Failure::NoRow => StoreError::NotFound("row".to_string()),
+            Failure::Unique(key) => StoreError::Unique { key },
+            Failure::Corrupt(why) => StoreError::Corrupt(why),
+            Failure::Other => StoreError::Database(DbError::Sqlite(e)),
         }
     }
 }

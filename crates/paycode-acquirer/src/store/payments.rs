@@ -178,11 +178,9 @@ pub fn update_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
 }
 
 pub fn payment_by_id(c: &Connection, payment_id: &str) -> StoreResult<Option<PaymentRow>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1"
-    ))?
-    .query_row([payment_id], payment_from_row)
-    .optional()?)
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1");
+    Ok(c.query_row_cached(&sql, [payment_id], payment_from_row)
+        .optional()?)
 }
 
 pub fn payment_by_request_id(
@@ -190,11 +188,13 @@ pub fn payment_by_request_id(
     client_id: &str,
     payment_request_id: &str,
 ) -> StoreResult<Option<PaymentRow>> {
-    Ok(c.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE client_id = ?1 AND payment_request_id = ?2"
-    ))?
-    .query_row([client_id, payment_request_id], payment_from_row)
-    .optional()?)
+    );
+    Ok(
+        c.query_row_cached(&sql, [client_id, payment_request_id], payment_from_row)
+            .optional()?,
+    )
 }
 
 /// PROCESSING payments whose next wallet check is due, oldest first.
@@ -340,11 +340,9 @@ pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
 }
 
 pub fn refund_by_id(c: &Connection, refund_id: &str) -> StoreResult<Option<RefundRow>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = ?1"
-    ))?
-    .query_row([refund_id], refund_from_row)
-    .optional()?)
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = ?1");
+    Ok(c.query_row_cached(&sql, [refund_id], refund_from_row)
+        .optional()?)
 }
 
 pub fn refund_by_request_id(
@@ -352,11 +350,13 @@ pub fn refund_by_request_id(
     client_id: &str,
     refund_request_id: &str,
 ) -> StoreResult<Option<RefundRow>> {
-    Ok(c.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {REFUND_COLUMNS} FROM refunds WHERE client_id = ?1 AND refund_request_id = ?2"
-    ))?
-    .query_row([client_id, refund_request_id], refund_from_row)
-    .optional()?)
+    );
+    Ok(
+        c.query_row_cached(&sql, [client_id, refund_request_id], refund_from_row)
+            .optional()?,
+    )
 }
 
 pub fn refunds_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<RefundRow>> {

@@ -433,11 +433,9 @@ pub(super) fn batch_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<BatchR
 }
 
 pub fn batch_by_id(c: &Connection, batch_id: &str) -> StoreResult<Option<BatchRow>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE batch_id = ?1"
-    ))?
-    .query_row([batch_id], batch_from_row)
-    .optional()?)
+    let sql = format!("SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE batch_id = ?1");
+    Ok(c.query_row_cached(&sql, [batch_id], batch_from_row)
+        .optional()?)
 }
 
 /// Closed batches whose report files are not written yet, oldest first, at most `limit`.
@@ -598,11 +596,9 @@ pub(super) fn clearing_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<Cle
 }
 
 pub fn clearing_by_id(c: &Connection, clearing_id: &str) -> StoreResult<Option<ClearingRow>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {CLEARING_COLUMNS} FROM clearing_batches WHERE clearing_id = ?1"
-    ))?
-    .query_row([clearing_id], clearing_from_row)
-    .optional()?)
+    let sql = format!("SELECT {CLEARING_COLUMNS} FROM clearing_batches WHERE clearing_id = ?1");
+    Ok(c.query_row_cached(&sql, [clearing_id], clearing_from_row)
+        .optional()?)
 }
 
 /// Closed clearings whose files are not written yet, oldest first, at most `limit`.
