@@ -630,10 +630,7 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(acq): State<Acquirer>) -> Response {
     match acq
         .db()
-        .read(|c| {
-            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))
-        })
+        .read(|c| crate::store::ping(c).map_err(ApiError::from))
         .await
     {
         Ok(_) => (StatusCode::OK, "ready").into_response(),
@@ -828,16 +825,14 @@ pub async fn admin_balances(State(acq): State<Acquirer>, headers: HeaderMap) -> 
     let result = acq
         .db()
         .read(|c| {
-            let mut stmt = c
-                .prepare("SELECT account, currency, balance_minor FROM account_balances ORDER BY account")
-                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(serde_json::json!({"account": r.get::<_, String>(0)?, "currency": r.get::<_, String>(1)?, "balanceMinor": r.get::<_, i64>(2)?}))
-                })
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))?;
-            Ok::<_, ApiError>(rows)
+            let rows = crate::store::balances(c)?;
+            Ok::<_, ApiError>(
+                rows.into_iter()
+                    .map(|b| {
+                        serde_json::json!({"account": b.account, "currency": b.currency, "balanceMinor": b.balance_minor})
+                    })
+                    .collect::<Vec<_>>(),
+            )
         })
         .await;
     match result {

@@ -13,12 +13,11 @@
 //! postings is held in memory at a time. It stops collecting after [`VIOLATIONS_MAX`].
 
 use crate::service::{Acquirer, ApiError, payment_entry, refund_entry, reversal_entry};
-use crate::settlement::{
-    self, BATCH_COLUMNS, BatchRow, CLEARING_COLUMNS, ClearingRow, ITEM_COLUMNS, ItemRow,
-    PaymentFacts, SWEEP_LOOKBACK_MS,
-};
+use crate::settlement::{self, BatchRow, ClearingRow, ItemRow, PaymentFacts, SWEEP_LOOKBACK_MS};
+use crate::store::audit::{Line, SettledEvent};
 use crate::store::{self, PaymentRow, StoreError, StoreResult};
 use paycode_core::ledger::JournalEntry;
+use paycode_core::payment::{PaymentState, RefundState};
 use paycode_core::settlement as core;
 use paycode_db::rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -86,9 +85,6 @@ impl AuditReport {
     }
 }
 
-/// A posting as compared: account, side, amount, currency.
-type Line = (String, String, i64, String);
-
 fn lines_of(e: &JournalEntry) -> Vec<Line> {
     e.postings()
         .iter()
@@ -136,29 +132,6 @@ fn entries_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<Store
     Ok(out)
 }
 
-fn entry_by_id(c: &Connection, entry_id: i64) -> StoreResult<Option<(String, Vec<Line>)>> {
-    let kind: Option<String> = c
-        .prepare_cached("SELECT kind FROM journal_entries WHERE entry_id = ?1")?
-        .query_row([entry_id], |r| r.get(0))
-        .map(Some)
-        .or_else(|e| match e {
-            paycode_db::rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    let Some(kind) = kind else {
-        return Ok(None);
-    };
-    let mut stmt = c.prepare_cached(
-        "SELECT account, side, amount_minor, currency FROM postings WHERE entry_id = ?1 ORDER BY idx",
-    )?;
-    let lines = stmt
-        .query_map([entry_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<Result<Vec<Line>, _>>()?;
-    Ok(Some((kind, lines)))
-}
-
 /// Compares the stored entries of one owner with the expected ones, in order.
 fn compare_entries(
     report: &mut AuditReport,
@@ -199,130 +172,94 @@ fn compare_entries(
 }
 
 fn check_entries(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    report.n_entries = c.query_row("SELECT COUNT(*) FROM journal_entries", [], |r| r.get(0))?;
-    let mut stmt = c.prepare(
-        "SELECT entry_id, currency, SUM(CASE WHEN side = 'D' THEN amount_minor ELSE 0 END), \
-         SUM(CASE WHEN side = 'C' THEN amount_minor ELSE 0 END) FROM postings \
-         GROUP BY entry_id, currency \
-         HAVING SUM(CASE WHEN side = 'D' THEN amount_minor ELSE -amount_minor END) <> 0",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (id, currency, d, cr): (i64, String, i64, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    report.n_entries = store::audit::count_entries(c)?;
+    store::audit::each_unbalanced_entry(c, |(id, currency, d, cr)| {
         report.flag(
             "journal_entries",
             id,
             format!("does not balance in {currency}: debits {d}, credits {cr}"),
         );
-    }
-    let mut stmt = c.prepare(
-        "SELECT entry_id, idx, side, amount_minor FROM postings \
-         WHERE amount_minor <= 0 OR side NOT IN ('D', 'C')",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (id, idx, side, amount): (i64, i64, String, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        Ok(())
+    })?;
+    store::audit::each_malformed_posting(c, |(id, idx, side, amount)| {
         report.flag(
             "postings",
             format!("{id}/{idx}"),
             format!("posting must be a positive amount on side D or C, got {side} {amount}"),
         );
-    }
-    let mut stmt = c.prepare(
-        "SELECT e.entry_id, COUNT(p.idx) FROM journal_entries e \
-         LEFT JOIN postings p ON p.entry_id = e.entry_id GROUP BY e.entry_id HAVING COUNT(p.idx) < 2",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (id, n): (i64, i64) = (r.get(0)?, r.get(1)?);
+        Ok(())
+    })?;
+    store::audit::each_short_entry(c, |(id, n)| {
         report.flag(
             "journal_entries",
             id,
             format!("has {n} postings, an entry needs at least two"),
         );
-    }
-    let mut stmt = c.prepare(
-        "SELECT DISTINCT p.entry_id FROM postings p WHERE NOT EXISTS \
-         (SELECT 1 FROM journal_entries e WHERE e.entry_id = p.entry_id)",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
+        Ok(())
+    })?;
+    store::audit::each_orphan_posting_entry(c, |id| {
         report.flag(
             "postings",
             id,
             "postings of a journal entry that does not exist",
         );
-    }
+        Ok(())
+    })?;
     // Every entry has an owner: a payment (or its refund), a settlement batch or a clearing.
-    let mut stmt = c.prepare(
-        "SELECT e.entry_id, e.kind, e.payment_id FROM journal_entries e WHERE \
-         (e.payment_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.payment_id = e.payment_id)) \
-         OR (e.payment_id IS NULL AND NOT EXISTS (SELECT 1 FROM settlement_batches b WHERE b.entry_id = e.entry_id) \
-             AND NOT EXISTS (SELECT 1 FROM clearing_batches k WHERE k.entry_id = e.entry_id))",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (id, kind, payment): (i64, String, Option<String>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+    store::audit::each_ownerless_entry(c, |(id, kind, payment)| {
         let problem = match payment {
             Some(p) => format!("{kind} entry of payment {p}, which does not exist"),
             None => format!("{kind} entry belongs to no payment, batch or clearing"),
         };
         report.flag("journal_entries", id, problem);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn check_balances(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    report.n_accounts = c.query_row("SELECT COUNT(*) FROM account_balances", [], |r| r.get(0))?;
-    let mut stmt = c.prepare(
-        "SELECT s.account, s.currency, s.total, b.currency, b.balance_minor FROM \
-         (SELECT account, currency, SUM(CASE WHEN side = 'D' THEN amount_minor ELSE -amount_minor END) AS total \
-          FROM postings GROUP BY account, currency) s \
-         LEFT JOIN account_balances b ON b.account = s.account \
-         WHERE b.account IS NULL OR b.currency <> s.currency OR b.balance_minor <> s.total",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (account, currency, total): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let (b_currency, balance): (Option<String>, Option<i64>) = (r.get(3)?, r.get(4)?);
-        let problem = match (b_currency, balance) {
-            (Some(bc), Some(b)) => format!(
+    report.n_accounts = store::audit::count_accounts(c)?;
+    store::audit::each_balance_mismatch(c, |m| {
+        let (total, currency) = (m.total, &m.currency);
+        let problem = match m.balance {
+            Some((bc, b)) => format!(
                 "balance {b} {bc} but its postings sum to {total} {currency} (debit positive)"
             ),
-            _ => format!("has postings summing to {total} {currency} but no balance row"),
+            None => format!("has postings summing to {total} {currency} but no balance row"),
         };
-        report.flag("account_balances", account, problem);
-    }
-    let mut stmt = c.prepare(
-        "SELECT b.account, b.balance_minor, b.currency FROM account_balances b WHERE b.balance_minor <> 0 \
-         AND NOT EXISTS (SELECT 1 FROM postings p WHERE p.account = b.account)",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (account, balance, currency): (String, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        report.flag("account_balances", m.account, problem);
+        Ok(())
+    })?;
+    store::audit::each_balance_without_postings(c, |(account, balance, currency)| {
         report.flag(
             "account_balances",
             account,
             format!("balance {balance} {currency} without any posting"),
         );
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    let mut stmt = c.prepare("SELECT payment_id FROM payments ORDER BY payment_id")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let id: String = r.get(0)?;
-        let Some(p) = store::payment_by_id(c, &id)? else {
-            continue;
+    store::audit::each_payment_id(c, |id| check_payment(c, report, id))
+}
+
+/// One payment's entries and its refunds'; a row that cannot be read is a violation, and the
+/// audit goes on with the next.
+fn check_payment(c: &Connection, report: &mut AuditReport, id: String) -> StoreResult<()> {
+    {
+        let read =
+            store::payment_by_id(c, &id).and_then(|p| Ok((p, store::refunds_of_payment(c, &id)?)));
+        let (p, refunds) = match read {
+            Ok((Some(p), refunds)) => (p, refunds),
+            Ok((None, _)) => return Ok(()),
+            Err(StoreError::Corrupt(why)) => {
+                report.flag("payments", &id, format!("cannot be read: {why}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         };
         report.n_payments += 1;
         let entries = entries_of_payment(c, &id)?;
-        let refunds = store::refunds_of_payment(c, &id)?;
         // The payment's own entries.
         let own: Vec<&StoredEntry> = entries.iter().filter(|e| e.refund_id.is_none()).collect();
         let expected = match expected_payment_entries(&p) {
@@ -333,7 +270,7 @@ fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
                     &id,
                     format!("cannot recompute its entries: {e}"),
                 );
-                continue;
+                return Ok(());
             }
         };
         compare_entries(report, "payments", &id, &own, &expected);
@@ -344,7 +281,7 @@ fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
                 .iter()
                 .filter(|e| e.refund_id.as_deref() == Some(r.refund_id.as_str()))
                 .collect();
-            let expected = if r.status == "SUCCESS" {
+            let expected = if r.state == RefundState::Success {
                 match refund_entry(&p, r) {
                     Ok(e) => vec![e],
                     Err(e) => {
@@ -381,20 +318,15 @@ fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
 
 /// The entries a payment's state calls for (its refunds aside).
 fn expected_payment_entries(p: &PaymentRow) -> Result<Vec<JournalEntry>, StoreError> {
-    Ok(match (p.status.as_str(), p.paid_ms) {
-        ("SUCCESS", _) => vec![payment_entry(p)?],
-        ("CANCELLED", Some(_)) => vec![payment_entry(p)?, reversal_entry(p)?],
+    Ok(match (p.state, p.paid_ms) {
+        (PaymentState::Success, _) => vec![payment_entry(p)?],
+        (PaymentState::Cancelled, Some(_)) => vec![payment_entry(p)?, reversal_entry(p)?],
         _ => Vec::new(),
     })
 }
 
 fn check_items(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {ITEM_COLUMNS} FROM settlement_items ORDER BY transaction_id, kind"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let item = settlement::item_from_row(r)?;
+    store::audit::each_item(c, |item| {
         report.n_items += 1;
         let id = format!("{} {}", item.kind, item.transaction_id);
         match expected_item(c, &item)? {
@@ -415,53 +347,23 @@ fn check_items(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
             ),
             Ok(_) => {}
         }
-    }
+        Ok(())
+    })?;
     // Items in batches or clearings that do not exist.
-    let mut stmt = c.prepare(
-        "SELECT i.kind, i.transaction_id, i.batch_id, i.clearing_id FROM settlement_items i WHERE \
-         (i.batch_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM settlement_batches b WHERE b.batch_id = i.batch_id)) \
-         OR (i.clearing_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM clearing_batches k WHERE k.clearing_id = i.clearing_id))",
-    )?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (kind, tx, batch, clearing): (String, String, Option<String>, Option<String>) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    store::audit::each_dangling_item(c, |(kind, tx, batch, clearing)| {
         report.flag(
             "settlement_items",
             format!("{kind} {tx}"),
             format!("refers to a batch or clearing that does not exist ({batch:?}, {clearing:?})"),
         );
-    }
+        Ok(())
+    })?;
     // Settled events older than the sweep that are in no item.
-    let (swept_ms, _) = settlement::cursor(c)?;
+    let (swept_ms, _) = store::settlement::cursor(c)?;
     let before_ms = swept_ms - SWEEP_LOOKBACK_MS;
-    let missing = [
-        (
-            "payments",
-            "PAYMENT",
-            "SELECT payment_id FROM payments WHERE paid_ms IS NOT NULL AND paid_ms < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM settlement_items i WHERE i.transaction_id = payments.payment_id AND i.kind = 'PAYMENT')",
-        ),
-        (
-            "payments",
-            "CANCEL",
-            "SELECT payment_id FROM payments WHERE cancelled_ms IS NOT NULL AND paid_ms IS NOT NULL \
-             AND cancelled_ms < ?1 AND NOT EXISTS (SELECT 1 FROM settlement_items i \
-             WHERE i.transaction_id = payments.payment_id AND i.kind = 'CANCEL')",
-        ),
-        (
-            "refunds",
-            "REFUND",
-            "SELECT refund_id FROM refunds WHERE status = 'SUCCESS' AND refunded_ms IS NOT NULL \
-             AND refunded_ms < ?1 AND NOT EXISTS (SELECT 1 FROM settlement_items i \
-             WHERE i.transaction_id = refunds.refund_id AND i.kind = 'REFUND')",
-        ),
-    ];
-    for (table, kind, sql) in missing {
-        let mut stmt = c.prepare(sql)?;
-        let mut rows = stmt.query([before_ms])?;
-        while let Some(r) = rows.next()? {
-            let id: String = r.get(0)?;
+    for event in SettledEvent::ALL {
+        let (table, kind) = event.table_and_kind();
+        store::audit::each_unswept(c, event, before_ms, |id| {
             report.flag(
                 table,
                 id,
@@ -469,47 +371,56 @@ fn check_items(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
                     "its {kind} event predates the settlement sweep but is in no settlement item"
                 ),
             );
-        }
+            Ok(())
+        })?;
     }
     Ok(())
 }
 
 /// The facts an item should hold, from its payment or refund; `Err` names why there is none.
 fn expected_item(c: &Connection, item: &ItemRow) -> StoreResult<Result<ItemRow, String>> {
-    let Some(p) = store::payment_by_id(c, &item.payment_id)? else {
-        return Ok(Err(format!("payment {} does not exist", item.payment_id)));
+    let p = match store::payment_by_id(c, &item.payment_id) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(Err(format!("payment {} does not exist", item.payment_id))),
+        Err(StoreError::Corrupt(why)) => return Ok(Err(format!("payment cannot be read: {why}"))),
+        Err(e) => return Err(e),
     };
     let facts = PaymentFacts::of(&p);
     Ok(match item.kind.as_str() {
         "PAYMENT" => match p.paid_ms {
             Some(_) => Ok(facts.payment_item()?),
-            None => Err(format!("payment is {} and was never paid", p.status)),
+            None => Err(format!(
+                "payment is {} and was never paid",
+                p.state.status_str()
+            )),
         },
-        "CANCEL" => match (p.status.as_str(), p.paid_ms) {
-            ("CANCELLED", Some(_)) => Ok(facts.cancel_item()?),
-            (status, _) => Err(format!("payment is {status}, not a cancelled paid payment")),
+        "CANCEL" => match (p.state, p.paid_ms) {
+            (PaymentState::Cancelled, Some(_)) => Ok(facts.cancel_item()?),
+            (state, _) => Err(format!(
+                "payment is {}, not a cancelled paid payment",
+                state.status_str()
+            )),
         },
-        "REFUND" => match store::refund_by_id(c, &item.transaction_id)? {
-            Some(r) if r.status == "SUCCESS" && r.payment_id == p.payment_id => {
+        "REFUND" => match store::refund_by_id(c, &item.transaction_id) {
+            Err(StoreError::Corrupt(why)) => Err(format!("refund cannot be read: {why}")),
+            Err(e) => return Err(e),
+            Ok(None) => Err("refund does not exist".to_string()),
+            Ok(Some(r)) if r.state == RefundState::Success && r.payment_id == p.payment_id => {
                 Ok(facts.refund_item(&r)?)
             }
-            Some(r) => Err(format!(
+            Ok(Some(r)) => Err(format!(
                 "refund is {} of payment {}, not a successful refund of {}",
-                r.status, r.payment_id, p.payment_id
+                r.state.status_str(),
+                r.payment_id,
+                p.payment_id
             )),
-            None => Err("refund does not exist".to_string()),
         },
         other => Err(format!("unknown kind {other}")),
     })
 }
 
 fn check_batches(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {BATCH_COLUMNS} FROM settlement_batches ORDER BY batch_id"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let row: BatchRow = settlement::batch_from_row(r)?;
+    store::audit::each_batch(c, |row: BatchRow| {
         report.n_batches += 1;
         let id = row.batch_id.clone();
         let batch = match settlement::rebuild_batch(c, &row) {
@@ -520,7 +431,7 @@ fn check_batches(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
                     &id,
                     format!("cannot rebuild from its items: {e}"),
                 );
-                continue;
+                return Ok(());
             }
         };
         let t = batch.totals();
@@ -553,12 +464,11 @@ fn check_batches(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
                     &id,
                     format!("cannot recompute its payout: {e}"),
                 );
-                continue;
+                return Ok(());
             }
         };
-        check_owned_entry(c, report, "settlement_batches", &id, row.entry_id, expected)?;
-    }
-    Ok(())
+        check_owned_entry(c, report, "settlement_batches", &id, row.entry_id, expected)
+    })
 }
 
 fn check_owned_entry(
@@ -584,7 +494,7 @@ fn check_owned_entry(
                 describe(e.kind(), &lines_of(&e))
             ),
         ),
-        (Some(eid), Some(e)) => match entry_by_id(c, eid)? {
+        (Some(eid), Some(e)) => match store::audit::entry_by_id(c, eid)? {
             None => report.flag(table, id, format!("its journal entry {eid} does not exist")),
             Some((kind, lines)) => {
                 let want = lines_of(&e);
@@ -606,12 +516,7 @@ fn check_owned_entry(
 }
 
 fn check_clearings(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {CLEARING_COLUMNS} FROM clearing_batches ORDER BY clearing_id"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let row: ClearingRow = settlement::clearing_from_row(r)?;
+    store::audit::each_clearing(c, |row: ClearingRow| {
         report.n_clearings += 1;
         let id = row.clearing_id.clone();
         let totals = match settlement::rebuild_clearing(c, &row) {
@@ -622,7 +527,7 @@ fn check_clearings(c: &Connection, report: &mut AuditReport) -> StoreResult<()> 
                     &id,
                     format!("cannot rebuild from its items: {e}"),
                 );
-                continue;
+                return Ok(());
             }
         };
         let count = (totals.payments.count + totals.refunds.count + totals.cancels.count) as i64;
@@ -652,26 +557,25 @@ fn check_clearings(c: &Connection, report: &mut AuditReport) -> StoreResult<()> 
                     &id,
                     format!("cannot recompute its entry: {e}"),
                 );
-                continue;
+                return Ok(());
             }
         };
-        check_owned_entry(c, report, "clearing_batches", &id, row.entry_id, expected)?;
-    }
-    Ok(())
+        check_owned_entry(c, report, "clearing_batches", &id, row.entry_id, expected)
+    })
 }
 
 /// Runs every check on one consistent snapshot.
 pub fn audit_store(c: &Connection) -> StoreResult<AuditReport> {
-    let tx = c.unchecked_transaction()?;
-    let mut report = AuditReport::default();
-    check_entries(&tx, &mut report)?;
-    check_balances(&tx, &mut report)?;
-    check_payments(&tx, &mut report)?;
-    check_items(&tx, &mut report)?;
-    check_batches(&tx, &mut report)?;
-    check_clearings(&tx, &mut report)?;
-    drop(tx);
-    Ok(report)
+    store::audit::in_snapshot(c, |c| {
+        let mut report = AuditReport::default();
+        check_entries(c, &mut report)?;
+        check_balances(c, &mut report)?;
+        check_payments(c, &mut report)?;
+        check_items(c, &mut report)?;
+        check_batches(c, &mut report)?;
+        check_clearings(c, &mut report)?;
+        Ok(report)
+    })
 }
 
 impl Acquirer {

@@ -9,9 +9,9 @@
 //! [`Acquirer::run_background_once`] instead of sleeping.
 
 use crate::service::{Acquirer, ApiError, WalletFacts, wallet_failure_code};
-use crate::store::{self, OutboxRow, StoreError};
+use crate::store::{self, OutboxRow};
 use paycode_core::ResultCode;
-use paycode_core::payment::PaymentEvent;
+use paycode_core::payment::{PaymentEvent, PaymentState};
 use paycode_proto::ResultInfo;
 use std::time::Duration;
 
@@ -308,11 +308,11 @@ impl Acquirer {
         self.db()
             .write(move |c| {
                 if let Some(mut p) = store::payment_by_id(c, &id)?
-                    && p.status == "PROCESSING"
+                    && p.state == PaymentState::Processing
                 {
                     p.next_check_ms = Some(at_ms);
                     if in_process {
-                        p.result_code = ResultCode::PAYMENT_IN_PROCESS.as_str().to_string();
+                        p.result_code = ResultCode::PAYMENT_IN_PROCESS;
                         p.result_message = String::new();
                     }
                     store::update_payment(c, &p)?;
@@ -344,18 +344,16 @@ impl Acquirer {
             .db()
             .read(move |c| {
                 Ok::<_, ApiError>((
-                    crate::risk::any_stale_seen_codes(c, now)?,
-                    paycode_db::guess_counters::any_older_than(c, counters_before_ms)
-                        .map_err(StoreError::from)?,
+                    store::risk::any_stale_seen_codes(c, now)?,
+                    store::guesses::any_older_than(c, counters_before_ms)?,
                 ))
             })
             .await?;
         if codes_due || counters_due {
             self.db()
                 .write(move |c| {
-                    crate::risk::prune_seen_codes(c, now, batch)?;
-                    paycode_db::guess_counters::prune(c, counters_before_ms, batch)
-                        .map_err(StoreError::from)?;
+                    store::risk::prune_seen_codes(c, now, batch)?;
+                    store::guesses::prune(c, counters_before_ms, batch)?;
                     Ok::<_, ApiError>(())
                 })
                 .await?;

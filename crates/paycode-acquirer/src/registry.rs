@@ -5,10 +5,10 @@
 //! the database. Admin changes write the tables and then [`Registry::reload`]; other processes
 //! sharing the database pick changes up on their periodic reload.
 
-use crate::store::StoreResult;
+use crate::store::{self, StoreResult};
 use paycode_core::code::PaymentCode;
 use paycode_db::Db;
-use paycode_db::rusqlite::{Connection, params};
+use paycode_db::rusqlite::Connection;
 use paycode_sign::PublicKey;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -131,32 +131,21 @@ fn split_list(s: &str) -> Vec<String> {
 
 fn load(c: &Connection) -> StoreResult<Snapshot> {
     let mut snap = Snapshot::default();
-    let mut stmt = c.prepare("SELECT client_id, name, status, notify_url FROM clients")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Client {
-            client_id: r.get(0)?,
-            name: r.get(1)?,
-            active: r.get::<_, String>(2)? == "ACTIVE",
-            notify_url: r.get(3)?,
-            keys: HashMap::new(),
-        })
-    })?;
-    for row in rows {
-        let client = row?;
-        snap.clients.insert(client.client_id.clone(), client);
+    for row in store::registry::clients(c)? {
+        snap.clients.insert(
+            row.client_id.clone(),
+            Client {
+                client_id: row.client_id,
+                name: row.name,
+                active: row.active,
+                notify_url: row.notify_url,
+                keys: HashMap::new(),
+            },
+        );
     }
-    let mut stmt =
-        c.prepare("SELECT client_id, key_version, public_key FROM client_keys WHERE active = 1")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (client_id, version, key) = row?;
-        let Ok(key) = PublicKey::parse(&key) else {
+    for row in store::registry::active_client_keys(c)? {
+        let (client_id, version) = (row.client_id, row.key_version);
+        let Ok(key) = PublicKey::parse(&row.public_key) else {
             tracing::error!(
                 client_id,
                 version,
@@ -170,103 +159,56 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
             client.keys.insert(version, key);
         }
     }
-    let mut stmt = c.prepare(
-        "SELECT client_id, reference_merchant_id, name, mcc, status, currencies, \
-         settlement_currency, max_amount_minor, notify_url, fee_bps, time_zone, cutoff_minutes \
-         FROM merchants",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Merchant {
-            client_id: r.get(0)?,
-            reference_merchant_id: r.get(1)?,
-            name: r.get(2)?,
-            mcc: r.get(3)?,
-            active: r.get::<_, String>(4)? == "ACTIVE",
-            currencies: split_list(&r.get::<_, String>(5)?),
-            settlement_currency: r.get(6)?,
-            max_amount_minor: r.get(7)?,
-            notify_url: r.get(8)?,
-            fee_bps: r.get(9)?,
-            time_zone: r.get(10)?,
-            cutoff_minutes: r.get(11)?,
-            stores: HashMap::new(),
-        })
-    })?;
-    for row in rows {
-        let m = row?;
-        snap.merchants
-            .insert((m.client_id.clone(), m.reference_merchant_id.clone()), m);
-    }
-    let mut stmt = c.prepare(
-        "SELECT client_id, reference_merchant_id, reference_store_id, name, mcc FROM stores",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            Store {
-                reference_store_id: r.get(2)?,
-                name: r.get(3)?,
-                mcc: r.get(4)?,
+    for m in store::registry::merchants(c)? {
+        snap.merchants.insert(
+            (m.client_id.clone(), m.reference_merchant_id.clone()),
+            Merchant {
+                client_id: m.client_id,
+                reference_merchant_id: m.reference_merchant_id,
+                name: m.name,
+                mcc: m.mcc,
+                active: m.active,
+                currencies: split_list(&m.currencies),
+                settlement_currency: m.settlement_currency,
+                max_amount_minor: m.max_amount_minor,
+                notify_url: m.notify_url,
+                fee_bps: m.fee_bps,
+                time_zone: m.time_zone,
+                cutoff_minutes: m.cutoff_minutes,
+                stores: HashMap::new(),
             },
-        ))
-    })?;
-    for row in rows {
-        let (client_id, merchant_id, store) = row?;
+        );
+    }
+    for (client_id, merchant_id, store) in store::registry::stores(c)? {
         if let Some(m) = snap.merchants.get_mut(&(client_id, merchant_id)) {
             m.stores.insert(store.reference_store_id.clone(), store);
         }
     }
-    let mut stmt =
-        c.prepare("SELECT name, psp_name, base_url, public_key, currencies, enabled FROM wallets")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
-    for row in rows {
-        let (name, psp_name, base_url, key, currencies, enabled) = row?;
-        let Ok(public_key) = PublicKey::parse(&key) else {
+    for w in store::registry::wallets(c)? {
+        let Ok(public_key) = PublicKey::parse(&w.public_key) else {
             tracing::error!(
-                wallet = name,
+                wallet = w.name,
                 "stored wallet key does not parse; wallet ignored"
             );
             continue;
         };
         snap.wallets.insert(
-            name.clone(),
+            w.name.clone(),
             Wallet {
-                name,
-                psp_name,
-                base_url: base_url.trim_end_matches('/').to_string(),
+                name: w.name,
+                psp_name: w.psp_name,
+                base_url: w.base_url.trim_end_matches('/').to_string(),
                 public_key,
-                currencies: split_list(&currencies),
-                enabled: enabled != 0,
+                currencies: split_list(&w.currencies),
+                enabled: w.enabled,
             },
         );
     }
-    let mut stmt = c.prepare(
-        "SELECT route_id, kind, pattern, wallet, priority FROM routes ORDER BY priority, route_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
-    for row in rows {
-        let (route_id, kind, pattern, wallet, priority) = row?;
-        let pattern = match kind.as_str() {
-            "CII" => RoutePattern::Cii(pattern),
-            "REGEX" => match regex::Regex::new(&format!("^(?:{pattern})$")) {
+    for r in store::registry::routes(c)? {
+        let route_id = r.route_id;
+        let pattern = match r.kind.as_str() {
+            "CII" => RoutePattern::Cii(r.pattern),
+            "REGEX" => match regex::Regex::new(&format!("^(?:{})$", r.pattern)) {
                 Ok(re) => RoutePattern::Regex(re),
                 Err(e) => {
                     tracing::error!(route_id, error = %e, "route pattern does not compile; ignored");
@@ -281,156 +223,15 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
         snap.routes.push(Route {
             route_id,
             pattern,
-            wallet,
-            priority,
+            wallet: r.wallet,
+            priority: r.priority,
         });
     }
     Ok(snap)
 }
 
-// ---- writes (admin) ----
-
-pub struct NewClient<'a> {
-    pub client_id: &'a str,
-    pub name: &'a str,
-    pub notify_url: Option<&'a str>,
-}
-
-pub fn upsert_client(c: &Connection, n: &NewClient<'_>, now_ms: i64) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO clients (client_id, name, status, notify_url, created_ms) \
-         VALUES (?1, ?2, 'ACTIVE', ?3, ?4) ON CONFLICT (client_id) DO UPDATE SET \
-         name = excluded.name, notify_url = excluded.notify_url",
-        params![n.client_id, n.name, n.notify_url, now_ms],
-    )?;
-    Ok(())
-}
-
-pub fn set_client_status(c: &Connection, client_id: &str, active: bool) -> StoreResult<bool> {
-    let status = if active { "ACTIVE" } else { "SUSPENDED" };
-    Ok(c.execute(
-        "UPDATE clients SET status = ?2 WHERE client_id = ?1",
-        params![client_id, status],
-    )? == 1)
-}
-
-pub fn upsert_client_key(
-    c: &Connection,
-    client_id: &str,
-    key_version: u32,
-    public_key: &PublicKey,
-    active: bool,
-) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO client_keys (client_id, key_version, public_key, active) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (client_id, key_version) DO UPDATE SET public_key = excluded.public_key, \
-         active = excluded.active",
-        params![client_id, key_version, public_key.to_base64(), active as i64],
-    )?;
-    Ok(())
-}
-
-pub struct NewMerchant<'a> {
-    pub client_id: &'a str,
-    pub reference_merchant_id: &'a str,
-    pub name: &'a str,
-    pub mcc: &'a str,
-    pub currencies: &'a [String],
-    pub settlement_currency: &'a str,
-    pub max_amount_minor: Option<i64>,
-    pub notify_url: Option<&'a str>,
-    pub active: bool,
-    pub fee_bps: u32,
-    pub time_zone: &'a str,
-    pub cutoff_minutes: u32,
-}
-
-pub fn upsert_merchant(c: &Connection, m: &NewMerchant<'_>) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO merchants (client_id, reference_merchant_id, name, mcc, status, currencies, \
-         settlement_currency, max_amount_minor, notify_url, fee_bps, time_zone, cutoff_minutes) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (client_id, reference_merchant_id) DO UPDATE SET name = excluded.name, \
-         mcc = excluded.mcc, status = excluded.status, currencies = excluded.currencies, \
-         settlement_currency = excluded.settlement_currency, \
-         max_amount_minor = excluded.max_amount_minor, notify_url = excluded.notify_url, \
-         fee_bps = excluded.fee_bps, time_zone = excluded.time_zone, \
-         cutoff_minutes = excluded.cutoff_minutes",
-        params![
-            m.client_id,
-            m.reference_merchant_id,
-            m.name,
-            m.mcc,
-            if m.active { "ACTIVE" } else { "SUSPENDED" },
-            m.currencies.join(","),
-            m.settlement_currency,
-            m.max_amount_minor,
-            m.notify_url,
-            m.fee_bps,
-            m.time_zone,
-            m.cutoff_minutes,
-        ],
-    )?;
-    Ok(())
-}
-
-pub fn upsert_store(
-    c: &Connection,
-    client_id: &str,
-    reference_merchant_id: &str,
-    store: &Store,
-) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO stores (client_id, reference_merchant_id, reference_store_id, name, mcc) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (client_id, reference_merchant_id, reference_store_id) \
-         DO UPDATE SET name = excluded.name, mcc = excluded.mcc",
-        params![client_id, reference_merchant_id, store.reference_store_id, store.name, store.mcc],
-    )?;
-    Ok(())
-}
-
-pub struct NewWallet<'a> {
-    pub name: &'a str,
-    pub psp_name: &'a str,
-    pub base_url: &'a str,
-    pub public_key: &'a PublicKey,
-    pub currencies: &'a [String],
-    pub enabled: bool,
-}
-
-pub fn upsert_wallet(c: &Connection, w: &NewWallet<'_>) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO wallets (name, psp_name, base_url, public_key, currencies, enabled) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO UPDATE SET psp_name = excluded.psp_name, \
-         base_url = excluded.base_url, public_key = excluded.public_key, \
-         currencies = excluded.currencies, enabled = excluded.enabled",
-        params![
-            w.name,
-            w.psp_name,
-            w.base_url,
-            w.public_key.to_base64(),
-            w.currencies.join(","),
-            w.enabled as i64
-        ],
-    )?;
-    Ok(())
-}
-
-/// Replaces the wallet's routes of this kind and pattern (idempotent).
-pub fn upsert_route(
-    c: &Connection,
-    kind: &str,
-    pattern: &str,
-    wallet: &str,
-    priority: i64,
-) -> StoreResult<()> {
-    c.execute(
-        "DELETE FROM routes WHERE kind = ?1 AND pattern = ?2",
-        params![kind, pattern],
-    )?;
-    c.execute(
-        "INSERT INTO routes (kind, pattern, wallet, priority) VALUES (?1, ?2, ?3, ?4)",
-        params![kind, pattern, wallet, priority],
-    )?;
-    Ok(())
-}
+// The admin API writes through the storage layer; these names stay where callers know them.
+pub use crate::store::registry::{
+    NewClient, NewMerchant, NewWallet, set_client_status, upsert_client, upsert_client_key,
+    upsert_merchant, upsert_route, upsert_store, upsert_wallet,
+};

@@ -48,9 +48,18 @@ impl ApiError {
     }
 }
 
+/// The one place a storage failure becomes a wire answer. None of them is the merchant's
+/// fault, so each is `UNKNOWN_EXCEPTION` (the merchant retries with the same parameters, which
+/// replays idempotently); the log says which it was.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
+        match &e {
+            StoreError::Corrupt(_) => tracing::error!(error = %e, "corrupt stored data"),
+            StoreError::NotFound(_) | StoreError::Unique { .. } => {
+                tracing::error!(error = %e, "store precondition failed")
+            }
+            StoreError::Database(_) => tracing::error!(error = %e, "database failure"),
+        }
         ApiError::new(
             ResultCode::UNKNOWN_EXCEPTION,
             "internal error; retry with the same parameters",
@@ -58,15 +67,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<paycode_db::rusqlite::Error> for ApiError {
-    fn from(e: paycode_db::rusqlite::Error) -> Self {
-        ApiError::from(StoreError::from(e))
-    }
-}
-
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        ApiError::from(StoreError::Db(e))
+        ApiError::from(StoreError::from(e))
     }
 }
 
@@ -276,12 +279,7 @@ impl Acquirer {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
-        let schema = format!(
-            "{}{}{}",
-            store::SCHEMA,
-            crate::risk::SCHEMA,
-            paycode_db::guess_counters::SCHEMA
-        );
+        let schema = store::full_schema();
         let db = Db::open(&config.db_path, &schema, paycode_db::DbConfig::default())
             .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
         let registry = Registry::default();
@@ -309,7 +307,7 @@ impl Acquirer {
             None => RateTable::new(),
         };
         let rules_text = db
-            .read(crate::risk::stored_rules)
+            .read(store::risk::stored_rules)
             .await
             .map_err(|e| anyhow::anyhow!("reading the risk rules: {e}"))?;
         let risk_rules = match rules_text {
@@ -403,7 +401,7 @@ impl Acquirer {
         let now = self.now_ms();
         self.inner
             .db
-            .write(move |c| crate::risk::store_rules(c, &json, now).map_err(ApiError::from))
+            .write(move |c| store::risk::store_rules(c, &json, now).map_err(ApiError::from))
             .await?;
         *self.inner.risk_rules.write().expect("risk lock poisoned") = Arc::new(rules);
         Ok(())
@@ -413,7 +411,7 @@ impl Acquirer {
         Ok(self
             .inner
             .db
-            .read(|c| crate::risk::stored_rules(c).map_err(ApiError::from))
+            .read(|c| store::risk::stored_rules(c).map_err(ApiError::from))
             .await?
             .unwrap_or_else(|| "[]".to_string()))
     }
@@ -606,8 +604,8 @@ impl Acquirer {
                 .as_ref()
                 .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
             fee_minor: pricing.fee.amount_minor(),
-            status: "PROCESSING".into(),
-            result_code: ResultCode::PAYMENT_IN_PROCESS.as_str().into(),
+            state: PaymentState::Processing,
+            result_code: ResultCode::PAYMENT_IN_PROCESS,
             result_message: String::new(),
             wallet_payment_id: None,
             psp_customer_id: None,
@@ -716,7 +714,7 @@ impl Acquirer {
                     let merchant = merchant_key(&row);
                     let now = row.created_ms;
                     let (today_minor, today_count) =
-                        crate::risk::merchant_today(c, &merchant, &row.currency, now)?;
+                        store::risk::merchant_today(c, &merchant, &row.currency, now)?;
                     let decision = paycode_core::risk::evaluate(
                         &rules,
                         &paycode_core::risk::Facts {
@@ -726,34 +724,32 @@ impl Acquirer {
                             amount,
                             merchant_today_minor: today_minor,
                             merchant_today_count: today_count,
-                            code_seen: crate::risk::code_seen(c, &code_key, now)?,
+                            code_seen: store::risk::code_seen(c, &code_key, now)?,
                         },
                     );
-                    crate::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
+                    store::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
                     if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
-                        row.status = "FAIL".into();
-                        row.result_code = code.as_str().into();
+                        // Through the transition table like every other state change: the
+                        // row is written once, already failed, with the table's effects.
+                        let event = PaymentEvent::RiskRejected(*code);
+                        let Outcome::Applied { next, effects } =
+                            payment::transition(row.state, event)
+                        else {
+                            return Err(ApiError::from(StoreError::Corrupt(format!(
+                                "payment {} in {} cannot take {event}",
+                                row.payment_id, row.state
+                            ))));
+                        };
+                        row.state = next;
+                        row.result_code = next.result_code();
                         row.result_message = reason.clone();
                         row.next_check_ms = None;
                         store::insert_payment(c, &row)?;
                         store::add_event(c, &row.payment_id, "RISK", &decision.describe(), now)?;
-                        if let Some(url) = row.notify_url.as_deref().filter(|u| !u.is_empty()) {
-                            store::enqueue_notification(
-                                c,
-                                &NewNotification {
-                                    kind: "PAYMENT_RESULT",
-                                    payment_id: &row.payment_id,
-                                    refund_id: None,
-                                    client_id: &row.client_id,
-                                    url,
-                                    body: &wire::payment_notification(&row),
-                                },
-                                now,
-                            )?;
-                        }
+                        write_effects(c, &row, effects, now)?;
                         return Ok(Inserted::Rejected(row));
                     }
-                    crate::risk::remember_code(c, &code_key, &row.payment_id, now)?;
+                    store::risk::remember_code(c, &code_key, &row.payment_id, now)?;
                     store::insert_payment(c, &row)?;
                     for (q, purpose) in &quotes {
                         if let Some((q, start, expiry)) = q {
@@ -903,10 +899,10 @@ impl Acquirer {
             .db
             .write(move |c| {
                 let mut p = store::payment_by_id(c, &id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
-                if p.status == "PROCESSING" {
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
+                if p.state == PaymentState::Processing {
                     p.next_check_ms = Some(next);
-                    p.result_code = code.as_str().to_string();
+                    p.result_code = code;
                     p.result_message = detail.clone();
                     p.updated_ms = now;
                     store::update_payment(c, &p)?;
@@ -934,12 +930,12 @@ impl Acquirer {
             .db
             .write(move |c| {
                 let mut p = store::payment_by_id(c, &id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
-                let state = wire::state_of(&p);
+                    .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
+                let state = p.state;
                 match payment::transition(state, event) {
                     Outcome::Applied { next, effects } => {
-                        p.status = next.status_str().to_string();
-                        p.result_code = next.result_code().as_str().to_string();
+                        p.state = next;
+                        p.result_code = next.result_code();
                         p.result_message = match next {
                             PaymentState::Fail(code) => facts
                                 .message
@@ -965,47 +961,7 @@ impl Acquirer {
                         if next == PaymentState::Fail(ResultCode::INVALID_CODE) {
                             count_guess(c, &guess_limits, &p)?;
                         }
-                        for effect in effects {
-                            match effect {
-                                Effect::PostPayment => {
-                                    store::post_entry(
-                                        c,
-                                        &payment_entry(&p)?,
-                                        Some(&p.payment_id),
-                                        None,
-                                        now,
-                                    )?;
-                                }
-                                Effect::PostReversal => {
-                                    store::post_entry(
-                                        c,
-                                        &reversal_entry(&p)?,
-                                        Some(&p.payment_id),
-                                        None,
-                                        now,
-                                    )?;
-                                }
-                                Effect::NotifyMerchant => {
-                                    if let Some(url) =
-                                        p.notify_url.as_deref().filter(|u| !u.is_empty())
-                                    {
-                                        let body = wire::payment_notification(&p);
-                                        store::enqueue_notification(
-                                            c,
-                                            &NewNotification {
-                                                kind: "PAYMENT_RESULT",
-                                                payment_id: &p.payment_id,
-                                                refund_id: None,
-                                                client_id: &p.client_id,
-                                                url,
-                                                body: &body,
-                                            },
-                                            now,
-                                        )?;
-                                    }
-                                }
-                            }
-                        }
+                        write_effects(c, &p, effects, now)?;
                         store::add_event(
                             c,
                             &p.payment_id,
@@ -1120,9 +1076,11 @@ impl Acquirer {
     pub async fn cancel(&self, p: PaymentRow) -> Result<(PaymentRow, i64), ApiError> {
         let now = self.now_ms();
         let refunds = self.refunds_of(&p.payment_id).await?;
-        let has_refunds = refunds.iter().any(|r| r.status != "FAIL");
+        let has_refunds = refunds
+            .iter()
+            .any(|r| !matches!(r.state, RefundState::Fail(_)));
         let within = now <= self.cancel_deadline_ms(p.created_ms);
-        match payment::decide_cancel(wire::state_of(&p), within, has_refunds) {
+        match payment::decide_cancel(p.state, within, has_refunds) {
             CancelDecision::Reject(code) => {
                 let message = match code {
                     ResultCode::CANCEL_WINDOW_EXCEED => {
@@ -1146,10 +1104,10 @@ impl Acquirer {
                     .db
                     .write(move |c| {
                         let mut p = store::payment_by_id(c, &id)?
-                            .ok_or_else(|| StoreError::Corrupt(format!("payment {id} missing")))?;
+                            .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
                         let busy = store::refunds_of_payment(c, &id)?
                             .iter()
-                            .any(|r| r.status != "FAIL");
+                            .any(|r| !matches!(r.state, RefundState::Fail(_)));
                         if busy {
                             return Err(ApiError::new(
                                 ResultCode::PROCESS_FAIL,
@@ -1261,10 +1219,10 @@ impl Acquirer {
                     }
                     let p = store::payment_by_id(c, &input.payment_id)?
                         .ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
-                    if p.status != "SUCCESS" {
+                    if p.state != PaymentState::Success {
                         return Err(ApiError::new(
                             ResultCode::ORDER_STATUS_INVALID,
-                            format!("only paid payments can be refunded; this one is {}", p.status),
+                            format!("only paid payments can be refunded; this one is {}", p.state.status_str()),
                         ));
                     }
                     if p.cancel_requested_ms.is_some() {
@@ -1288,7 +1246,7 @@ impl Acquirer {
                     }
                     let live: Vec<RefundRow> = store::refunds_of_payment(c, &p.payment_id)?
                         .into_iter()
-                        .filter(|r| r.status != "FAIL")
+                        .filter(|r| !matches!(r.state, RefundState::Fail(_)))
                         .collect();
                     let refunded: i64 = live.iter().map(|r| r.amount_minor).sum();
                     let amount = input.amount.amount_minor();
@@ -1337,8 +1295,8 @@ impl Acquirer {
                             .as_ref()
                             .map(|q| serde_json::to_string(&q.0).expect("quotes serialize")),
                         fee_minor: 0,
-                        status: "PROCESSING".into(),
-                        result_code: ResultCode::UNKNOWN_EXCEPTION.as_str().into(),
+                        state: RefundState::Processing,
+                        result_code: ResultCode::UNKNOWN_EXCEPTION,
                         result_message: String::new(),
                         reason: input.reason.clone(),
                         notify_url: input.notify_url.clone(),
@@ -1358,7 +1316,7 @@ impl Acquirer {
                 .await?
         };
         let row = match inserted {
-            Inserted::Existing(r) if r.status != "PROCESSING" => return Ok(r),
+            Inserted::Existing(r) if r.state != RefundState::Processing => return Ok(r),
             Inserted::Existing(r) | Inserted::Created(r) | Inserted::Rejected(r) => r,
             Inserted::Throttled(why) => {
                 return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
@@ -1407,17 +1365,16 @@ impl Acquirer {
             .db
             .write(move |c| {
                 let mut r = store::refund_by_id(c, &id)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("refund {id} missing")))?;
-                let state = wire::refund_state_of(&r);
+                    .ok_or_else(|| StoreError::NotFound(format!("refund {id}")))?;
+                let state = r.state;
                 let Some(next) = payment::refund_transition(state, event) else {
                     return Ok(r);
                 };
-                r.status = next.status_str().to_string();
-                r.result_code = next.result_code().as_str().to_string();
+                r.state = next;
+                r.result_code = next.result_code();
                 r.next_check_ms = None;
-                let p = store::payment_by_id(c, &r.payment_id)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("payment of refund {id} missing"))
-                })?;
+                let p = store::payment_by_id(c, &r.payment_id)?
+                    .ok_or_else(|| StoreError::NotFound(format!("payment of refund {id}")))?;
                 match next {
                     RefundState::Success => {
                         r.refunded_ms = Some(now);
@@ -1426,7 +1383,9 @@ impl Acquirer {
                         // succeeded before this one, so a failed sibling cannot skew it.
                         let before: i64 = store::refunds_of_payment(c, &r.payment_id)?
                             .iter()
-                            .filter(|x| x.status == "SUCCESS" && x.refund_id != r.refund_id)
+                            .filter(|x| {
+                                x.state == RefundState::Success && x.refund_id != r.refund_id
+                            })
                             .map(|x| x.amount_minor)
                             .sum();
                         r.fee_minor = paycode_core::fee::refund_fee(
@@ -1452,21 +1411,18 @@ impl Acquirer {
                     }
                     RefundState::Processing => store::update_refund(c, &r)?,
                 }
-                if let Some(url) = r.notify_url.as_deref().filter(|u| !u.is_empty()) {
-                    let body = wire::refund_notification(&r);
-                    store::enqueue_notification(
-                        c,
-                        &NewNotification {
-                            kind: "REFUND_RESULT",
-                            payment_id: &r.payment_id,
-                            refund_id: Some(&r.refund_id),
-                            client_id: &r.client_id,
-                            url,
-                            body: &body,
-                        },
-                        now,
-                    )?;
-                }
+                enqueue_result(
+                    c,
+                    ResultNotice {
+                        kind: "REFUND_RESULT",
+                        payment_id: &r.payment_id,
+                        refund_id: Some(&r.refund_id),
+                        client_id: &r.client_id,
+                        notify_url: r.notify_url.as_deref(),
+                    },
+                    || wire::refund_notification(&r),
+                    now,
+                )?;
                 store::add_event(
                     c,
                     &r.payment_id,
@@ -1638,6 +1594,73 @@ impl GuessLimits {
     }
 }
 
+/// Writes the effects of a payment transition whose new state is already in `p`, in the
+/// caller's job: the one place a payment's journal entries and notification are written.
+fn write_effects(
+    c: &paycode_db::rusqlite::Connection,
+    p: &PaymentRow,
+    effects: &[Effect],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for effect in effects {
+        match effect {
+            Effect::PostPayment => {
+                store::post_entry(c, &payment_entry(p)?, Some(&p.payment_id), None, now_ms)?;
+            }
+            Effect::PostReversal => {
+                store::post_entry(c, &reversal_entry(p)?, Some(&p.payment_id), None, now_ms)?;
+            }
+            Effect::NotifyMerchant => enqueue_result(
+                c,
+                ResultNotice {
+                    kind: "PAYMENT_RESULT",
+                    payment_id: &p.payment_id,
+                    refund_id: None,
+                    client_id: &p.client_id,
+                    notify_url: p.notify_url.as_deref(),
+                },
+                || wire::payment_notification(p),
+                now_ms,
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Whom a result notification is for and where it goes.
+struct ResultNotice<'a> {
+    kind: &'static str,
+    payment_id: &'a str,
+    refund_id: Option<&'a str>,
+    client_id: &'a str,
+    notify_url: Option<&'a str>,
+}
+
+/// Queues a result notification when the merchant gave a URL (an empty one is none); the body
+/// is rendered only then.
+fn enqueue_result(
+    c: &paycode_db::rusqlite::Connection,
+    notice: ResultNotice<'_>,
+    body: impl FnOnce() -> String,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let Some(url) = notice.notify_url.filter(|u| !u.is_empty()) else {
+        return Ok(());
+    };
+    store::enqueue_notification(
+        c,
+        &NewNotification {
+            kind: notice.kind,
+            payment_id: notice.payment_id,
+            refund_id: notice.refund_id,
+            client_id: notice.client_id,
+            url,
+            body: &body(),
+        },
+        now_ms,
+    )
+}
+
 /// Why the payment's source may not look up a code now, if it is over a guessing limit.
 fn guess_refusal(
     c: &paycode_db::rusqlite::Connection,
@@ -1645,7 +1668,7 @@ fn guess_refusal(
     p: &PaymentRow,
 ) -> Result<Option<String>, StoreError> {
     for (src, limit) in limits.sources(p) {
-        let counter = paycode_db::guess_counters::load(c, &src.key())?;
+        let counter = store::guesses::load(c, &src.key())?;
         if let Some(wait_ms) = limit.refusal(counter, p.created_ms) {
             return Ok(Some(format!(
                 "too many invalid payment codes from {src} (at most {} in {} s); \
@@ -1666,7 +1689,7 @@ fn count_guess(
     p: &PaymentRow,
 ) -> Result<(), StoreError> {
     for (src, limit) in limits.sources(p) {
-        paycode_db::guess_counters::count_failure(c, &src.key(), limit, p.updated_ms)?;
+        store::guesses::count_failure(c, &src.key(), limit, p.updated_ms)?;
     }
     Ok(())
 }
@@ -1687,5 +1710,51 @@ pub(crate) fn wallet_failure_code(code: &str) -> ResultCode {
     match ResultCode::parse(code) {
         Some(c) if c.status() == paycode_core::ResultStatus::F => c,
         _ => ResultCode::PROCESS_FAIL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{conn, payment};
+
+    /// A risk reject goes through the table and the one effects writer: a failed row and,
+    /// when the merchant gave a URL, its `PAYMENT_RESULT` notification; no journal entry.
+    #[test]
+    fn a_risk_reject_is_written_with_the_tables_effects() {
+        let c = conn();
+        for (id, url) in [
+            ("P1", Some("http://m.example/notify")),
+            ("P2", Some("")),
+            ("P3", None),
+        ] {
+            let mut p = payment(id);
+            p.notify_url = url.map(str::to_string);
+            let event = PaymentEvent::RiskRejected(ResultCode::PAYMENT_AMOUNT_EXCEED_LIMIT);
+            let Outcome::Applied { next, effects } = payment::transition(p.state, event) else {
+                panic!("a new payment takes a risk reject");
+            };
+            p.state = next;
+            p.result_code = next.result_code();
+            store::insert_payment(&c, &p).unwrap();
+            write_effects(&c, &p, effects, p.created_ms).unwrap();
+            let notes = store::notifications_of_payment(&c, id).unwrap();
+            assert!(store::postings_of_payment(&c, id).unwrap().is_empty());
+            match url.filter(|u| !u.is_empty()) {
+                Some(url) => {
+                    assert_eq!(notes.len(), 1, "{id}");
+                    assert_eq!(
+                        (notes[0].kind.as_str(), notes[0].url.as_str()),
+                        ("PAYMENT_RESULT", url)
+                    );
+                    assert!(
+                        notes[0].body.contains("PAYMENT_AMOUNT_EXCEED_LIMIT"),
+                        "{}",
+                        notes[0].body
+                    );
+                }
+                None => assert!(notes.is_empty(), "{id}: {notes:?}"),
+            }
+        }
     }
 }

@@ -25,6 +25,8 @@
 
 use crate::registry::Snapshot;
 use crate::service::{Acquirer, ApiError};
+pub use crate::store::settlement::{BatchRow, ClearingRow, ItemRow};
+use crate::store::settlement::{Group, Source, SourceRow};
 use crate::store::{self, PaymentRow, RefundRow, StoreError, StoreResult};
 use chrono::{Offset, TimeZone};
 use paycode_core::fx::Rate;
@@ -32,8 +34,7 @@ use paycode_core::settlement::{
     self as core, Batch, ClearingItem, ClearingTotals, CutOff, ItemKind, SettlementItem,
 };
 use paycode_core::{Currency, Money};
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{Connection, OptionalExtension, Row, params};
+use paycode_db::rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ pub const SWEEP_LOOKBACK_MS: i64 = 60_000;
 pub const SWEEP_CHUNK_MAX: usize = 1_000;
 /// Batches (and clearings) closed per pass at most; the next pass takes the rest.
 pub const CLOSE_MAX_PER_PASS: usize = 1_000;
+
+/// Closed batches (or clearings) whose files one read job renders at most.
+const FILES_PER_JOB_MAX: usize = 64;
 
 /// The `paymentMethodType` of every payment the acquirer takes.
 const PAYMENT_METHOD_TYPE: &str = "CONNECT_WALLET";
@@ -212,70 +216,6 @@ pub(crate) fn quote_price(quote_json: Option<&str>) -> StoreResult<Option<String
 // ---------------------------------------------------------------------------------------------
 // Items
 
-/// One row of `settlement_items`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemRow {
-    pub transaction_id: String,
-    pub kind: String,
-    pub payment_id: String,
-    pub merchant: String,
-    pub client_id: String,
-    pub reference_merchant_id: String,
-    pub reference_store_id: Option<String>,
-    pub transaction_request_id: String,
-    pub payment_method_type: String,
-    pub wallet: String,
-    pub psp_name: String,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub wallet_amount_minor: i64,
-    pub wallet_currency: String,
-    pub settle_minor: i64,
-    pub settle_currency: String,
-    pub quote_price: Option<String>,
-    pub fee_minor: i64,
-    pub event_ms: i64,
-    pub settle_due_ms: i64,
-    pub batch_id: Option<String>,
-    pub clearing_due_ms: i64,
-    pub clearing_id: Option<String>,
-}
-
-pub(crate) const ITEM_COLUMNS: &str = "transaction_id, kind, payment_id, merchant, client_id, \
-    reference_merchant_id, reference_store_id, transaction_request_id, payment_method_type, \
-    wallet, psp_name, amount_minor, currency, wallet_amount_minor, wallet_currency, settle_minor, \
-    settle_currency, quote_price, fee_minor, event_ms, settle_due_ms, batch_id, clearing_due_ms, \
-    clearing_id";
-
-pub(crate) fn item_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<ItemRow> {
-    Ok(ItemRow {
-        transaction_id: r.get(0)?,
-        kind: r.get(1)?,
-        payment_id: r.get(2)?,
-        merchant: r.get(3)?,
-        client_id: r.get(4)?,
-        reference_merchant_id: r.get(5)?,
-        reference_store_id: r.get(6)?,
-        transaction_request_id: r.get(7)?,
-        payment_method_type: r.get(8)?,
-        wallet: r.get(9)?,
-        psp_name: r.get(10)?,
-        amount_minor: r.get(11)?,
-        currency: r.get(12)?,
-        wallet_amount_minor: r.get(13)?,
-        wallet_currency: r.get(14)?,
-        settle_minor: r.get(15)?,
-        settle_currency: r.get(16)?,
-        quote_price: r.get(17)?,
-        fee_minor: r.get(18)?,
-        event_ms: r.get(19)?,
-        settle_due_ms: r.get(20)?,
-        batch_id: r.get(21)?,
-        clearing_due_ms: r.get(22)?,
-        clearing_id: r.get(23)?,
-    })
-}
-
 impl ItemRow {
     /// The core settlement item.
     pub fn to_item(&self) -> StoreResult<SettlementItem> {
@@ -325,84 +265,29 @@ impl ItemRow {
     }
 }
 
-/// The three sources of settled events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    Paid,
-    Cancelled,
-    Refunded,
-}
-
-impl Source {
-    const ALL: [Source; 3] = [Source::Paid, Source::Cancelled, Source::Refunded];
-
-    /// Rows (ordered by event time and id) as `ItemRow` facts, with `?1 <= time < ?2` and after
-    /// the key `(?3, ?4)`, at most `?5`.
-    pub(crate) fn query(self) -> &'static str {
-        match self {
-            Source::Paid => {
-                "SELECT payment_id, 'PAYMENT', payment_id, client_id, reference_merchant_id, \
-                 reference_store_id, payment_request_id, wallet, psp_name, amount_minor, currency, \
-                 pay_to_minor, pay_to_currency, settle_minor, settle_currency, settlement_quote, \
-                 fee_minor, paid_ms FROM payments WHERE paid_ms IS NOT NULL AND paid_ms >= ?1 \
-                 AND paid_ms < ?2 AND (paid_ms > ?3 OR (paid_ms = ?3 AND payment_id > ?4)) \
-                 AND NOT EXISTS (SELECT 1 FROM settlement_items i \
-                 WHERE i.transaction_id = payments.payment_id AND i.kind = 'PAYMENT') \
-                 ORDER BY paid_ms, payment_id LIMIT ?5"
-            }
-            Source::Cancelled => {
-                "SELECT payment_id, 'CANCEL', payment_id, client_id, reference_merchant_id, \
-                 reference_store_id, payment_request_id, wallet, psp_name, amount_minor, currency, \
-                 pay_to_minor, pay_to_currency, settle_minor, settle_currency, settlement_quote, \
-                 fee_minor, cancelled_ms FROM payments WHERE cancelled_ms IS NOT NULL \
-                 AND paid_ms IS NOT NULL AND cancelled_ms >= ?1 AND cancelled_ms < ?2 \
-                 AND (cancelled_ms > ?3 OR (cancelled_ms = ?3 AND payment_id > ?4)) \
-                 AND NOT EXISTS (SELECT 1 FROM settlement_items i \
-                 WHERE i.transaction_id = payments.payment_id AND i.kind = 'CANCEL') \
-                 ORDER BY cancelled_ms, payment_id LIMIT ?5"
-            }
-            Source::Refunded => {
-                "SELECT r.refund_id, 'REFUND', r.payment_id, p.client_id, p.reference_merchant_id, \
-                 p.reference_store_id, r.refund_request_id, p.wallet, p.psp_name, r.amount_minor, \
-                 r.currency, r.wallet_amount_minor, r.wallet_currency, r.settle_minor, \
-                 r.settle_currency, r.settlement_quote, r.fee_minor, r.refunded_ms \
-                 FROM refunds r JOIN payments p ON p.payment_id = r.payment_id \
-                 WHERE r.status = 'SUCCESS' AND r.refunded_ms IS NOT NULL AND r.refunded_ms >= ?1 \
-                 AND r.refunded_ms < ?2 AND (r.refunded_ms > ?3 OR (r.refunded_ms = ?3 \
-                 AND r.refund_id > ?4)) AND NOT EXISTS (SELECT 1 FROM settlement_items i \
-                 WHERE i.transaction_id = r.refund_id AND i.kind = 'REFUND') \
-                 ORDER BY r.refunded_ms, r.refund_id LIMIT ?5"
-            }
-        }
-    }
-}
-
 /// An item's facts from a source query row (due times and batch references left empty).
-pub(crate) fn source_item(r: &Row<'_>) -> StoreResult<ItemRow> {
-    let client_id: String = r.get(3)?;
-    let reference_merchant_id: String = r.get(4)?;
-    let quote_json: Option<String> = r.get(15)?;
+pub(crate) fn source_item(r: SourceRow) -> StoreResult<ItemRow> {
     Ok(ItemRow {
-        transaction_id: r.get(0)?,
-        kind: r.get(1)?,
-        payment_id: r.get(2)?,
-        merchant: format!("{client_id}/{reference_merchant_id}"),
-        client_id,
-        reference_merchant_id,
-        reference_store_id: r.get(5)?,
-        transaction_request_id: r.get(6)?,
+        merchant: format!("{}/{}", r.client_id, r.reference_merchant_id),
+        quote_price: quote_price(r.settlement_quote.as_deref())?,
+        transaction_id: r.transaction_id,
+        kind: r.kind,
+        payment_id: r.payment_id,
+        client_id: r.client_id,
+        reference_merchant_id: r.reference_merchant_id,
+        reference_store_id: r.reference_store_id,
+        transaction_request_id: r.transaction_request_id,
         payment_method_type: PAYMENT_METHOD_TYPE.to_string(),
-        wallet: r.get(7)?,
-        psp_name: r.get(8)?,
-        amount_minor: r.get(9)?,
-        currency: r.get(10)?,
-        wallet_amount_minor: r.get(11)?,
-        wallet_currency: r.get(12)?,
-        settle_minor: r.get(13)?,
-        settle_currency: r.get(14)?,
-        quote_price: quote_price(quote_json.as_deref())?,
-        fee_minor: r.get(16)?,
-        event_ms: r.get(17)?,
+        wallet: r.wallet,
+        psp_name: r.psp_name,
+        amount_minor: r.amount_minor,
+        currency: r.currency,
+        wallet_amount_minor: r.wallet_amount_minor,
+        wallet_currency: r.wallet_currency,
+        settle_minor: r.settle_minor,
+        settle_currency: r.settle_currency,
+        fee_minor: r.fee_minor,
+        event_ms: r.event_ms,
         settle_due_ms: 0,
         batch_id: None,
         clearing_due_ms: 0,
@@ -505,18 +390,11 @@ fn read_chunk(
     to_ms: i64,
     after: &(i64, String),
 ) -> StoreResult<Vec<ItemRow>> {
-    let mut stmt = c.prepare_cached(source.query())?;
-    let mut rows = stmt.query(params![
-        from_ms,
-        to_ms,
-        after.0,
-        after.1,
-        SWEEP_CHUNK_MAX as i64
-    ])?;
+    let rows = store::settlement::source_chunk(c, source, from_ms, to_ms, after, SWEEP_CHUNK_MAX)?;
     let mut calendars: HashMap<(String, String), Calendar> = HashMap::new();
     let utc = Calendar::utc();
     let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
+    for r in rows {
         let mut item = source_item(r)?;
         let cal = *calendars
             .entry((item.client_id.clone(), item.reference_merchant_id.clone()))
@@ -528,61 +406,6 @@ fn read_chunk(
         out.push(item);
     }
     Ok(out)
-}
-
-fn insert_item(c: &Connection, i: &ItemRow) -> StoreResult<usize> {
-    Ok(c.prepare_cached(&format!(
-        "INSERT INTO settlement_items ({ITEM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-         ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) \
-         ON CONFLICT (transaction_id, kind) DO NOTHING"
-    ))?
-    .execute(params![
-        i.transaction_id,
-        i.kind,
-        i.payment_id,
-        i.merchant,
-        i.client_id,
-        i.reference_merchant_id,
-        i.reference_store_id,
-        i.transaction_request_id,
-        i.payment_method_type,
-        i.wallet,
-        i.psp_name,
-        i.amount_minor,
-        i.currency,
-        i.wallet_amount_minor,
-        i.wallet_currency,
-        i.settle_minor,
-        i.settle_currency,
-        i.quote_price,
-        i.fee_minor,
-        i.event_ms,
-        i.settle_due_ms,
-        i.batch_id,
-        i.clearing_due_ms,
-        i.clearing_id,
-    ])?)
-}
-
-/// `(swept_ms, next_sweep_ms)`; `(0, 0)` before the first sweep.
-pub(crate) fn cursor(c: &Connection) -> StoreResult<(i64, i64)> {
-    Ok(c.query_row(
-        "SELECT swept_ms, next_sweep_ms FROM settlement_cursor WHERE id = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?
-    .unwrap_or((0, 0)))
-}
-
-fn set_cursor(c: &Connection, swept_ms: i64, next_sweep_ms: i64) -> StoreResult<()> {
-    c.execute(
-        "INSERT INTO settlement_cursor (id, swept_ms, next_sweep_ms) VALUES (1, ?1, ?2) \
-         ON CONFLICT (id) DO UPDATE SET swept_ms = MAX(settlement_cursor.swept_ms, excluded.swept_ms), \
-         next_sweep_ms = excluded.next_sweep_ms",
-        params![swept_ms, next_sweep_ms],
-    )?;
-    Ok(())
 }
 
 /// When this process next sweeps, per store. Kept in memory (a process-wide map keyed by the
@@ -610,45 +433,6 @@ fn set_next_sweep_ms(db_path: &Path, at_ms: i64) {
 // ---------------------------------------------------------------------------------------------
 // Batches
 
-pub(crate) const BATCH_COLUMNS: &str = "batch_id, merchant, currency, business_day, seq, \
-    utc_offset_s, cutoff_local_s, item_count, gross_minor, fee_minor, net_minor, entry_id, closed_ms";
-
-/// One row of `settlement_batches`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchRow {
-    pub batch_id: String,
-    pub merchant: String,
-    pub currency: String,
-    pub business_day: i64,
-    pub seq: i64,
-    pub utc_offset_s: i32,
-    pub cutoff_local_s: u32,
-    pub item_count: i64,
-    pub gross_minor: i64,
-    pub fee_minor: i64,
-    pub net_minor: i64,
-    pub entry_id: Option<i64>,
-    pub closed_ms: i64,
-}
-
-pub(crate) fn batch_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<BatchRow> {
-    Ok(BatchRow {
-        batch_id: r.get(0)?,
-        merchant: r.get(1)?,
-        currency: r.get(2)?,
-        business_day: r.get(3)?,
-        seq: r.get(4)?,
-        utc_offset_s: r.get(5)?,
-        cutoff_local_s: r.get(6)?,
-        item_count: r.get(7)?,
-        gross_minor: r.get(8)?,
-        fee_minor: r.get(9)?,
-        net_minor: r.get(10)?,
-        entry_id: r.get(11)?,
-        closed_ms: r.get(12)?,
-    })
-}
-
 impl BatchRow {
     pub fn info(&self) -> BatchInfo {
         BatchInfo {
@@ -667,42 +451,10 @@ impl BatchRow {
     }
 }
 
-pub(crate) fn items_of_batch(c: &Connection, batch_id: &str) -> StoreResult<Vec<ItemRow>> {
-    let rows = c.query_all_cached(
-        &format!(
-            "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE batch_id = ?1 \
-         ORDER BY event_ms, transaction_id, kind"
-        ),
-        [batch_id],
-        item_from_row,
-    )?;
-    Ok(rows)
-}
-
-pub(crate) fn items_of_clearing(c: &Connection, clearing_id: &str) -> StoreResult<Vec<ItemRow>> {
-    let rows = c.query_all_cached(
-        &format!(
-            "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE clearing_id = ?1 \
-         ORDER BY event_ms, transaction_id, kind"
-        ),
-        [clearing_id],
-        item_from_row,
-    )?;
-    Ok(rows)
-}
-
-pub fn batch_by_id(c: &Connection, batch_id: &str) -> StoreResult<Option<BatchRow>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE batch_id = ?1"
-    ))?
-    .query_row([batch_id], batch_from_row)
-    .optional()?)
-}
-
 /// Rebuilds a closed batch from its stored items, for its reports and for audit. The batch's
 /// id, day, offset and cut-off are the stored ones, so the result is what was closed.
 pub fn rebuild_batch(c: &Connection, row: &BatchRow) -> StoreResult<Batch> {
-    let items = items_of_batch(c, &row.batch_id)?
+    let items = store::settlement::items_of_batch(c, &row.batch_id)?
         .iter()
         .map(ItemRow::to_item)
         .collect::<StoreResult<Vec<_>>>()?;
@@ -736,57 +488,12 @@ fn batch_id_with_seq(base: &str, seq: i64) -> String {
     }
 }
 
-/// A group of unsettled (or uncleared) items: merchant or wallet, and currency.
-#[derive(Debug, Clone)]
-struct Group {
-    owner: String,
-    currency: String,
-    client_id: String,
-    reference_merchant_id: String,
-}
-
-fn due_settlement_groups(c: &Connection, mode: Mode, now_ms: i64) -> StoreResult<Vec<Group>> {
-    let bound = match mode {
+/// The latest due time a pass in this mode closes.
+fn bound_ms(mode: Mode, now_ms: i64) -> i64 {
+    match mode {
         Mode::Due => now_ms,
         Mode::Now => i64::MAX,
-    };
-    let rows = c.query_all_cached(
-        "SELECT DISTINCT merchant, settle_currency, client_id, reference_merchant_id \
-         FROM settlement_items WHERE batch_id IS NULL AND settle_due_ms <= ?1 \
-         ORDER BY merchant, settle_currency LIMIT ?2",
-        params![bound, CLOSE_MAX_PER_PASS as i64],
-        |r| {
-            Ok(Group {
-                owner: r.get(0)?,
-                currency: r.get(1)?,
-                client_id: r.get(2)?,
-                reference_merchant_id: r.get(3)?,
-            })
-        },
-    )?;
-    Ok(rows)
-}
-
-fn due_clearing_groups(c: &Connection, mode: Mode, now_ms: i64) -> StoreResult<Vec<Group>> {
-    let bound = match mode {
-        Mode::Due => now_ms,
-        Mode::Now => i64::MAX,
-    };
-    let rows = c.query_all_cached(
-        "SELECT DISTINCT wallet, wallet_currency FROM settlement_items \
-         WHERE clearing_id IS NULL AND clearing_due_ms <= ?1 \
-         ORDER BY wallet, wallet_currency LIMIT ?2",
-        params![bound, CLOSE_MAX_PER_PASS as i64],
-        |r| {
-            Ok(Group {
-                owner: r.get(0)?,
-                currency: r.get(1)?,
-                client_id: String::new(),
-                reference_merchant_id: String::new(),
-            })
-        },
-    )?;
-    Ok(rows)
+    }
 }
 
 /// The business day to close and the cut-off (offset) it is closed with.
@@ -813,29 +520,14 @@ fn close_settlement(
     now_ms: i64,
 ) -> StoreResult<Option<(BatchRow, Batch)>> {
     let (day, cutoff) = day_to_close(cal, mode, now_ms);
-    let bound = match mode {
-        Mode::Due => now_ms,
-        Mode::Now => i64::MAX,
-    };
-    let last_seq: Option<i64> = c
-        .prepare_cached(
-            "SELECT MAX(seq) FROM settlement_batches WHERE merchant = ?1 AND currency = ?2 \
-             AND business_day = ?3",
-        )?
-        .query_row(params![group.owner, group.currency, day], |r| r.get(0))?;
+    let last_seq = store::settlement::last_batch_seq(c, group, day)?;
     if mode == Mode::Due && last_seq.is_some() {
         // The day was closed already (early, or these are late events): they go into the next
         // day's batch.
         defer_settlement(c, group, cal, day, now_ms)?;
         return Ok(None);
     }
-    let rows: Vec<ItemRow> = c
-        .prepare_cached(&format!(
-            "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE batch_id IS NULL AND merchant = ?1 \
-             AND settle_currency = ?2 AND settle_due_ms <= ?3"
-        ))?
-        .query_map(params![group.owner, group.currency, bound], item_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = store::settlement::unsettled_items(c, group, bound_ms(mode, now_ms))?;
     let items = rows
         .iter()
         .map(ItemRow::to_item)
@@ -875,33 +567,10 @@ fn close_settlement(
         entry_id,
         closed_ms: now_ms,
     };
-    c.prepare_cached(&format!(
-        "INSERT INTO settlement_batches ({BATCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
-         ?8, ?9, ?10, ?11, ?12, ?13)"
-    ))?
-    .execute(params![
-        row.batch_id,
-        row.merchant,
-        row.currency,
-        row.business_day,
-        row.seq,
-        row.utc_offset_s,
-        row.cutoff_local_s,
-        row.item_count,
-        row.gross_minor,
-        row.fee_minor,
-        row.net_minor,
-        row.entry_id,
-        row.closed_ms,
-    ])?;
+    store::settlement::insert_batch(c, &row)?;
     for item in batch.items() {
-        let n = c
-            .prepare_cached(
-                "UPDATE settlement_items SET batch_id = ?1 WHERE transaction_id = ?2 \
-                 AND kind = ?3 AND batch_id IS NULL",
-            )?
-            .execute(params![batch_id, item.transaction_id, item.kind.as_str()])?;
-        if n != 1 {
+        if !store::settlement::assign_batch(c, &batch_id, &item.transaction_id, item.kind.as_str())?
+        {
             return Err(corrupt(format!(
                 "item {} {} is already in a batch",
                 item.kind.as_str(),
@@ -926,47 +595,11 @@ fn defer_settlement(
     now_ms: i64,
 ) -> StoreResult<()> {
     let next_due_ms = cal.day_end_s(day + 1) * 1000;
-    c.prepare_cached(
-        "UPDATE settlement_items SET settle_due_ms = ?4 WHERE batch_id IS NULL \
-         AND merchant = ?1 AND settle_currency = ?2 AND settle_due_ms <= ?3",
-    )?
-    .execute(params![group.owner, group.currency, now_ms, next_due_ms])?;
-    Ok(())
+    store::settlement::defer_unsettled(c, group, now_ms, next_due_ms)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Clearing
-
-pub(crate) const CLEARING_COLUMNS: &str = "clearing_id, wallet, currency, business_day, seq, \
-    item_count, net_minor, entry_id, closed_ms";
-
-/// One row of `clearing_batches`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClearingRow {
-    pub clearing_id: String,
-    pub wallet: String,
-    pub currency: String,
-    pub business_day: i64,
-    pub seq: i64,
-    pub item_count: i64,
-    pub net_minor: i64,
-    pub entry_id: Option<i64>,
-    pub closed_ms: i64,
-}
-
-pub(crate) fn clearing_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<ClearingRow> {
-    Ok(ClearingRow {
-        clearing_id: r.get(0)?,
-        wallet: r.get(1)?,
-        currency: r.get(2)?,
-        business_day: r.get(3)?,
-        seq: r.get(4)?,
-        item_count: r.get(5)?,
-        net_minor: r.get(6)?,
-        entry_id: r.get(7)?,
-        closed_ms: r.get(8)?,
-    })
-}
 
 impl ClearingRow {
     pub fn info(&self) -> ClearingInfo {
@@ -984,17 +617,9 @@ impl ClearingRow {
     }
 }
 
-pub fn clearing_by_id(c: &Connection, clearing_id: &str) -> StoreResult<Option<ClearingRow>> {
-    Ok(c.prepare_cached(&format!(
-        "SELECT {CLEARING_COLUMNS} FROM clearing_batches WHERE clearing_id = ?1"
-    ))?
-    .query_row([clearing_id], clearing_from_row)
-    .optional()?)
-}
-
 /// The totals of a closed clearing, from its stored items (exactly one wallet and currency).
 pub fn rebuild_clearing(c: &Connection, row: &ClearingRow) -> StoreResult<ClearingTotals> {
-    let items = items_of_clearing(c, &row.clearing_id)?
+    let items = store::settlement::items_of_clearing(c, &row.clearing_id)?
         .iter()
         .map(ItemRow::to_clearing_item)
         .collect::<StoreResult<Vec<_>>>()?;
@@ -1027,32 +652,13 @@ fn close_clearing(
 ) -> StoreResult<Option<ClearingRow>> {
     let cal = Calendar::utc();
     let (day, _) = day_to_close(&cal, mode, now_ms);
-    let bound = match mode {
-        Mode::Due => now_ms,
-        Mode::Now => i64::MAX,
-    };
-    let last_seq: Option<i64> = c
-        .prepare_cached(
-            "SELECT MAX(seq) FROM clearing_batches WHERE wallet = ?1 AND currency = ?2 \
-             AND business_day = ?3",
-        )?
-        .query_row(params![group.owner, group.currency, day], |r| r.get(0))?;
+    let last_seq = store::settlement::last_clearing_seq(c, group, day)?;
     if mode == Mode::Due && last_seq.is_some() {
         let next_due_ms = cal.day_end_s(day + 1) * 1000;
-        c.prepare_cached(
-            "UPDATE settlement_items SET clearing_due_ms = ?4 WHERE clearing_id IS NULL \
-             AND wallet = ?1 AND wallet_currency = ?2 AND clearing_due_ms <= ?3",
-        )?
-        .execute(params![group.owner, group.currency, now_ms, next_due_ms])?;
+        store::settlement::defer_uncleared(c, group, now_ms, next_due_ms)?;
         return Ok(None);
     }
-    let rows: Vec<ItemRow> = c
-        .prepare_cached(&format!(
-            "SELECT {ITEM_COLUMNS} FROM settlement_items WHERE clearing_id IS NULL AND wallet = ?1 \
-             AND wallet_currency = ?2 AND clearing_due_ms <= ?3"
-        ))?
-        .query_map(params![group.owner, group.currency, bound], item_from_row)?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = store::settlement::uncleared_items(c, group, bound_ms(mode, now_ms))?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -1091,28 +697,9 @@ fn close_clearing(
         entry_id,
         closed_ms: now_ms,
     };
-    c.prepare_cached(&format!(
-        "INSERT INTO clearing_batches ({CLEARING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))?
-    .execute(params![
-        row.clearing_id,
-        row.wallet,
-        row.currency,
-        row.business_day,
-        row.seq,
-        row.item_count,
-        row.net_minor,
-        row.entry_id,
-        row.closed_ms,
-    ])?;
+    store::settlement::insert_clearing(c, &row)?;
     for item in &rows {
-        let n = c
-            .prepare_cached(
-                "UPDATE settlement_items SET clearing_id = ?1 WHERE transaction_id = ?2 \
-                 AND kind = ?3 AND clearing_id IS NULL",
-            )?
-            .execute(params![clearing_id, item.transaction_id, item.kind])?;
-        if n != 1 {
+        if !store::settlement::assign_clearing(c, &clearing_id, &item.transaction_id, &item.kind)? {
             return Err(corrupt(format!(
                 "item {} {} is already cleared",
                 item.kind, item.transaction_id
@@ -1186,18 +773,7 @@ impl Acquirer {
         let due = sweep_due
             || self
                 .db()
-                .read(move |c| {
-                    let due: bool = c.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM settlement_items WHERE batch_id IS NULL \
-                         AND settle_due_ms <= ?1) OR EXISTS (SELECT 1 FROM settlement_items \
-                         WHERE clearing_id IS NULL AND clearing_due_ms <= ?1) \
-                         OR EXISTS (SELECT 1 FROM settlement_batches WHERE files_written_ms IS NULL) \
-                         OR EXISTS (SELECT 1 FROM clearing_batches WHERE files_written_ms IS NULL)",
-                        [now_ms],
-                        |r| r.get(0),
-                    )?;
-                    Ok::<_, ApiError>(due)
-                })
+                .read(move |c| store::settlement::anything_due(c, now_ms).map_err(ApiError::from))
                 .await?;
         if !due {
             return Ok(SettleOutcome::default());
@@ -1225,7 +801,14 @@ impl Acquirer {
         };
         let groups = self
             .db()
-            .read(move |c| due_settlement_groups(c, mode, now_ms).map_err(ApiError::from))
+            .read(move |c| {
+                store::settlement::due_settlement_groups(
+                    c,
+                    bound_ms(mode, now_ms),
+                    CLOSE_MAX_PER_PASS,
+                )
+                .map_err(ApiError::from)
+            })
             .await?;
         let snap = self.snapshot();
         // One group's failure (say a corrupt row) must not hold up the others' payouts.
@@ -1254,7 +837,14 @@ impl Acquirer {
         }
         let groups = self
             .db()
-            .read(move |c| due_clearing_groups(c, mode, now_ms).map_err(ApiError::from))
+            .read(move |c| {
+                store::settlement::due_clearing_groups(
+                    c,
+                    bound_ms(mode, now_ms),
+                    CLOSE_MAX_PER_PASS,
+                )
+                .map_err(ApiError::from)
+            })
             .await?;
         for group in groups {
             let what = format!("{} {}", group.owner, group.currency);
@@ -1286,7 +876,7 @@ impl Acquirer {
     async fn sweep(&self, now_ms: i64) -> Result<usize, ApiError> {
         let (swept_ms, _) = self
             .db()
-            .read(|c| cursor(c).map_err(ApiError::from))
+            .read(|c| store::settlement::cursor(c).map_err(ApiError::from))
             .await?;
         let from_ms = (swept_ms - SWEEP_LOOKBACK_MS).max(0);
         let to_ms = now_ms.saturating_add(1);
@@ -1310,7 +900,7 @@ impl Acquirer {
                         .write(move |c| {
                             let mut n = 0;
                             for item in &items {
-                                n += insert_item(c, item)?;
+                                n += store::settlement::insert_item(c, item)?;
                             }
                             Ok::<_, ApiError>(n)
                         })
@@ -1327,7 +917,8 @@ impl Acquirer {
         if n_new_total > 0 {
             self.db()
                 .write(move |c| {
-                    set_cursor(c, to_ms, now_ms + SWEEP_INTERVAL_MS).map_err(ApiError::from)
+                    store::settlement::set_cursor(c, to_ms, now_ms + SWEEP_INTERVAL_MS)
+                        .map_err(ApiError::from)
                 })
                 .await?;
         }
@@ -1342,14 +933,7 @@ impl Acquirer {
             let todo = self
                 .db()
                 .read(|c| {
-                    let rows = c.query_all_cached(
-                        &format!(
-                            "SELECT {BATCH_COLUMNS} FROM settlement_batches \
-                         WHERE files_written_ms IS NULL ORDER BY closed_ms LIMIT 64"
-                        ),
-                        [],
-                        batch_from_row,
-                    )?;
+                    let rows = store::settlement::batches_without_files(c, FILES_PER_JOB_MAX)?;
                     let mut out = Vec::new();
                     for row in rows {
                         let batch = rebuild_batch(c, &row)?;
@@ -1374,10 +958,7 @@ impl Acquirer {
             self.db()
                 .write(move |c| {
                     for id in &done {
-                        c.prepare_cached(
-                            "UPDATE settlement_batches SET files_written_ms = ?2 WHERE batch_id = ?1",
-                        )?
-                        .execute(params![id, now])?;
+                        store::settlement::set_batch_files_written(c, id, now)?;
                     }
                     Ok::<_, ApiError>(())
                 })
@@ -1387,14 +968,7 @@ impl Acquirer {
             let todo = self
                 .db()
                 .read(|c| {
-                    let rows = c.query_all_cached(
-                        &format!(
-                            "SELECT {CLEARING_COLUMNS} FROM clearing_batches \
-                         WHERE files_written_ms IS NULL ORDER BY closed_ms LIMIT 64"
-                        ),
-                        [],
-                        clearing_from_row,
-                    )?;
+                    let rows = store::settlement::clearings_without_files(c, FILES_PER_JOB_MAX)?;
                     let mut out = Vec::new();
                     for row in rows {
                         let text = clearing_file(c, &row)?;
@@ -1416,10 +990,7 @@ impl Acquirer {
             self.db()
                 .write(move |c| {
                     for id in &done {
-                        c.prepare_cached(
-                            "UPDATE clearing_batches SET files_written_ms = ?2 WHERE clearing_id = ?1",
-                        )?
-                        .execute(params![id, now])?;
+                        store::settlement::set_clearing_files_written(c, id, now)?;
                     }
                     Ok::<_, ApiError>(())
                 })
@@ -1436,14 +1007,7 @@ impl Acquirer {
     ) -> Result<Vec<BatchInfo>, ApiError> {
         self.db()
             .read(move |c| {
-                let rows = c.query_all_cached(
-                    &format!(
-                        "SELECT {BATCH_COLUMNS} FROM settlement_batches \
-                     WHERE (?1 IS NULL OR merchant = ?1) ORDER BY closed_ms DESC, batch_id LIMIT ?2"
-                    ),
-                    params![merchant, limit as i64],
-                    batch_from_row,
-                )?;
+                let rows = store::settlement::batches(c, merchant.as_deref(), limit)?;
                 Ok::<_, ApiError>(rows.iter().map(BatchRow::info).collect())
             })
             .await
@@ -1457,13 +1021,7 @@ impl Acquirer {
     ) -> Result<Vec<ClearingInfo>, ApiError> {
         self.db()
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {CLEARING_COLUMNS} FROM clearing_batches \
-                     WHERE (?1 IS NULL OR wallet = ?1) ORDER BY closed_ms DESC, clearing_id LIMIT ?2"
-                ))?;
-                let rows = stmt
-                    .query_map(params![wallet, limit as i64], clearing_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let rows = store::settlement::clearings(c, wallet.as_deref(), limit)?;
                 Ok::<_, ApiError>(rows.iter().map(ClearingRow::info).collect())
             })
             .await
@@ -1477,7 +1035,7 @@ impl Acquirer {
         let id = batch_id.to_string();
         self.db()
             .read(move |c| {
-                let Some(row) = batch_by_id(c, &id)? else {
+                let Some(row) = store::settlement::batch_by_id(c, &id)? else {
                     return Ok(None);
                 };
                 let batch = rebuild_batch(c, &row)?;
@@ -1492,7 +1050,7 @@ impl Acquirer {
     pub async fn clearing_report(&self, clearing_id: &str) -> Result<Option<String>, ApiError> {
         let id = clearing_id.to_string();
         self.db()
-            .read(move |c| match clearing_by_id(c, &id)? {
+            .read(move |c| match store::settlement::clearing_by_id(c, &id)? {
                 Some(row) => Ok::<_, ApiError>(Some(clearing_file(c, &row)?)),
                 None => Ok(None),
             })

@@ -26,18 +26,14 @@ pub fn result(code: ResultCode, message: &str) -> ResultInfo {
     ResultInfo::new(code.as_str(), code.status().as_str(), message)
 }
 
-pub fn state_of(p: &PaymentRow) -> PaymentState {
-    PaymentState::from_stored(&p.status, &p.result_code).unwrap_or(PaymentState::Processing)
-}
-
 /// The `result` of a pay answer (or notification) for a payment in its current state.
 pub fn payment_result(p: &PaymentRow) -> ResultInfo {
-    let state = state_of(p);
+    let state = p.state;
     match state {
         // While processing, the stored code says whether the wallet is waiting for the user
         // (PAYMENT_IN_PROCESS) or its answer was lost (UNKNOWN_EXCEPTION).
-        PaymentState::Processing => match ResultCode::parse(&p.result_code) {
-            Some(code) if code.status() == ResultStatus::U => result(code, &p.result_message),
+        PaymentState::Processing => match p.result_code {
+            code if code.status() == ResultStatus::U => result(code, &p.result_message),
             _ => result(ResultCode::PAYMENT_IN_PROCESS, ""),
         },
         PaymentState::Fail(code) => result(code, &p.result_message),
@@ -58,7 +54,7 @@ fn psp(p: &PaymentRow) -> PspCustomerInfo {
 }
 
 pub fn pay_response(p: &PaymentRow) -> PayResponse {
-    let paid = state_of(p) == PaymentState::Success || p.paid_ms.is_some();
+    let paid = p.state == PaymentState::Success || p.paid_ms.is_some();
     PayResponse {
         notify_type: None,
         result: Some(payment_result(p)),
@@ -83,21 +79,18 @@ pub fn payment_notification(p: &PaymentRow) -> String {
 }
 
 pub fn inquiry_response(p: &PaymentRow, refunds: &[RefundRow]) -> InquiryPaymentResponse {
-    let state = state_of(p);
+    let state = p.state;
     let r = pay_response(p);
     let mut transactions: Vec<Transaction> = refunds
         .iter()
         .map(|rf| Transaction {
             transaction_type: "REFUND".into(),
-            transaction_status: refund_state_of(rf).status_str().into(),
+            transaction_status: rf.state.status_str().into(),
             transaction_amount: Amount::new(&rf.currency, rf.amount_minor),
             transaction_id: rf.refund_id.clone(),
             transaction_request_id: Some(rf.refund_request_id.clone()),
             transaction_time: Some(iso(rf.refunded_ms.unwrap_or(rf.created_ms))),
-            transaction_result: Some(result(
-                refund_state_of(rf).result_code(),
-                &rf.result_message,
-            )),
+            transaction_result: Some(result(rf.state.result_code(), &rf.result_message)),
         })
         .collect();
     if let Some(ms) = p.cancelled_ms {
@@ -132,14 +125,10 @@ pub fn inquiry_response(p: &PaymentRow, refunds: &[RefundRow]) -> InquiryPayment
     }
 }
 
-pub fn refund_state_of(r: &RefundRow) -> RefundState {
-    RefundState::from_stored(&r.status, &r.result_code).unwrap_or(RefundState::Processing)
-}
-
 /// The answer to `refund` / `inquiryRefund`. For `refund` the `result` is the refund's outcome;
 /// for `inquiryRefund` it is the inquiry's (see [`refund_inquiry_response`]).
 pub fn refund_response(r: &RefundRow) -> RefundResponse {
-    let state = refund_state_of(r);
+    let state = r.state;
     let done = state == RefundState::Success;
     let message = match state {
         RefundState::Fail(_) => r.result_message.as_str(),
@@ -164,13 +153,13 @@ pub fn refund_response(r: &RefundRow) -> RefundResponse {
 pub fn refund_inquiry_response(r: &RefundRow) -> RefundResponse {
     let mut resp = refund_response(r);
     resp.result = Some(result(ResultCode::SUCCESS, ""));
-    resp.refund_status = Some(refund_state_of(r).status_str().to_string());
+    resp.refund_status = Some(r.state.status_str().to_string());
     resp
 }
 
 pub fn refund_notification(r: &RefundRow) -> String {
     let mut body = refund_response(r);
     body.notify_type = Some("REFUND_RESULT".to_string());
-    body.refund_status = Some(refund_state_of(r).status_str().to_string());
+    body.refund_status = Some(r.state.status_str().to_string());
     serde_json::to_string(&body).expect("wire types always serialize")
 }

@@ -636,7 +636,7 @@ async fn a_day_of_mixed_traffic_settles_into_reports_that_match_and_an_audit_tha
     }
     for id in [&sg_d, &us_b] {
         let p = env.payment(id).await;
-        assert_eq!(p.status, "CANCELLED");
+        assert_eq!(p.state, paycode_core::payment::PaymentState::Cancelled);
         events.push(expected(&p, "PAYMENT", None));
         events.push(expected(&p, "CANCEL", None));
     }

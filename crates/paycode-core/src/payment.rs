@@ -77,6 +77,8 @@ pub enum PaymentEvent {
     MerchantCancelConfirmed,
     /// The wallet confirmed a cancel the acquirer sent because the payment expired.
     ExpiryCancelConfirmed,
+    /// The acquirer's risk rules refused a new payment before any wallet call.
+    RiskRejected(ResultCode),
 }
 
 impl fmt::Display for PaymentEvent {
@@ -86,6 +88,7 @@ impl fmt::Display for PaymentEvent {
             PaymentEvent::WalletFailed(c) => write!(f, "WalletFailed({c})"),
             PaymentEvent::MerchantCancelConfirmed => f.write_str("MerchantCancelConfirmed"),
             PaymentEvent::ExpiryCancelConfirmed => f.write_str("ExpiryCancelConfirmed"),
+            PaymentEvent::RiskRejected(c) => write!(f, "RiskRejected({c})"),
         }
     }
 }
@@ -135,6 +138,15 @@ pub fn transition(state: PaymentState, event: PaymentEvent) -> Outcome {
             next: S::Fail(ResultCode::ORDER_IS_CLOSED),
             effects: &[NotifyMerchant],
         },
+        // Risk decides on a payment being created, before the wallet sees it: nothing was
+        // charged, and the merchant learns the outcome like any other failure.
+        (S::Processing, E::RiskRejected(code)) => Outcome::Applied {
+            next: S::Fail(code),
+            effects: &[NotifyMerchant],
+        },
+        (S::Success | S::Fail(_) | S::Cancelled, E::RiskRejected(_)) => {
+            Outcome::Conflict("a risk decision arrives only for a payment being created")
+        }
         (S::Success, E::WalletSucceeded) => Outcome::Ignored,
         (S::Success, E::WalletFailed(_)) => {
             Outcome::Conflict("wallet reports failure of a payment it confirmed as paid")
@@ -253,6 +265,7 @@ mod tests {
             PaymentEvent::WalletFailed(ResultCode::USER_BALANCE_NOT_ENOUGH),
             PaymentEvent::MerchantCancelConfirmed,
             PaymentEvent::ExpiryCancelConfirmed,
+            PaymentEvent::RiskRejected(ResultCode::RISK_REJECT),
         ];
         let mut out = String::new();
         for s in states {
@@ -276,22 +289,27 @@ PROCESSING + WalletSucceeded: -> SUCCESS [PostPayment, NotifyMerchant]
 PROCESSING + WalletFailed(USER_BALANCE_NOT_ENOUGH): -> FAIL(USER_BALANCE_NOT_ENOUGH) [NotifyMerchant]
 PROCESSING + MerchantCancelConfirmed: -> CANCELLED []
 PROCESSING + ExpiryCancelConfirmed: -> FAIL(ORDER_IS_CLOSED) [NotifyMerchant]
+PROCESSING + RiskRejected(RISK_REJECT): -> FAIL(RISK_REJECT) [NotifyMerchant]
 SUCCESS + WalletSucceeded: ignored
 SUCCESS + WalletFailed(USER_BALANCE_NOT_ENOUGH): CONFLICT: wallet reports failure of a payment it confirmed as paid
 SUCCESS + MerchantCancelConfirmed: -> CANCELLED [PostReversal]
 SUCCESS + ExpiryCancelConfirmed: -> CANCELLED [PostReversal]
+SUCCESS + RiskRejected(RISK_REJECT): CONFLICT: a risk decision arrives only for a payment being created
 FAIL(USER_BALANCE_NOT_ENOUGH) + WalletSucceeded: CONFLICT: wallet reports success of a payment it failed
 FAIL(USER_BALANCE_NOT_ENOUGH) + WalletFailed(USER_BALANCE_NOT_ENOUGH): ignored
 FAIL(USER_BALANCE_NOT_ENOUGH) + MerchantCancelConfirmed: ignored
 FAIL(USER_BALANCE_NOT_ENOUGH) + ExpiryCancelConfirmed: ignored
+FAIL(USER_BALANCE_NOT_ENOUGH) + RiskRejected(RISK_REJECT): CONFLICT: a risk decision arrives only for a payment being created
 FAIL(ORDER_IS_CLOSED) + WalletSucceeded: ignored
 FAIL(ORDER_IS_CLOSED) + WalletFailed(USER_BALANCE_NOT_ENOUGH): ignored
 FAIL(ORDER_IS_CLOSED) + MerchantCancelConfirmed: ignored
 FAIL(ORDER_IS_CLOSED) + ExpiryCancelConfirmed: ignored
+FAIL(ORDER_IS_CLOSED) + RiskRejected(RISK_REJECT): CONFLICT: a risk decision arrives only for a payment being created
 CANCELLED + WalletSucceeded: ignored
 CANCELLED + WalletFailed(USER_BALANCE_NOT_ENOUGH): ignored
 CANCELLED + MerchantCancelConfirmed: ignored
 CANCELLED + ExpiryCancelConfirmed: ignored
+CANCELLED + RiskRejected(RISK_REJECT): CONFLICT: a risk decision arrives only for a payment being created
 ";
         assert_eq!(render_table(), expected);
     }
@@ -305,6 +323,7 @@ CANCELLED + ExpiryCancelConfirmed: ignored
             PaymentEvent::WalletFailed(ResultCode::RISK_REJECT),
             PaymentEvent::MerchantCancelConfirmed,
             PaymentEvent::ExpiryCancelConfirmed,
+            PaymentEvent::RiskRejected(ResultCode::RISK_REJECT),
         ];
         for a in events {
             for b in events {

@@ -20,7 +20,10 @@ use tokio::sync::oneshot;
 
 pub use rusqlite;
 
+mod failure;
 pub mod guess_counters;
+
+pub use failure::{Failure, failure_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

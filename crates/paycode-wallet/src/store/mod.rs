@@ -16,6 +16,7 @@ pub(crate) mod payments;
 mod schema;
 pub(crate) mod users;
 
+use paycode_db::Failure;
 use paycode_db::rusqlite;
 
 pub use schema::SCHEMA;
@@ -43,25 +44,13 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        match &e {
-            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound("row".to_string()),
-            rusqlite::Error::SqliteFailure(f, Some(msg))
-                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                // "UNIQUE constraint failed: devices.slot"
-                let key = msg.rsplit(": ").next().unwrap_or(msg).to_string();
-                StoreError::Unique { key }
-            }
-            // A stored value of the wrong type, or one the wallet never writes (see the
-            // `FromSql` impls): the row is corrupt, not the query.
-            rusqlite::Error::FromSqlConversionFailure(column, _, why) => {
-                StoreError::Corrupt(format!("column {column}: {why}"))
-            }
-            rusqlite::Error::InvalidColumnType(column, name, ty) => {
-                StoreError::Corrupt(format!("column {column} ({name}) holds a {ty}"))
-            }
-            _ => StoreError::Database(e),
+        // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
+        // parsing), is a corrupt row, not a failed query.
+        match paycode_db::failure_of(&e) {
+            Failure::NoRow => StoreError::NotFound("row".to_string()),
+            Failure::Unique(key) => StoreError::Unique { key },
+            Failure::Corrupt(why) => StoreError::Corrupt(why),
+            Failure::Other => StoreError::Database(e),
         }
     }
 }

@@ -1,0 +1,115 @@
+//! The `journal_entries`, `postings` and `account_balances` tables: the append-only ledger and
+//! the running balances kept in the same transaction.
+
+use super::StoreResult;
+use paycode_core::ledger::{JournalEntry, Side};
+use paycode_db::ExecCached;
+use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+
+/// Appends a journal entry and moves the account balances, in the caller's transaction.
+pub fn post_entry(
+    c: &Connection,
+    entry: &JournalEntry,
+    payment_id: Option<&str>,
+    refund_id: Option<&str>,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    c.prepare_cached(
+        "INSERT INTO journal_entries (kind, payment_id, refund_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![entry.kind(), payment_id, refund_id, now_ms])?;
+    let entry_id = c.last_insert_rowid();
+    for (idx, p) in entry.postings().iter().enumerate() {
+        let amount = p.amount();
+        c.prepare_cached(
+            "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            entry_id,
+            idx as i64,
+            p.account(),
+            p.side().as_str(),
+            amount.amount_minor(),
+            amount.currency().code(),
+        ])?;
+        let delta = match p.side() {
+            Side::Debit => amount.amount_minor(),
+            Side::Credit => -amount.amount_minor(),
+        };
+        c.prepare_cached(
+            "INSERT INTO account_balances (account, currency, balance_minor) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (account) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor",
+        )?
+        .execute(params![p.account(), amount.currency().code(), delta])?;
+    }
+    Ok(entry_id)
+}
+
+/// One posting as stored, for audits and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostingRow {
+    pub entry_id: i64,
+    pub kind: String,
+    pub payment_id: Option<String>,
+    pub refund_id: Option<String>,
+    pub account: String,
+    pub side: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+pub fn postings_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<PostingRow>> {
+    let rows = c.query_all_cached(
+        "SELECT e.entry_id, e.kind, e.payment_id, e.refund_id, p.account, p.side, p.amount_minor, \
+         p.currency FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id \
+         WHERE e.payment_id = ?1 ORDER BY e.entry_id, p.idx",
+        [payment_id],
+        |r| {
+            Ok(PostingRow {
+                entry_id: r.get(0)?,
+                kind: r.get(1)?,
+                payment_id: r.get(2)?,
+                refund_id: r.get(3)?,
+                account: r.get(4)?,
+                side: r.get(5)?,
+                amount_minor: r.get(6)?,
+                currency: r.get(7)?,
+            })
+        },
+    )?;
+    Ok(rows)
+}
+
+pub fn account_balance(c: &Connection, account: &str) -> StoreResult<i64> {
+    Ok(c.query_row(
+        "SELECT balance_minor FROM account_balances WHERE account = ?1",
+        [account],
+        |r| r.get(0),
+    )
+    .optional()?
+    .unwrap_or(0))
+}
+
+/// One account's running balance (debit-positive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceRow {
+    pub account: String,
+    pub currency: String,
+    pub balance_minor: i64,
+}
+
+/// Every account's balance, by account.
+pub fn balances(c: &Connection) -> StoreResult<Vec<BalanceRow>> {
+    Ok(c.query_all_cached(
+        "SELECT account, currency, balance_minor FROM account_balances ORDER BY account",
+        [],
+        |r| {
+            Ok(BalanceRow {
+                account: r.get(0)?,
+                currency: r.get(1)?,
+                balance_minor: r.get(2)?,
+            })
+        },
+    )?)
+}

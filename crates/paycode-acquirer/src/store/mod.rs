@@ -1,0 +1,273 @@
+//! The acquirer's storage layer: the schema, typed rows, and one function per SQL statement. It
+//! holds every SQL statement of the acquirer and nothing else: no decision, no clock, no wire.
+//!
+//! Functions here take a `&Connection` and are called inside `Db::write` / `Db::read` closures,
+//! so the service composes several of them into one atomic group-commit job and keeps each
+//! read-then-write decision inside it. The SQL is plain and portable (no SQLite-only syntax
+//! beyond `INSERT … ON CONFLICT`, which PostgreSQL shares); times are integer unix
+//! milliseconds, amounts integer minor units.
+//!
+//! Stored values are parsed into the core's types at this edge
+//! ([`PaymentState`](paycode_core::payment::PaymentState), [`ResultCode`]); a value the acquirer
+//! never writes is [`StoreError::Corrupt`] naming the row, never a default.
+
+use paycode_core::ResultCode;
+use paycode_db::rusqlite::types::Type;
+use paycode_db::rusqlite::{self, Row};
+use paycode_db::{DbError, Failure};
+
+pub mod audit;
+pub mod guesses;
+mod journal;
+mod outbox;
+mod payments;
+mod quotes;
+pub mod registry;
+pub mod risk;
+mod schema;
+pub mod settlement;
+
+pub use journal::*;
+pub use outbox::*;
+pub use payments::*;
+pub use quotes::*;
+pub use schema::SCHEMA;
+
+/// Whether the database answers a trivial query (readiness).
+pub fn ping(c: &paycode_db::rusqlite::Connection) -> StoreResult<()> {
+    c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
+
+/// Every table the acquirer opens: its own, its risk counters and the guessing counters it
+/// shares with the wallet.
+pub fn full_schema() -> String {
+    format!(
+        "{SCHEMA}{}{}",
+        risk::RISK_SCHEMA,
+        paycode_db::guess_counters::SCHEMA
+    )
+}
+
+/// What a storage function can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row the statement must find is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An insert collided with an existing row on this key (`table.column`).
+    #[error("a row with this {key} already exists")]
+    Unique { key: String },
+    /// A stored value the acquirer never writes, or stored facts that contradict each other.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(DbError),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> StoreError {
+        match e {
+            DbError::Sqlite(e) => StoreError::from(e),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
+        // parsing), is a corrupt row, not a failed query.
+        match paycode_db::failure_of(&e) {
+            Failure::NoRow => StoreError::NotFound("row".to_string()),
+            Failure::Unique(key) => StoreError::Unique { key },
+            Failure::Corrupt(why) => StoreError::Corrupt(why),
+            Failure::Other => StoreError::Database(DbError::Sqlite(e)),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub(crate) fn corrupt_column(column: usize, why: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, why.into())
+}
+
+/// A result code the core does not know fails the read (and becomes [`StoreError::Corrupt`]).
+pub(crate) fn result_code_at(
+    r: &Row<'_>,
+    column: usize,
+    row: &dyn Fn() -> String,
+) -> rusqlite::Result<ResultCode> {
+    let text: String = r.get(column)?;
+    ResultCode::parse(&text)
+        .ok_or_else(|| corrupt_column(column, format!("{}: result code {text:?}", row())))
+}
+
+/// A time the acquirer writes is unix milliseconds within chrono's range; anything else is a
+/// corrupt row, not 1970.
+pub(crate) fn ms_at(r: &Row<'_>, column: usize, row: &dyn Fn() -> String) -> rusqlite::Result<i64> {
+    let ms: i64 = r.get(column)?;
+    checked_ms(ms, column, row)
+}
+
+pub(crate) fn opt_ms_at(
+    r: &Row<'_>,
+    column: usize,
+    row: &dyn Fn() -> String,
+) -> rusqlite::Result<Option<i64>> {
+    let ms: Option<i64> = r.get(column)?;
+    ms.map(|ms| checked_ms(ms, column, row)).transpose()
+}
+
+fn checked_ms(ms: i64, column: usize, row: &dyn Fn() -> String) -> rusqlite::Result<i64> {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(_) if ms >= 0 => Ok(ms),
+        _ => Err(corrupt_column(
+            column,
+            format!("{}: time {ms} ms is out of range", row()),
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::PaymentRow;
+    use paycode_core::ResultCode;
+    use paycode_core::payment::PaymentState;
+    use paycode_db::rusqlite::Connection;
+
+    /// An in-memory store with the acquirer's schema.
+    pub(crate) fn conn() -> Connection {
+        let c = Connection::open_in_memory().expect("an in-memory database opens");
+        c.execute_batch(&super::full_schema())
+            .expect("the schema applies");
+        c
+    }
+
+    /// A processing payment of 5.00 SGD, as a new row would be written.
+    pub(crate) fn payment(id: &str) -> PaymentRow {
+        PaymentRow {
+            payment_id: id.to_string(),
+            client_id: "client-1".to_string(),
+            payment_request_id: format!("req-{id}"),
+            request_hash: "hash".to_string(),
+            reference_merchant_id: "M1".to_string(),
+            reference_store_id: None,
+            merchant_name: "Shop".to_string(),
+            store_name: None,
+            terminal_id: None,
+            amount_minor: 500,
+            currency: "SGD".to_string(),
+            wallet: "wallet-a".to_string(),
+            psp_name: "WalletA".to_string(),
+            code_masked: "********1234".to_string(),
+            pay_to_minor: 500,
+            pay_to_currency: "SGD".to_string(),
+            payment_quote: None,
+            settle_minor: 500,
+            settle_currency: "SGD".to_string(),
+            settlement_quote: None,
+            fee_minor: 5,
+            state: PaymentState::Processing,
+            result_code: ResultCode::PAYMENT_IN_PROCESS,
+            result_message: String::new(),
+            wallet_payment_id: None,
+            psp_customer_id: None,
+            notify_url: None,
+            created_ms: 1_780_000_000_000,
+            expires_ms: 1_780_000_060_000,
+            paid_ms: None,
+            cancelled_ms: None,
+            cancel_requested_ms: None,
+            updated_ms: 1_780_000_000_000,
+            next_check_ms: Some(1_780_000_005_000),
+            n_checks: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// Every `.rs` file under `dir`, except those under `skip`.
+    fn sources(dir: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("the source folder reads") {
+            let path = entry.expect("a folder entry reads").path();
+            if path == skip {
+                continue;
+            }
+            if path.is_dir() {
+                sources(&path, skip, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// What a line of code outside `store/` may not contain: SQL or a direct database call.
+    const BANNED: [&str; 17] = [
+        "SELECT ",
+        "INSERT ",
+        "UPDATE ",
+        "DELETE ",
+        "CREATE ",
+        "exec_cached",
+        "query_row",
+        "query_map",
+        "query_all",
+        ".prepare(",
+        "prepare_cached",
+        ".execute(",
+        "execute_batch",
+        "params!",
+        "unchecked_transaction",
+        "guess_counters",
+        "rusqlite::Error",
+    ];
+
+    /// The first banned word in a line's code (its comment aside).
+    fn banned_in(line: &str) -> Option<&'static str> {
+        let code = line.split("//").next().unwrap_or_default();
+        BANNED.into_iter().find(|b| code.contains(b))
+    }
+
+    /// The storage layer's invariant, checked from the crate's own files: no module outside
+    /// `store/` writes SQL or calls the database except through a `&Connection` it passes on.
+    #[test]
+    fn every_sql_statement_lives_in_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &src.join("store"), &mut files);
+        for path in &files {
+            let text = std::fs::read_to_string(path).expect("a source file reads");
+            for (n, line) in text.lines().enumerate() {
+                if let Some(banned) = banned_in(line) {
+                    panic!(
+                        "{}:{}: `{banned}` outside the storage layer: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+        assert!(files.len() >= 12, "only {} files checked", files.len());
+    }
+
+    #[test]
+    fn the_guard_flags_statements_and_calls_but_not_comments() {
+        for (line, want) in [
+            (r#"c.execute("DELETE FROM routes", [])?;"#, Some("DELETE ")),
+            (r#"let n = c.prepare_cached(sql)?;"#, Some("prepare_cached")),
+            (
+                r#"paycode_db::guess_counters::prune(c, 0, 1)?;"#,
+                Some("guess_counters"),
+            ),
+            ("store::update_payment(c, &p)?; // UPDATE payments", None),
+            ("let prepared = self.prepare_payment(&input)?;", None),
+        ] {
+            assert_eq!(banned_in(line), want, "{line}");
+        }
+    }
+}
