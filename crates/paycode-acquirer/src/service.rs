@@ -797,7 +797,14 @@ impl Acquirer {
                 payment_method_type: "CONNECT_WALLET".into(),
                 payment_method_id: input.code.expose_digits().to_string(),
             },
-            order: input.order.clone(),
+            // Wallets know a merchant by the acquirer's own id for it, unique across merchant
+            // clients (two clients may both call a shop "M1"); the wallet's guessing limits
+            // count per that id.
+            order: {
+                let mut order = input.order.clone();
+                order.merchant.reference_merchant_id = merchant_key(&row);
+                order
+            },
             payment_expiry_time: wire::iso(row.expires_ms),
             payment_notify_url: Some(format!(
                 "{}{}",

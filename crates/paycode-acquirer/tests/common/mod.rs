@@ -99,6 +99,14 @@ async fn fake_handler(State(st): State<Arc<Mutex<FakeState>>>, req: SignedReques
     let answer: Value = match path.as_str() {
         mpp::PAY_PATH => {
             let r: mpp::PayRequest = serde_json::from_slice(&req.body).unwrap();
+            // Wallets know merchants by the acquirer's own id, unique across merchant clients.
+            let merchant = &r.order.merchant.reference_merchant_id;
+            assert!(
+                [CLIENT, OTHER_CLIENT]
+                    .iter()
+                    .any(|c| merchant.starts_with(&format!("{c}/"))),
+                "the wallet was sent merchant id {merchant:?}"
+            );
             let mode = {
                 let mut s = st.lock().unwrap();
                 s.calls.push(format!("pay {}", r.payment_request_id));
