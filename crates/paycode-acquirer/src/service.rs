@@ -269,8 +269,6 @@ enum Inserted<T> {
     Existing(T),
     /// Refused by a risk rule: stored as failed, never routed.
     Rejected(T),
-    /// The source is over its guessing limit: nothing stored, nothing routed.
-    Throttled(String),
 }
 
 impl Acquirer {
@@ -707,8 +705,10 @@ impl Acquirer {
                     {
                         return Ok(Inserted::Existing(p));
                     }
+                    // Over a guessing limit: refused before anything is stored or routed.
                     if let Some(why) = guess_refusal(c, &guess_limits, &row)? {
-                        return Ok(Inserted::Throttled(why));
+                        tracing::warn!(client_id = %row.client_id, code = %row.code_masked, "{why}");
+                        return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
                     }
                     // Risk: decided in this job, so counters, decision and row are atomic.
                     let merchant = merchant_key(&row);
@@ -779,10 +779,6 @@ impl Acquirer {
             Inserted::Rejected(p) => {
                 tracing::info!(payment_id = %p.payment_id, code = %p.result_code, "payment refused by risk rules");
                 return Ok(p);
-            }
-            Inserted::Throttled(why) => {
-                tracing::warn!(client_id = %input.client_id, code = %input.code.masked(), "{why}");
-                return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
             }
             Inserted::Created(r) => r,
         };
@@ -1325,9 +1321,6 @@ impl Acquirer {
         let row = match inserted {
             Inserted::Existing(r) if r.state != RefundState::Processing => return Ok(r),
             Inserted::Existing(r) | Inserted::Created(r) | Inserted::Rejected(r) => r,
-            Inserted::Throttled(why) => {
-                return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
-            }
         };
         self.drive_refund(&payment, row).await
     }
@@ -1677,13 +1670,8 @@ fn guess_refusal(
     for (src, limit) in limits.sources(p) {
         let counter = store::guesses::load(c, &src.key())?;
         if let Some(wait_ms) = limit.refusal(counter, p.created_ms) {
-            return Ok(Some(format!(
-                "too many invalid payment codes from {src} (at most {} in {} s); \
-                 nothing was charged; try again in {} s",
-                limit.failures_max,
-                limit.window_s,
-                (wait_ms + 999) / 1000
-            )));
+            let why = limit.refusal_message(&src, wait_ms);
+            return Ok(Some(format!("{why}; nothing was charged")));
         }
     }
     Ok(None)

@@ -40,6 +40,16 @@ impl SourceLimit {
         (now_ms < closes_ms && c.failures >= self.failures_max).then(|| closes_ms - now_ms)
     }
 
+    /// What a refused source is told: which source, its limit, and when to try again.
+    pub fn refusal_message(&self, source: &Source<'_>, wait_ms: i64) -> String {
+        format!(
+            "too many invalid payment codes from {source} (at most {} in {} s); try again in {} s",
+            self.failures_max,
+            self.window_s,
+            wait_ms.max(0).unsigned_abs().div_ceil(1000)
+        )
+    }
+
     /// The counter after one more failure at `now_ms`.
     pub fn after_failure(&self, counter: Option<Counter>, now_ms: i64) -> Counter {
         match counter {
@@ -166,6 +176,10 @@ mod tests {
         assert_ne!(a.key(), b.key());
         assert_ne!(a.key(), c.key());
         assert_eq!(b.to_string(), "terminal  of merchant m1");
+        assert_eq!(
+            L.refusal_message(&c, 7_001),
+            "too many invalid payment codes from client c1 (at most 3 in 10 s); try again in 8 s"
+        );
     }
 
     proptest! {

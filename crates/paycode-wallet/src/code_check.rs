@@ -73,12 +73,7 @@ pub(crate) fn check_code(
                 source = %src, "code look-up refused: the source is over its guessing limit");
             return Ok(Err((
                 ResultCode::RISK_REJECT,
-                format!(
-                    "too many invalid payment codes from {src} (at most {} in {} s); try again in {} s",
-                    limit.failures_max,
-                    limit.window_s,
-                    (wait_ms + 999) / 1000
-                ),
+                limit.refusal_message(src, wait_ms),
             )));
         }
     }
