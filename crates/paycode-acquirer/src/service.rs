@@ -1575,22 +1575,22 @@ impl GuessLimits {
     /// The sources a payment's code look-up counts against: its client, its merchant and, when
     /// the request names one, its terminal.
     fn sources<'a>(&self, p: &'a PaymentRow) -> Vec<(Source<'a>, SourceLimit)> {
-        let (client, merchant) = (p.client_id.as_str(), p.reference_merchant_id.as_str());
-        let mut v = vec![
-            (Source::Client { client }, self.client),
-            (Source::Merchant { client, merchant }, self.merchant),
-        ];
-        if let Some(terminal) = p.terminal_id.as_deref().filter(|t| !t.is_empty()) {
-            v.push((
-                Source::Terminal {
-                    client,
-                    merchant,
-                    terminal,
-                },
-                self.terminal,
-            ));
-        }
-        v
+        let client = p.client_id.as_str();
+        std::iter::once(Source::Client { client })
+            .chain(Source::of_merchant(
+                client,
+                &p.reference_merchant_id,
+                p.terminal_id.as_deref(),
+            ))
+            .map(|src| {
+                let limit = match src {
+                    Source::Client { .. } => self.client,
+                    Source::Merchant { .. } => self.merchant,
+                    Source::Terminal { .. } => self.terminal,
+                };
+                (src, limit)
+            })
+            .collect()
     }
 }
 

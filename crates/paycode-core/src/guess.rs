@@ -102,7 +102,24 @@ pub enum Source<'a> {
     },
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    /// A request's merchant and, when the request names one, its terminal: the sources both
+    /// services count per merchant.
+    pub fn of_merchant(
+        client: &'a str,
+        merchant: &'a str,
+        terminal: Option<&'a str>,
+    ) -> impl Iterator<Item = Source<'a>> {
+        let terminal = terminal
+            .filter(|t| !t.is_empty())
+            .map(|terminal| Source::Terminal {
+                client,
+                merchant,
+                terminal,
+            });
+        std::iter::once(Source::Merchant { client, merchant }).chain(terminal)
+    }
+
     /// The store key; the parts are separated by a byte no id contains.
     pub fn key(&self) -> String {
         match self {
@@ -176,6 +193,11 @@ mod tests {
         assert_ne!(a.key(), b.key());
         assert_ne!(a.key(), c.key());
         assert_eq!(b.to_string(), "terminal  of merchant m1");
+        assert_eq!(
+            Source::of_merchant("c1", "m1", Some("")).collect::<Vec<_>>(),
+            std::slice::from_ref(&a)
+        );
+        assert_eq!(Source::of_merchant("c1", "m1", Some("t")).count(), 2);
         assert_eq!(
             L.refusal_message(&c, 7_001),
             "too many invalid payment codes from client c1 (at most 3 in 10 s); try again in 8 s"

@@ -28,24 +28,15 @@ pub(crate) struct CodeSource {
 
 impl CodeSource {
     fn limited(&self, limits: &code::GuessLimits) -> Vec<(Source<'_>, SourceLimit)> {
-        let mut v = vec![(
-            Source::Merchant {
-                client: &self.acquirer,
-                merchant: &self.merchant,
-            },
-            limits.per_merchant,
-        )];
-        if let Some(terminal) = self.terminal.as_deref() {
-            v.push((
-                Source::Terminal {
-                    client: &self.acquirer,
-                    merchant: &self.merchant,
-                    terminal,
-                },
-                limits.per_terminal,
-            ));
-        }
-        v
+        Source::of_merchant(&self.acquirer, &self.merchant, self.terminal.as_deref())
+            .map(|src| {
+                let limit = match src {
+                    Source::Terminal { .. } => limits.per_terminal,
+                    _ => limits.per_merchant,
+                };
+                (src, limit)
+            })
+            .collect()
     }
 }
 
