@@ -34,7 +34,7 @@ fn currencies(field: &str, list: &[String]) -> Result<Vec<String>, ApiError> {
 
 async fn write_and_reload<F>(acq: &Acquirer, f: F) -> Response
 where
-    F: FnOnce(&paycode_db::rusqlite::Connection) -> Result<(), ApiError> + Send + 'static,
+    F: Fn(&paycode_db::sql::Connection<'_>) -> Result<(), ApiError> + Send + 'static,
 {
     let result = acq.db().write(f).await;
     match result {

@@ -19,7 +19,7 @@ use crate::store::{self, PaymentRow, StoreError, StoreResult};
 use paycode_core::ledger::JournalEntry;
 use paycode_core::payment::{PaymentState, RefundState};
 use paycode_core::settlement as core;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

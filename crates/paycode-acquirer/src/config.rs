@@ -7,8 +7,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub struct AcquirerConfig {
-    /// SQLite file of the acquirer's store.
+    /// SQLite file of the acquirer's store; settlement report files are written beside it
+    /// (also when the store is in PostgreSQL).
     pub db_path: PathBuf,
+    /// When set, the store lives in this schema of a PostgreSQL database instead of `db_path`.
+    pub postgres: Option<paycode_db::PgTarget>,
     /// Base URL wallets use to reach us (for `paymentNotifyUrl`), e.g. `http://127.0.0.1:8080`.
     pub public_url: String,
     /// Our `Client-Id` when we call wallets, and the `client-id` of our MPP answers.
@@ -20,6 +23,24 @@ pub struct AcquirerConfig {
     /// The acquirer's time zone, for the cancel window.
     pub time_zone: chrono_tz::Tz,
     pub limits: Limits,
+}
+
+impl AcquirerConfig {
+    /// Where the store lives.
+    pub fn store_location(&self) -> paycode_db::Location {
+        match &self.postgres {
+            Some(t) => paycode_db::Location::Postgres(t.clone()),
+            None => paycode_db::Location::File(self.db_path.clone()),
+        }
+    }
+
+    /// The store, named for messages (never with a password).
+    pub fn store_name(&self) -> String {
+        match &self.postgres {
+            Some(t) => format!("schema {} of the PostgreSQL database", t.schema),
+            None => self.db_path.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

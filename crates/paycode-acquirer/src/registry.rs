@@ -8,7 +8,7 @@
 use crate::store::{self, StoreResult};
 use paycode_core::code::PaymentCode;
 use paycode_db::Db;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use paycode_sign::PublicKey;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

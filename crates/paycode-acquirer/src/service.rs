@@ -277,9 +277,13 @@ impl Acquirer {
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid acquirer configuration: {e}"))?;
-        let schema = store::full_schema();
-        let db = Db::open(&config.db_path, &schema, paycode_db::DbConfig::default())
-            .with_context(|| format!("opening the acquirer store {}", config.db_path.display()))?;
+        let migrations = store::migrations();
+        let db = Db::open_at(
+            &config.store_location(),
+            &migrations,
+            paycode_db::DbConfig::default(),
+        )
+        .with_context(|| format!("opening the acquirer store {}", config.store_name()))?;
         let registry = Registry::default();
         registry
             .reload(&db)
@@ -692,7 +696,7 @@ impl Acquirer {
         let amount = input.amount;
         let guess_limits = GuessLimits::of(&self.inner.config.limits);
         let inserted = {
-            let mut row = row.clone();
+            let new_row = row.clone();
             let quotes = [
                 (pricing.payment_quote.clone(), "PAYMENT"),
                 (pricing.settlement_quote.clone(), "SETTLEMENT"),
@@ -700,6 +704,7 @@ impl Acquirer {
             self.inner
                 .db
                 .write(move |c| {
+                    let mut row = new_row.clone();
                     if let Some(p) =
                         store::payment_by_request_id(c, &row.client_id, &row.payment_request_id)?
                     {
@@ -713,8 +718,14 @@ impl Acquirer {
                     // Risk: decided in this job, so counters, decision and row are atomic.
                     let merchant = merchant_key(&row);
                     let now = row.created_ms;
-                    let (today_minor, today_count) =
+                    // The attempt is counted first: its upsert locks the merchant's row of the
+                    // day, so concurrent payments of one merchant decide one after the other on
+                    // every engine. The rules see the day before this attempt.
+                    store::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
+                    let (with_this_minor, with_this_count) =
                         store::risk::merchant_today(c, &merchant, &row.currency, now)?;
+                    let (today_minor, today_count) =
+                        (with_this_minor - row.amount_minor, with_this_count - 1);
                     let decision = paycode_core::risk::evaluate(
                         &rules,
                         &paycode_core::risk::Facts {
@@ -727,7 +738,6 @@ impl Acquirer {
                             code_seen: store::risk::code_seen(c, &code_key, now)?,
                         },
                     );
-                    store::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
                     if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
                         // Through the transition table like every other state change: the
                         // row is written once, already failed, with the table's effects.
@@ -1282,10 +1292,10 @@ impl Acquirer {
                         ));
                     }
                     let row = RefundRow {
-                        refund_id,
+                        refund_id: refund_id.clone(),
                         client_id: input.client_id.clone(),
                         refund_request_id: input.refund_request_id.clone(),
-                        request_hash: hash,
+                        request_hash: hash.clone(),
                         payment_id: p.payment_id.clone(),
                         amount_minor: amount,
                         currency: p.currency.clone(),
@@ -1597,7 +1607,7 @@ impl GuessLimits {
 /// Writes the effects of a payment transition whose new state is already in `p`, in the
 /// caller's job: the one place a payment's journal entries and notification are written.
 fn write_effects(
-    c: &paycode_db::rusqlite::Connection,
+    c: &paycode_db::sql::Connection,
     p: &PaymentRow,
     effects: &[Effect],
     now_ms: i64,
@@ -1639,7 +1649,7 @@ struct ResultNotice<'a> {
 /// Queues a result notification when the merchant gave a URL (an empty one is none); the body
 /// is rendered only then.
 fn enqueue_result(
-    c: &paycode_db::rusqlite::Connection,
+    c: &paycode_db::sql::Connection,
     notice: ResultNotice<'_>,
     body: impl FnOnce() -> String,
     now_ms: i64,
@@ -1663,7 +1673,7 @@ fn enqueue_result(
 
 /// Why the payment's source may not look up a code now, if it is over a guessing limit.
 fn guess_refusal(
-    c: &paycode_db::rusqlite::Connection,
+    c: &paycode_db::sql::Connection,
     limits: &GuessLimits,
     p: &PaymentRow,
 ) -> Result<Option<String>, StoreError> {
@@ -1679,7 +1689,7 @@ fn guess_refusal(
 
 /// Counts a wallet's `INVALID_CODE` against the payment's sources.
 fn count_guess(
-    c: &paycode_db::rusqlite::Connection,
+    c: &paycode_db::sql::Connection,
     limits: &GuessLimits,
     p: &PaymentRow,
 ) -> Result<(), StoreError> {

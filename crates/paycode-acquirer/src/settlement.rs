@@ -34,7 +34,7 @@ use paycode_core::settlement::{
     self as core, Batch, ClearingItem, ClearingTotals, CutOff, ItemKind, SettlementItem,
 };
 use paycode_core::{Currency, Money};
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

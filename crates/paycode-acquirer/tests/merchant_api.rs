@@ -1010,9 +1010,10 @@ async fn three_currencies_in_one_payment_are_quoted_answered_notified_and_booked
     // revenue in the settlement currency.
     let unbalanced = h
         .sql_i64(
-            "SELECT COUNT(*) FROM (SELECT entry_id, currency, SUM(CASE side WHEN 'D' THEN amount_minor \
-             ELSE -amount_minor END) AS net FROM postings GROUP BY entry_id, currency HAVING net != 0) \
-             WHERE ?1 = ?1",
+            "SELECT COUNT(*) FROM (SELECT entry_id, currency FROM postings \
+             GROUP BY entry_id, currency \
+             HAVING SUM(CASE side WHEN 'D' THEN amount_minor ELSE -amount_minor END) != 0) t \
+             WHERE CAST(?1 AS TEXT) = ?1",
             String::new(),
         )
         .await;

@@ -89,6 +89,7 @@ impl Env {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let acq = Acquirer::open(AcquirerConfig {
             db_path: dir.path().join("acquirer.db"),
+            postgres: paycode_db::test_pg_target("acquirer"),
             public_url: url.clone(),
             client_id_at_wallets: ACQ_ID.into(),
             signer: signer(&acq_key),
@@ -117,6 +118,7 @@ impl Env {
                 ACQ_ID,
                 acq_key.public_key(),
             );
+            cfg.postgres = paycode_db::test_pg_target(name);
             cfg.password_memory_kib = 256;
             cfg.notify_retry_ms = vec![0, 0, 0];
             // The wallets read the acquirer's clock, so its moves keep Request-Times fresh.
@@ -369,7 +371,7 @@ impl Env {
             .db()
             .write(move |c| {
                 c.execute(sql, [])
-                    .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))
+                    .map_err(|e| ApiError::from(paycode_db::DbError::Sql(e)))
             })
             .await
             .unwrap()
@@ -935,10 +937,10 @@ async fn a_day_of_mixed_traffic_settles_into_reports_that_match_and_an_audit_tha
             .read(move |c| {
                 c.query_row(
                     "SELECT entry_id FROM journal_entries WHERE payment_id = ?1 AND refund_id IS NULL",
-                    [pid],
+                    [&pid],
                     |r| r.get(0),
                 )
-                .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))
+                .map_err(|e| ApiError::from(paycode_db::DbError::Sql(e)))
             })
             .await
             .unwrap()
@@ -1164,7 +1166,7 @@ async fn closing_a_day_twice_makes_a_further_batch_and_never_reopens_the_first()
                 [entry],
                 |r| r.get(0),
             )
-            .map_err(|e| ApiError::from(paycode_db::DbError::Sqlite(e)))
+            .map_err(|e| ApiError::from(paycode_db::DbError::Sql(e)))
         })
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 //! apart (and name them in their own `StoreError`), so the reading of SQLite's codes and
 //! messages lives here once.
 
+use crate::sql;
 use rusqlite::ffi;
 
 /// A failed statement, classified.
@@ -18,30 +19,55 @@ pub enum Failure {
     Other,
 }
 
-pub fn failure_of(e: &rusqlite::Error) -> Failure {
+pub fn failure_of(e: &sql::Error) -> Failure {
     match e {
-        rusqlite::Error::QueryReturnedNoRows => Failure::NoRow,
-        rusqlite::Error::SqliteFailure(f, Some(msg))
+        sql::Error::QueryReturnedNoRows => Failure::NoRow,
+        sql::Error::Sqlite(rusqlite::Error::QueryReturnedNoRows) => Failure::NoRow,
+        sql::Error::Sqlite(rusqlite::Error::SqliteFailure(f, Some(msg)))
             if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
                 || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
         {
             // "UNIQUE constraint failed: devices.slot"
             Failure::Unique(msg.rsplit(": ").next().unwrap_or(msg).to_string())
         }
-        rusqlite::Error::FromSqlConversionFailure(column, _, why) => {
+        sql::Error::Postgres(pg) => match pg.as_db_error() {
+            Some(db) if *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION => {
+                Failure::Unique(pg_unique_key(db))
+            }
+            _ => Failure::Other,
+        },
+        sql::Error::FromSqlConversionFailure(column, _, why) => {
             Failure::Corrupt(format!("column {column}: {why}"))
         }
-        rusqlite::Error::InvalidColumnType(column, name, ty) => {
+        sql::Error::InvalidColumnType(column, name, ty) => {
             Failure::Corrupt(format!("column {column} ({name}) holds a {ty}"))
         }
         _ => Failure::Other,
     }
 }
 
+/// A PostgreSQL unique violation's key named as SQLite names it: `table.a, table.b`, read
+/// from the detail `Key (a, b)=(…) already exists.`
+fn pg_unique_key(db: &postgres::error::DbError) -> String {
+    let table = db.table().unwrap_or("?");
+    let columns = db
+        .detail()
+        .and_then(|d| d.strip_prefix("Key ("))
+        .and_then(|d| d.split(")=").next());
+    match columns {
+        Some(cols) => cols
+            .split(", ")
+            .map(|c| format!("{table}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => db.constraint().unwrap_or("?").to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::Connection;
+    use crate::sql::Connection;
 
     #[test]
     fn failures_are_told_apart() {
@@ -50,7 +76,7 @@ mod tests {
             .unwrap();
         c.execute("INSERT INTO t (a, b, n) VALUES (1, 'x', 'seven')", [])
             .unwrap();
-        let check = |e: rusqlite::Error, want: Failure| assert_eq!(failure_of(&e), want);
+        let check = |e: sql::Error, want: Failure| assert_eq!(failure_of(&e), want);
         check(
             c.execute("INSERT INTO t (a, b) VALUES (1, 'y')", [])
                 .unwrap_err(),

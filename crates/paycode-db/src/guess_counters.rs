@@ -2,9 +2,9 @@
 //! table both services create from [`SCHEMA`]. Kept here so the acquirer and the wallet share one
 //! implementation; the decisions stay in the core.
 
-use crate::ExecCached;
+use crate::params;
+use crate::sql::{self, Connection, OptionalExtension};
 use paycode_core::guess::{Counter, SourceLimit};
-use rusqlite::{Connection, OptionalExtension, params};
 
 pub const SCHEMA: &str = r#"
 -- Failed code look-ups per source, as fixed-window counters (paycode_core::guess), so that the
@@ -19,7 +19,7 @@ CREATE INDEX IF NOT EXISTS guess_counters_by_window ON guess_counters (window_st
 
 /// The counter of `source`, if one is stored. A stored count that is not a `u32` is reported as
 /// an error rather than read as something else.
-pub fn load(c: &Connection, source: &str) -> rusqlite::Result<Option<Counter>> {
+pub fn load(c: &Connection<'_>, source: &str) -> sql::Result<Option<Counter>> {
     let row: Option<(i64, i64)> = c
         .query_row_cached(
             "SELECT window_start_ms, failures FROM guess_counters WHERE source = ?1",
@@ -29,7 +29,7 @@ pub fn load(c: &Connection, source: &str) -> rusqlite::Result<Option<Counter>> {
         .optional()?;
     row.map(|(window_start_ms, failures)| {
         let failures = u32::try_from(failures).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Integer, e.into())
+            sql::Error::FromSqlConversionFailure(1, sql::types::Type::Integer, e.into())
         })?;
         Ok(Counter {
             window_start_ms,
@@ -41,11 +41,11 @@ pub fn load(c: &Connection, source: &str) -> rusqlite::Result<Option<Counter>> {
 
 /// Counts one failed look-up of `source` at `now_ms`.
 pub fn count_failure(
-    c: &Connection,
+    c: &Connection<'_>,
     source: &str,
     limit: SourceLimit,
     now_ms: i64,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     let next = limit.after_failure(load(c, source)?, now_ms);
     c.exec_cached(
         "INSERT INTO guess_counters (source, window_start_ms, failures) VALUES (?1, ?2, ?3) \
@@ -57,7 +57,7 @@ pub fn count_failure(
 }
 
 /// Whether any counter's window started before `before_ms` (so a prune has work).
-pub fn any_older_than(c: &Connection, before_ms: i64) -> rusqlite::Result<bool> {
+pub fn any_older_than(c: &Connection<'_>, before_ms: i64) -> sql::Result<bool> {
     c.query_row_cached(
         "SELECT EXISTS (SELECT 1 FROM guess_counters WHERE window_start_ms < ?1)",
         params![before_ms],
@@ -66,7 +66,7 @@ pub fn any_older_than(c: &Connection, before_ms: i64) -> rusqlite::Result<bool> 
 }
 
 /// Deletes at most `limit` counters whose window started before `before_ms`.
-pub fn prune(c: &Connection, before_ms: i64, limit: usize) -> rusqlite::Result<usize> {
+pub fn prune(c: &Connection<'_>, before_ms: i64, limit: usize) -> sql::Result<usize> {
     c.exec_cached(
         "DELETE FROM guess_counters WHERE source IN (SELECT source FROM guess_counters \
          WHERE window_start_ms < ?1 ORDER BY window_start_ms LIMIT ?2)",

@@ -1,17 +1,25 @@
-//! Embedded SQLite with group commit.
+//! The store engines: embedded SQLite with group commit, or a PostgreSQL server.
 //!
-//! The one key decision: **all writes go through one writer thread** that takes every job
-//! waiting in its queue (up to [`DbConfig::batch_max`]), runs each inside its own savepoint of a
-//! single transaction, commits once, and only then answers each caller. One fsync thus makes a
-//! whole batch of concurrent requests durable, and an acknowledged write is always on disk
-//! (`journal_mode=WAL`, `synchronous=FULL`: the WAL is fsynced at every commit). A job that
-//! fails rolls back to its savepoint without disturbing the others in its batch.
+//! Both run **units of work**: a closure given a [`sql::Connection`] that runs in one
+//! transaction and either commits whole or leaves nothing. A unit must be re-runnable (the
+//! PostgreSQL engine re-runs it after a serialization failure, a deadlock, a unique-key race or
+//! a connection lost before commit) and must do no network call; it is a plain synchronous
+//! closure, so a database lock can never be held across an `.await`.
 //!
-//! Jobs are plain synchronous closures, so a database lock can never be held across a network
-//! call or an `.await`. Reads run on a small pool of read-only connections, which in WAL mode
-//! never block on the writer.
+//! **SQLite**: all writes go through one writer thread that takes every job waiting in its
+//! queue (up to [`DbConfig::batch_max`]), runs each inside its own savepoint of a single
+//! transaction, commits once, and only then answers each caller. One fsync thus makes a whole
+//! batch of concurrent requests durable, and an acknowledged write is always on disk
+//! (`journal_mode=WAL`, `synchronous=FULL`). A job that fails rolls back to its savepoint
+//! without disturbing the others in its batch. Reads run on a small pool of read-only
+//! connections, which in WAL mode never block on the writer.
+//!
+//! **PostgreSQL** ([`pg`]): a pool of sessions, each unit on one of them in its own
+//! transaction — `READ COMMITTED` with the rows a write decides on locked
+//! ([`sql::Connection::for_update`]), or `SERIALIZABLE` when configured — on a blocking
+//! thread, never on the async runtime. Reads run in a `REPEATABLE READ READ ONLY` snapshot.
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::OpenFlags;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -22,13 +30,19 @@ pub use rusqlite;
 
 mod failure;
 pub mod guess_counters;
+pub mod migrate;
+pub mod pg;
+pub mod sql;
 
 pub use failure::{Failure, failure_of};
+pub use migrate::Migration;
+pub use pg::{Isolation, PgTarget};
+use sql::Connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sql(#[from] sql::Error),
     #[error("database writer has stopped")]
     WriterGone,
     #[error("database job panicked: {0}")]
@@ -38,16 +52,36 @@ pub enum DbError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The PostgreSQL server cannot be reached or refused us; the message says what to do.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The connection was lost while a commit was under way: the unit may or may not have
+    /// been applied, so it is not re-run.
+    #[error("the database connection was lost during commit; the outcome is unknown")]
+    CommitUnknown,
+    /// A unit went on after one of its statements failed (PostgreSQL then refuses the rest).
+    #[error("a statement of this unit failed and the unit went on: {0}")]
+    Aborted(String),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> DbError {
+        DbError::Sql(sql::Error::from(e))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct DbConfig {
-    /// Most jobs committed in one transaction.
+    /// Most jobs committed in one transaction (SQLite).
     pub batch_max: usize,
-    /// Read-only connections.
+    /// Read-only connections (SQLite).
     pub n_readers: usize,
-    /// How long a connection waits on a lock held by another process.
+    /// How long a connection waits on a lock held by another process (SQLite).
     pub busy_timeout_ms: u64,
+    /// Sessions in the pool (PostgreSQL).
+    pub pg_sessions: usize,
+    /// Isolation of write units (PostgreSQL).
+    pub pg_isolation: Isolation,
 }
 
 impl Default for DbConfig {
@@ -56,12 +90,23 @@ impl Default for DbConfig {
             batch_max: 512,
             n_readers: 4,
             busy_timeout_ms: 5_000,
+            pg_sessions: 8,
+            pg_isolation: Isolation::ReadCommitted,
         }
     }
 }
 
+/// Where a store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A schema of a PostgreSQL database.
+    Postgres(PgTarget),
+}
+
 type Completer = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completer + Send>;
+type Job = Box<dyn FnOnce(&rusqlite::Connection) -> Completer + Send>;
 
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -69,15 +114,20 @@ pub struct Db {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+enum Inner {
+    Sqlite(SqliteInner),
+    Postgres(Box<pg::Pool>),
+}
+
+struct SqliteInner {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<rusqlite::Connection>>,
     readers_ready: std::sync::Condvar,
     path: PathBuf,
 }
 
-fn configure(conn: &Connection, busy_timeout_ms: u64) -> rusqlite::Result<()> {
+fn configure(conn: &rusqlite::Connection, busy_timeout_ms: u64) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(busy_timeout_ms))?;
     // 16 MiB of page cache per connection (the default is 2 MiB), so that the upper levels of
     // the indexes stay in memory as the tables grow.
@@ -89,23 +139,46 @@ fn configure(conn: &Connection, busy_timeout_ms: u64) -> rusqlite::Result<()> {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path` and applies `schema` (idempotent DDL,
-    /// e.g. `CREATE TABLE IF NOT EXISTS …`) in one transaction.
-    pub fn open(path: &Path, schema: &str, config: DbConfig) -> Result<Db, DbError> {
+    /// Opens the store at `location`, creating it if needed, and applies the migrations it
+    /// has not recorded yet.
+    pub fn open_at(
+        location: &Location,
+        migrations: &[Migration],
+        config: DbConfig,
+    ) -> Result<Db, DbError> {
+        match location {
+            Location::File(path) => Db::open(path, migrations, config),
+            Location::Postgres(target) => {
+                // The blocking client may not run on an async runtime's thread: open on a
+                // thread of its own (this runs once, at start-up).
+                let pool = std::thread::scope(|s| {
+                    s.spawn(|| pg::Pool::open(target, migrations, &config))
+                        .join()
+                        .unwrap_or_else(|p| Err(DbError::JobPanicked(panic_text(&p))))
+                })?;
+                Ok(Db {
+                    inner: Arc::new(Inner::Postgres(Box::new(pool))),
+                })
+            }
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite database at `path` and applies `migrations`.
+    pub fn open(path: &Path, migrations: &[Migration], config: DbConfig) -> Result<Db, DbError> {
         let open_err = |source| DbError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let mut writer = Connection::open(path).map_err(open_err)?;
+        let mut writer = rusqlite::Connection::open(path).map_err(open_err)?;
         configure(&writer, config.busy_timeout_ms).map_err(open_err)?;
         {
             let tx = writer.transaction()?;
-            tx.execute_batch(schema)?;
+            migrate::apply(&Connection::sqlite(&tx), migrations)?;
             tx.commit()?;
         }
         let mut readers = Vec::with_capacity(config.n_readers);
         for _ in 0..config.n_readers.max(1) {
-            let r = Connection::open_with_flags(
+            let r = rusqlite::Connection::open_with_flags(
                 path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
@@ -121,28 +194,39 @@ impl Db {
             .spawn(move || writer_loop(writer, rx, batch_max))
             .map_err(|e| DbError::JobPanicked(e.to_string()))?;
         Ok(Db {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Inner::Sqlite(SqliteInner {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 readers: Mutex::new(readers),
                 readers_ready: std::sync::Condvar::new(),
                 path: path.to_path_buf(),
-            }),
+            })),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &*self.inner {
+            Inner::Sqlite(s) => Some(&s.path),
+            Inner::Postgres(_) => None,
+        }
     }
 
-    fn submit<R, E, F>(&self, f: F) -> Result<oneshot::Receiver<Result<R, E>>, E>
+    pub fn engine(&self) -> sql::Engine {
+        match &*self.inner {
+            Inner::Sqlite(_) => sql::Engine::Sqlite,
+            Inner::Postgres(_) => sql::Engine::Postgres,
+        }
+    }
+
+    fn submit<R, E, F>(s: &SqliteInner, f: F) -> Result<oneshot::Receiver<Result<R, E>>, E>
     where
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        F: Fn(&Connection<'_>) -> Result<R, E> + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel::<Result<R, E>>();
-        let job: Job = Box::new(move |conn: &Connection| -> Completer {
+        let job: Job = Box::new(move |conn: &rusqlite::Connection| -> Completer {
             let outcome = run_in_savepoint(conn, f);
             Box::new(move |commit: Result<(), String>| {
                 let result = match (outcome, commit) {
@@ -153,23 +237,34 @@ impl Db {
                 let _ = done_tx.send(result);
             })
         });
-        let guard = self.inner.writer.lock().expect("writer lock poisoned");
+        let guard = s.writer.lock().expect("writer lock poisoned");
         let sender = guard.as_ref().ok_or_else(|| E::from(DbError::WriterGone))?;
         sender.send(job).map_err(|_| E::from(DbError::WriterGone))?;
         Ok(done_rx)
     }
 
-    /// Runs `f` in the next group-commit transaction and returns its result once committed.
-    /// If `f` returns an error its changes are rolled back and the error is returned.
+    /// Runs the unit of work `f` and returns its result once committed. If `f` returns an
+    /// error its changes are rolled back and the error is returned. `f` may run more than once
+    /// (see the module documentation); only its last run's changes persist.
     pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
     where
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        F: Fn(&Connection<'_>) -> Result<R, E> + Send + 'static,
     {
-        let rx = self.submit(f)?;
-        rx.await
-            .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+        match &*self.inner {
+            Inner::Sqlite(s) => {
+                let rx = Db::submit(s, f)?;
+                rx.await
+                    .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+            }
+            Inner::Postgres(_) => {
+                let db = self.clone();
+                tokio::task::spawn_blocking(move || db.write_blocking(f))
+                    .await
+                    .unwrap_or_else(|e| Err(E::from(DbError::JobPanicked(e.to_string()))))
+            }
+        }
     }
 
     /// [`Db::write`] for synchronous callers (CLI tools, tests). Must not be called on an async
@@ -178,19 +273,24 @@ impl Db {
     where
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        F: Fn(&Connection<'_>) -> Result<R, E> + Send + 'static,
     {
-        let rx = self.submit(f)?;
-        rx.blocking_recv()
-            .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+        match &*self.inner {
+            Inner::Sqlite(s) => {
+                let rx = Db::submit(s, f)?;
+                rx.blocking_recv()
+                    .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
+            }
+            Inner::Postgres(pool) => pool.run(true, &f),
+        }
     }
 
-    /// Runs a read on a pooled read-only connection, off the async threads.
+    /// Runs a read on a pooled connection, off the async threads.
     pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
     where
         R: Send + 'static,
         E: From<DbError> + Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        F: Fn(&Connection<'_>) -> Result<R, E> + Send + 'static,
     {
         let db = self.clone();
         tokio::task::spawn_blocking(move || db.read_blocking(f))
@@ -202,51 +302,80 @@ impl Db {
     pub fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
     where
         E: From<DbError>,
-        F: FnOnce(&Connection) -> Result<R, E>,
+        F: Fn(&Connection<'_>) -> Result<R, E>,
     {
+        let s = match &*self.inner {
+            Inner::Sqlite(s) => s,
+            Inner::Postgres(pool) => return pool.run(false, &f),
+        };
         let conn = {
-            let mut pool = self.inner.readers.lock().expect("reader pool poisoned");
+            let mut pool = s.readers.lock().expect("reader pool poisoned");
             loop {
                 if let Some(c) = pool.pop() {
                     break c;
                 }
-                pool = self
-                    .inner
-                    .readers_ready
-                    .wait(pool)
-                    .expect("reader pool poisoned");
+                pool = s.readers_ready.wait(pool).expect("reader pool poisoned");
             }
         };
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)));
-        self.inner
-            .readers
-            .lock()
-            .expect("reader pool poisoned")
-            .push(conn);
-        self.inner.readers_ready.notify_one();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(&Connection::sqlite(&conn))));
+        s.readers.lock().expect("reader pool poisoned").push(conn);
+        s.readers_ready.notify_one();
         result.unwrap_or_else(|p| Err(E::from(DbError::JobPanicked(panic_text(&p)))))
     }
 
-    /// Stops the writer after the jobs already queued, and waits for it.
+    /// Stops the writer after the jobs already queued and waits for it (SQLite), or closes
+    /// the pool's sessions (PostgreSQL).
     pub fn close(&self) {
-        self.inner
-            .writer
-            .lock()
-            .expect("writer lock poisoned")
-            .take();
-        if let Some(h) = self
-            .inner
-            .writer_thread
-            .lock()
-            .expect("writer thread lock poisoned")
-            .take()
-        {
-            let _ = h.join();
+        match &*self.inner {
+            Inner::Sqlite(s) => {
+                s.writer.lock().expect("writer lock poisoned").take();
+                if let Some(h) = s
+                    .writer_thread
+                    .lock()
+                    .expect("writer thread lock poisoned")
+                    .take()
+                {
+                    let _ = h.join();
+                }
+            }
+            Inner::Postgres(pool) => pool.close(),
         }
     }
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+/// The variable that points the test suites at a PostgreSQL database.
+pub const TEST_DATABASE_URL: &str = "PAYCODE_TEST_DATABASE_URL";
+
+/// Where a test's store goes: a fresh schema of the database named by
+/// `PAYCODE_TEST_DATABASE_URL` when it is set, else the SQLite file `dir/name.db`.
+pub fn test_location(dir: &Path, name: &str) -> Location {
+    match test_pg_target(name) {
+        Some(t) => Location::Postgres(t),
+        None => Location::File(dir.join(format!("{name}.db"))),
+    }
+}
+
+/// A fresh schema of the test database, if one is configured.
+pub fn test_pg_target(name: &str) -> Option<PgTarget> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let url = std::env::var(TEST_DATABASE_URL)
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let clean: String = pg::schema_word(name).chars().take(24).collect();
+    let schema = format!(
+        "t{}_{}_{nanos}_{clean}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    Some(PgTarget::new(&url, &schema))
+}
+
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -255,56 +384,17 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs a fixed statement through the statement cache: the transaction-control statements run
 /// several times per payment and are not worth re-parsing each time.
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+fn run_cached(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// `Connection::execute` through the statement cache, for hot paths.
-pub trait ExecCached {
-    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
-
-    /// `Connection::query_row` through the statement cache.
-    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: rusqlite::Params,
-        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
-
-    /// Every row of a query, mapped, through the statement cache.
-    fn query_all_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<Vec<T>>
-    where
-        P: rusqlite::Params,
-        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
-}
-
-impl ExecCached for Connection {
-    fn exec_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
-        self.prepare_cached(sql)?.execute(params)
-    }
-
-    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
-    where
-        P: rusqlite::Params,
-        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    {
-        self.prepare_cached(sql)?.query_row(params, f)
-    }
-
-    fn query_all_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<Vec<T>>
-    where
-        P: rusqlite::Params,
-        F: FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    {
-        self.prepare_cached(sql)?.query_map(params, f)?.collect()
-    }
-}
-
-fn run_in_savepoint<R, E, F>(conn: &Connection, f: F) -> Result<R, E>
+fn run_in_savepoint<R, E, F>(conn: &rusqlite::Connection, f: F) -> Result<R, E>
 where
     E: From<DbError>,
-    F: FnOnce(&Connection) -> Result<R, E>,
+    F: Fn(&Connection<'_>) -> Result<R, E>,
 {
-    run_cached(conn, "SAVEPOINT job").map_err(|e| E::from(DbError::Sqlite(e)))?;
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)))
+    run_cached(conn, "SAVEPOINT job").map_err(|e| E::from(DbError::from(e)))?;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&Connection::sqlite(conn))))
         .unwrap_or_else(|p| Err(E::from(DbError::JobPanicked(panic_text(&p)))));
     let end = match outcome {
         Ok(_) => run_cached(conn, "RELEASE job"),
@@ -314,11 +404,11 @@ where
     };
     match end {
         Ok(()) => outcome,
-        Err(e) => Err(E::from(DbError::Sqlite(e))),
+        Err(e) => Err(E::from(DbError::from(e))),
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_max: usize) {
+fn writer_loop(conn: rusqlite::Connection, rx: mpsc::Receiver<Job>, batch_max: usize) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < batch_max {
@@ -351,7 +441,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, batch_max: usize) {
 
 /// Runs a job inside a transaction that is then rolled back: used only when `BEGIN` failed, so
 /// that the caller still gets an answer. Its changes never persist.
-fn run_never(job: Job, conn: &Connection) -> Completer {
+fn run_never(job: Job, conn: &rusqlite::Connection) -> Completer {
     let _ = conn.execute_batch("BEGIN");
     let c = job(conn);
     let _ = conn.execute_batch("ROLLBACK");
@@ -374,7 +464,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(
             &dir.path().join("t.db"),
-            "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+            &[Migration::new(
+                1,
+                "t",
+                "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+            )],
             DbConfig::default(),
         )
         .unwrap();

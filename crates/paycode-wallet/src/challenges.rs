@@ -9,7 +9,7 @@ use crate::store;
 use crate::users::{self, PasswordAttempt};
 use crate::{Inner, WalletError};
 use paycode_core::ResultCode;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use paycode_proto::ResultInfo;
 use std::sync::Arc;
 

@@ -658,8 +658,10 @@ mod tests {
             }
         }
 
-        /// The slot in a code is its device's, and no other device's secret accepts it; no two
-        /// (step, seq) of one device give the same code.
+        /// The slot in a code is its device's, and that device's secret accepts it. (Whether
+        /// another device's secret would also accept it is a matter of odds, about 4·10⁻⁶ per
+        /// secret, measured by the guessing tests; the wallet never asks, as the slot names
+        /// the one secret to check.)
         #[test]
         fn a_code_maps_back_to_exactly_its_device(
             slots in prop::collection::hash_set(0u64..100_000_000, 2..20),
@@ -680,14 +682,8 @@ mod tests {
                 devices.iter().filter(|d| d.slot == parsed.slot).collect();
             prop_assert_eq!(owners.len(), 1);
             prop_assert_eq!(owners[0], me);
-            for d in &devices {
-                let got = match_otp(&d.secret, CII, &parsed, W, now_s);
-                if d == me {
-                    prop_assert!(matches!(got, OtpMatch::Live { .. }), "not live: {:?}", got);
-                } else {
-                    prop_assert_eq!(got, OtpMatch::None);
-                }
-            }
+            let got = match_otp(&me.secret, CII, &parsed, W, now_s);
+            prop_assert!(matches!(got, OtpMatch::Live { .. }), "not live: {:?}", got);
         }
 
         /// Any sequence of displays (with the clock moving forward by random amounts) never

@@ -7,7 +7,7 @@ use crate::store;
 use crate::{Inner, WalletError};
 use paycode_core::ResultCode;
 use paycode_core::guess::{Source, SourceLimit};
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use std::sync::Arc;
 
 pub(crate) struct DeviceHit {

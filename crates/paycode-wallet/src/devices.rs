@@ -9,7 +9,7 @@ use crate::users::{self, PasswordAttempt};
 use crate::{Inner, WalletError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use std::sync::Arc;
 
 /// A device's fresh credentials, returned once (only hashes of the token are stored).
@@ -126,7 +126,7 @@ pub(crate) async fn provision_devices(
         .db
         .write(move |conn| {
             if !store::users::exists(conn, &user)? {
-                return Err(WalletError::UnknownUser(user));
+                return Err(WalletError::UnknownUser(user.clone()));
             }
             let now_ms = i.now_ms();
             let mut out = Vec::with_capacity(count);

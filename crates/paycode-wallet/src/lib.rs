@@ -108,7 +108,10 @@ pub struct WalletConfig {
     /// 6-digit Code Issuer Identifier.
     pub cii: String,
     pub currency: Currency,
+    /// SQLite file of the wallet's store.
     pub db_path: PathBuf,
+    /// When set, the store lives in this schema of a PostgreSQL database instead of `db_path`.
+    pub postgres: Option<paycode_db::PgTarget>,
     /// The wallet's `Client-Id` when it calls the acquirer (`notifyPayment`).
     pub client_id: String,
     /// The wallet's private key: signs responses and notifications.
@@ -163,6 +166,7 @@ impl WalletConfig {
             cii: cii.to_string(),
             currency,
             db_path,
+            postgres: None,
             client_id: client_id.to_string(),
             signer,
             acquirer_client_id: acquirer_client_id.to_string(),
@@ -314,7 +318,7 @@ impl Inner {
     pub(crate) async fn read_store<R, F>(&self, f: F) -> Result<R, WalletError>
     where
         R: Send + 'static,
-        F: FnOnce(&paycode_db::rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&paycode_db::sql::Connection<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         self.db.read(move |c| Ok(f(c)?)).await
     }
@@ -323,7 +327,7 @@ impl Inner {
     pub(crate) async fn write_store<R, F>(&self, f: F) -> Result<R, WalletError>
     where
         R: Send + 'static,
-        F: FnOnce(&paycode_db::rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&paycode_db::sql::Connection<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         self.db.write(move |c| Ok(f(c)?)).await
     }
@@ -350,8 +354,11 @@ impl Wallet {
     pub fn open(config: WalletConfig) -> anyhow::Result<Wallet> {
         use anyhow::Context;
         config.validate()?;
-        let schema = store::full_schema();
-        let db = Db::open(&config.db_path, &schema, DbConfig::default())
+        let location = match &config.postgres {
+            Some(t) => paycode_db::Location::Postgres(t.clone()),
+            None => paycode_db::Location::File(config.db_path.clone()),
+        };
+        let db = Db::open_at(&location, &store::migrations(), DbConfig::default())
             .with_context(|| format!("opening the store of wallet {}", config.name))?;
         let notify_client = SignedClient::new(
             &config.client_id,

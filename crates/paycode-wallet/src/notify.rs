@@ -27,7 +27,7 @@ pub(crate) async fn record_attempt(
         .write_store(move |conn| {
             let now_ms = i.now_ms();
             let n = n_attempts_before.saturating_add(1);
-            match error {
+            match &error {
                 None => store::outbox::mark_delivered(conn, notify_id, n, now_ms),
                 Some(e) => {
                     let schedule = &i.config.notify_retry_ms;
@@ -36,7 +36,7 @@ pub(crate) async fn record_attempt(
                         .min(schedule.len() - 1);
                     let delay = i64::try_from(schedule[idx]).unwrap_or(i64::MAX);
                     let next_ms = now_ms.saturating_add(delay);
-                    store::outbox::schedule_retry(conn, notify_id, n, next_ms, &e)
+                    store::outbox::schedule_retry(conn, notify_id, n, next_ms, e)
                 }
             }
         })

@@ -14,7 +14,7 @@ use crate::store::users::LedgerEntry;
 use crate::store::{self, LedgerKind};
 use crate::{Inner, WalletError, iso_ms};
 use paycode_core::ResultCode;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use paycode_proto::{Amount, ResultInfo};
 use std::sync::Arc;
 
@@ -389,7 +389,10 @@ fn decide_pay(
 
 pub(crate) async fn pay(inner: &Arc<Inner>, input: PayInput) -> Result<PayOutcome, WalletError> {
     let i = inner.clone();
-    inner.db.write(move |conn| pay_tx(&i, conn, input)).await
+    inner
+        .db
+        .write(move |conn| pay_tx(&i, conn, input.clone()))
+        .await
 }
 
 /// The payment, closing it first if its challenge deadline has passed (so that an inquiry never
@@ -573,5 +576,8 @@ pub(crate) async fn refund(
     r: RefundInput,
 ) -> Result<RefundOutcome, WalletError> {
     let i = inner.clone();
-    inner.db.write(move |conn| refund_tx(&i, conn, r)).await
+    inner
+        .db
+        .write(move |conn| refund_tx(&i, conn, r.clone()))
+        .await
 }

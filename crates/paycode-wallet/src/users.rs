@@ -7,7 +7,7 @@ use crate::random::random_token;
 use crate::store::users::{BalanceView, LedgerEntry, NewUserRow, UserAuth, UserRow};
 use crate::store::{self, LedgerKind, StoreError};
 use crate::{Inner, NewUser, WalletError};
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 use std::sync::Arc;
 
 pub(crate) async fn create_user(inner: &Arc<Inner>, u: NewUser) -> Result<(), WalletError> {
@@ -75,7 +75,7 @@ pub(crate) async fn create_user(inner: &Arc<Inner>, u: NewUser) -> Result<(), Wa
 pub(crate) async fn balance_of(inner: &Arc<Inner>, user: &str) -> Result<i64, WalletError> {
     let name = user.to_string();
     inner
-        .read_store(move |c| store::users::balance(c, &name).map(|b| (b, name)))
+        .read_store(move |c| store::users::balance(c, &name).map(|b| (b, name.clone())))
         .await
         .and_then(|(b, name)| b.ok_or(WalletError::UnknownUser(name)))
 }
@@ -120,7 +120,7 @@ pub(crate) async fn set_flag(
                 UserFlag::Unlock => store::users::unlock_password(conn, &name),
             };
             match done {
-                Err(StoreError::NotFound(_)) => Err(WalletError::UnknownUser(name)),
+                Err(StoreError::NotFound(_)) => Err(WalletError::UnknownUser(name.clone())),
                 other => Ok(other?),
             }
         })
@@ -142,7 +142,7 @@ pub(crate) async fn balance_view(
     user: String,
 ) -> Result<BalanceView, WalletError> {
     inner
-        .read_store(move |c| store::users::balance_view(c, &user).map(|b| (b, user)))
+        .read_store(move |c| store::users::balance_view(c, &user).map(|b| (b, user.clone())))
         .await
         .and_then(|(b, user)| b.ok_or(WalletError::UnknownUser(user)))
 }

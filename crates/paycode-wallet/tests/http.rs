@@ -136,6 +136,15 @@ impl Env {
 
     /// A wallet whose store lives in `dir` (which may hold a store already).
     async fn in_dir(dir: tempfile::TempDir) -> Env {
+        Env::in_dir_on(dir, paycode_db::test_pg_target("wallet")).await
+    }
+
+    /// A wallet whose store is the SQLite file `wallet.db` of `dir`, whatever the suite runs on.
+    async fn in_sqlite_dir(dir: tempfile::TempDir) -> Env {
+        Env::in_dir_on(dir, None).await
+    }
+
+    async fn in_dir_on(dir: tempfile::TempDir, postgres: Option<paycode_db::PgTarget>) -> Env {
         let clock = ManualClock::new(START_MS);
         let mut cfg = WalletConfig::new(
             "cnpay",
@@ -147,6 +156,7 @@ impl Env {
             ACQ,
             acquirer_signer().public_key(),
         );
+        cfg.postgres = postgres;
         cfg.clock = clock.clone();
         cfg.password_memory_kib = 256;
         cfg.admin_token = Some("op-token".into());
@@ -735,7 +745,8 @@ async fn devices_of_a_store_from_the_first_release_keep_paying() {
         )
         .unwrap();
     }
-    let env = Env::in_dir(dir).await;
+    // A store of the first release is a SQLite file: there was no other engine.
+    let env = Env::in_sqlite_dir(dir).await;
     env.user("quinn", 5_000, 5_000, 5_000).await;
     let d = env.register("quinn").await;
     // As if the old construction had paid with this device in the current step.

@@ -372,6 +372,7 @@ pub async fn run(
         });
         let acq = Acquirer::open(AcquirerConfig {
             db_path: base.join(&a.db),
+            postgres: None,
             public_url: public_url.clone(),
             client_id_at_wallets: a.client_id_at_wallets.clone(),
             signer: Signer::new(key, 1),

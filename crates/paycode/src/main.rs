@@ -44,6 +44,11 @@ struct Cli {
         default_value = "paycode-data"
     )]
     data_dir: PathBuf,
+    /// Keep the stores in this PostgreSQL database (postgres://USER@HOST:PORT/DATABASE)
+    /// instead of SQLite files in the data directory: the acquirer in schema `acquirer`, each
+    /// demo wallet in `wallet_NAME`. The database must exist; paycode creates its tables.
+    #[arg(long, global = true, env = "PAYCODE_DATABASE_URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,9 +95,10 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
+    let database_url = cli.database_url.as_deref().filter(|u| !u.is_empty());
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(&cli.data_dir, args)
+            Command::Serve(args) => serve::run(&cli.data_dir, database_url, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Pos(args) => pos::run(&cli.data_dir, args).await,
@@ -101,8 +107,8 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(&cli.data_dir, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::Settle(args) => money_cmd::settle(&cli.data_dir, args).await,
-            Command::Audit(args) => money_cmd::audit(&cli.data_dir, args).await,
+            Command::Settle(args) => money_cmd::settle(&cli.data_dir, database_url, args).await,
+            Command::Audit(args) => money_cmd::audit(&cli.data_dir, database_url, args).await,
         }
     });
     match result {

@@ -97,9 +97,10 @@ impl Admin {
 }
 
 /// Opens the acquirer's store in the data directory (when no server is running).
-async fn open_store(data_dir: &Path) -> anyhow::Result<Acquirer> {
+async fn open_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Acquirer> {
     let db_path = data_dir.join("acquirer.db");
-    if !db_path.exists() {
+    let postgres = database_url.map(crate::serve::acquirer_pg_target);
+    if postgres.is_none() && !db_path.exists() {
         anyhow::bail!(
             "no acquirer store at {} (start `paycode serve` once, or pass --data-dir)",
             db_path.display()
@@ -109,6 +110,7 @@ async fn open_store(data_dir: &Path) -> anyhow::Result<Acquirer> {
     let key = paycode_sign::PrivateKey::generate().context("generating a throwaway key")?;
     Acquirer::open(AcquirerConfig {
         db_path,
+        postgres,
         public_url: "http://127.0.0.1".into(),
         client_id_at_wallets: "paycode-acquirer".into(),
         signer: paycode_http::Signer::new(key, 1),
@@ -167,7 +169,11 @@ fn print_outcome(data_dir: &Path, o: &SettleOutcome) {
     }
 }
 
-pub async fn settle(data_dir: &Path, args: SettleArgs) -> anyhow::Result<ExitCode> {
+pub async fn settle(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    args: SettleArgs,
+) -> anyhow::Result<ExitCode> {
     if let Some(admin) = Admin::from_data_dir(data_dir)? {
         let path = format!("/admin/v1/settlement/close?now={}", args.now);
         if let Reached::Answer(outcome) = admin
@@ -178,7 +184,7 @@ pub async fn settle(data_dir: &Path, args: SettleArgs) -> anyhow::Result<ExitCod
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let acq = open_store(data_dir).await?;
+    let acq = open_store(data_dir, database_url).await?;
     let outcome = if args.now {
         acq.settle_now().await
     } else {
@@ -190,7 +196,11 @@ pub async fn settle(data_dir: &Path, args: SettleArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn audit(data_dir: &Path, _args: AuditArgs) -> anyhow::Result<ExitCode> {
+pub async fn audit(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    _args: AuditArgs,
+) -> anyhow::Result<ExitCode> {
     let mut report: Option<AuditReport> = None;
     if let Some(admin) = Admin::from_data_dir(data_dir)?
         && let Reached::Answer(r) = admin
@@ -202,7 +212,7 @@ pub async fn audit(data_dir: &Path, _args: AuditArgs) -> anyhow::Result<ExitCode
     let report = match report {
         Some(r) => r,
         None => {
-            let acq = open_store(data_dir).await?;
+            let acq = open_store(data_dir, database_url).await?;
             let r = acq.audit_report().await;
             acq.db().close();
             r.map_err(|e| anyhow::anyhow!("the audit could not run: {}", e.message))?

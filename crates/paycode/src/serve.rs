@@ -183,6 +183,7 @@ struct RunningWallet {
 
 async fn start_wallets(
     data_dir: &Path,
+    database_url: Option<&str>,
     specs: Vec<DemoWalletSpec>,
     port_of: impl Fn(usize, &str) -> Option<String>,
     acquirer_public_key: &paycode_sign::PublicKey,
@@ -206,6 +207,7 @@ async fn start_wallets(
             ACQUIRER_CLIENT_ID,
             acquirer_public_key.clone(),
         );
+        config.postgres = database_url.map(|url| wallet_pg_target(url, spec.name));
         // The demo's operator token guards the wallets' operator API too.
         config.admin_token = Some(admin_token(data_dir)?);
         wallet_config_from_env(&mut config)?;
@@ -408,7 +410,22 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
     }
 }
 
-pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
+/// The acquirer's store in the database at `url`.
+pub(crate) fn acquirer_pg_target(url: &str) -> paycode_db::PgTarget {
+    paycode_db::PgTarget::new(url, "acquirer")
+}
+
+/// A wallet's store in the database at `url`: a schema of its own, as if on its own server.
+pub(crate) fn wallet_pg_target(url: &str, wallet: &str) -> paycode_db::PgTarget {
+    let name = paycode_db::pg::schema_word(wallet);
+    paycode_db::PgTarget::new(url, &format!("wallet_{name}"))
+}
+
+pub async fn run(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     init_logging();
     if let Some(path) = &args.config {
         return crate::config_file::run(path, &args.http, shutdown_signal()).await;
@@ -457,7 +474,14 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         shutdown.clone()
     };
-    let running = start_wallets(data_dir, specs.clone(), wallet_addr, &acquirer_public_key).await?;
+    let running = start_wallets(
+        data_dir,
+        database_url,
+        specs.clone(),
+        wallet_addr,
+        &acquirer_public_key,
+    )
+    .await?;
     if args.role == Role::Wallet && running.is_empty() {
         bail!(
             "no demo wallet is called {:?}",
@@ -503,6 +527,7 @@ pub async fn run(data_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{scheme}://{local}"));
         let config = AcquirerConfig {
             db_path: data_dir.join("acquirer.db"),
+            postgres: database_url.map(acquirer_pg_target),
             public_url: public_url.clone(),
             client_id_at_wallets: ACQUIRER_CLIENT_ID.into(),
             signer: acquirer_signer.clone(),

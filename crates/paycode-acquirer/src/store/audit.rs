@@ -7,8 +7,7 @@ use super::settlement::{
     BATCH_COLUMNS, BatchRow, CLEARING_COLUMNS, ClearingRow, ITEM_COLUMNS, ItemRow, batch_from_row,
     clearing_from_row, item_from_row,
 };
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{self, Connection, OptionalExtension, Params, Row};
+use paycode_db::sql::{self, Connection, OptionalExtension, Params, Row};
 
 /// A posting as the audit compares it: account, side, amount, currency.
 pub type Line = (String, String, i64, String);
@@ -18,13 +17,13 @@ fn each<T, P: Params>(
     c: &Connection,
     sql: &str,
     params: P,
-    map: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+    map: impl Fn(&Row<'_>) -> sql::Result<T>,
     mut f: impl FnMut(T) -> StoreResult<()>,
 ) -> StoreResult<()> {
     let mut stmt = c.prepare(sql)?;
     let mut rows = stmt.query(params)?;
     while let Some(r) = rows.next()? {
-        f(map(r)?)?;
+        f(map(&r)?)?;
     }
     Ok(())
 }
@@ -316,8 +315,5 @@ pub fn in_snapshot<T>(
     c: &Connection,
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    let tx = c.unchecked_transaction()?;
-    let out = f(&tx)?;
-    drop(tx);
-    Ok(out)
+    c.snapshot(f)
 }

@@ -4,7 +4,7 @@
 use super::StoreResult;
 use paycode_core::guess::{Counter, SourceLimit};
 use paycode_db::guess_counters;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 
 pub fn load(c: &Connection, source: &str) -> StoreResult<Option<Counter>> {
     Ok(guess_counters::load(c, source)?)

@@ -3,8 +3,7 @@
 
 use super::StoreResult;
 use paycode_core::ledger::{JournalEntry, Side};
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+use paycode_db::sql::{Connection, OptionalExtension, params};
 
 /// Appends a journal entry and moves the account balances, in the caller's transaction.
 pub fn post_entry(
@@ -14,11 +13,15 @@ pub fn post_entry(
     refund_id: Option<&str>,
     now_ms: i64,
 ) -> StoreResult<i64> {
-    c.prepare_cached(
-        "INSERT INTO journal_entries (kind, payment_id, refund_id, created_ms) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![entry.kind(), payment_id, refund_id, now_ms])?;
-    let entry_id = c.last_insert_rowid();
+    let entry_id: i64 = c.query_row(
+        "INSERT INTO journal_entries (kind, payment_id, refund_id, created_ms) \
+         VALUES (?1, ?2, ?3, ?4) RETURNING entry_id",
+        params![entry.kind(), payment_id, refund_id, now_ms],
+        |r| r.get(0),
+    )?;
+    // Balances move in account order, whatever the order of the postings: two units moving the
+    // same accounts lock their rows in the same order and never deadlock (PostgreSQL).
+    let mut deltas: std::collections::BTreeMap<&str, (&str, i64)> = Default::default();
     for (idx, p) in entry.postings().iter().enumerate() {
         let amount = p.amount();
         c.prepare_cached(
@@ -37,11 +40,18 @@ pub fn post_entry(
             Side::Debit => amount.amount_minor(),
             Side::Credit => -amount.amount_minor(),
         };
+        let moved = deltas
+            .entry(p.account())
+            .or_insert((amount.currency().code(), 0));
+        moved.1 += delta;
+    }
+    for (account, (currency, delta)) in deltas {
         c.prepare_cached(
             "INSERT INTO account_balances (account, currency, balance_minor) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (account) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor",
+             ON CONFLICT (account) DO UPDATE SET \
+             balance_minor = account_balances.balance_minor + excluded.balance_minor",
         )?
-        .execute(params![p.account(), amount.currency().code(), delta])?;
+        .execute(params![account, currency, delta])?;
     }
     Ok(entry_id)
 }

@@ -12,8 +12,8 @@
 //! never writes is [`StoreError::Corrupt`] naming the row, never a default.
 
 use paycode_core::ResultCode;
-use paycode_db::rusqlite::types::Type;
-use paycode_db::rusqlite::{self, Row};
+use paycode_db::sql::types::Type;
+use paycode_db::sql::{self, Row};
 use paycode_db::{DbError, Failure};
 
 pub mod audit;
@@ -34,7 +34,7 @@ pub use quotes::*;
 pub use schema::SCHEMA;
 
 /// Whether the database answers a trivial query (readiness).
-pub fn ping(c: &paycode_db::rusqlite::Connection) -> StoreResult<()> {
+pub fn ping(c: &paycode_db::sql::Connection) -> StoreResult<()> {
     c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
     Ok(())
 }
@@ -47,6 +47,17 @@ pub fn full_schema() -> String {
         risk::RISK_SCHEMA,
         paycode_db::guess_counters::SCHEMA
     )
+}
+
+/// The acquirer's schema versions. Version 1 is the schema of the first releases, written with
+/// `IF NOT EXISTS` throughout, so that a store they created opens and is recorded at version 1
+/// unchanged; later versions append here.
+pub fn migrations() -> Vec<paycode_db::Migration> {
+    vec![paycode_db::Migration::new(
+        1,
+        "the first release's tables",
+        full_schema(),
+    )]
 }
 
 /// What a storage function can fail with.
@@ -68,29 +79,29 @@ pub enum StoreError {
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> StoreError {
         match e {
-            DbError::Sqlite(e) => StoreError::from(e),
+            DbError::Sql(e) => StoreError::from(e),
             other => StoreError::Database(other),
         }
     }
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> StoreError {
+impl From<sql::Error> for StoreError {
+    fn from(e: sql::Error) -> StoreError {
         // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
         // parsing), is a corrupt row, not a failed query.
         match paycode_db::failure_of(&e) {
             Failure::NoRow => StoreError::NotFound("row".to_string()),
             Failure::Unique(key) => StoreError::Unique { key },
             Failure::Corrupt(why) => StoreError::Corrupt(why),
-            Failure::Other => StoreError::Database(DbError::Sqlite(e)),
+            Failure::Other => StoreError::Database(DbError::Sql(e)),
         }
     }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-pub(crate) fn corrupt_column(column: usize, why: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, why.into())
+pub(crate) fn corrupt_column(column: usize, why: String) -> sql::Error {
+    sql::Error::FromSqlConversionFailure(column, Type::Text, why.into())
 }
 
 /// A result code the core does not know fails the read (and becomes [`StoreError::Corrupt`]).
@@ -98,7 +109,7 @@ pub(crate) fn result_code_at(
     r: &Row<'_>,
     column: usize,
     row: &dyn Fn() -> String,
-) -> rusqlite::Result<ResultCode> {
+) -> sql::Result<ResultCode> {
     let text: String = r.get(column)?;
     ResultCode::parse(&text)
         .ok_or_else(|| corrupt_column(column, format!("{}: result code {text:?}", row())))
@@ -106,7 +117,7 @@ pub(crate) fn result_code_at(
 
 /// A time the acquirer writes is unix milliseconds within chrono's range; anything else is a
 /// corrupt row, not 1970.
-pub(crate) fn ms_at(r: &Row<'_>, column: usize, row: &dyn Fn() -> String) -> rusqlite::Result<i64> {
+pub(crate) fn ms_at(r: &Row<'_>, column: usize, row: &dyn Fn() -> String) -> sql::Result<i64> {
     let ms: i64 = r.get(column)?;
     checked_ms(ms, column, row)
 }
@@ -115,12 +126,12 @@ pub(crate) fn opt_ms_at(
     r: &Row<'_>,
     column: usize,
     row: &dyn Fn() -> String,
-) -> rusqlite::Result<Option<i64>> {
+) -> sql::Result<Option<i64>> {
     let ms: Option<i64> = r.get(column)?;
     ms.map(|ms| checked_ms(ms, column, row)).transpose()
 }
 
-fn checked_ms(ms: i64, column: usize, row: &dyn Fn() -> String) -> rusqlite::Result<i64> {
+fn checked_ms(ms: i64, column: usize, row: &dyn Fn() -> String) -> sql::Result<i64> {
     match chrono::DateTime::from_timestamp_millis(ms) {
         Some(_) if ms >= 0 => Ok(ms),
         _ => Err(corrupt_column(
@@ -135,10 +146,10 @@ pub(crate) mod test_support {
     use super::PaymentRow;
     use paycode_core::ResultCode;
     use paycode_core::payment::PaymentState;
-    use paycode_db::rusqlite::Connection;
+    use paycode_db::sql::Connection;
 
     /// An in-memory store with the acquirer's schema.
-    pub(crate) fn conn() -> Connection {
+    pub(crate) fn conn() -> Connection<'static> {
         let c = Connection::open_in_memory().expect("an in-memory database opens");
         c.execute_batch(&super::full_schema())
             .expect("the schema applies");
@@ -224,7 +235,7 @@ mod tests {
         "params!",
         "unchecked_transaction",
         "guess_counters",
-        "rusqlite::Error",
+        "sql::Error",
     ];
 
     /// The first banned word in a line's code (its comment aside).

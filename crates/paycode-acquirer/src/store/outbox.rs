@@ -1,8 +1,7 @@
 //! The `outbox` of merchant notifications and the `payment_events` timeline.
 
 use super::StoreResult;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{self, Connection, Row, params};
+use paycode_db::sql::{self, Connection, Row, params};
 
 /// A queued merchant notification.
 #[derive(Debug, Clone)]
@@ -25,7 +24,7 @@ pub struct OutboxRow {
 const OUTBOX_COLUMNS: &str = "outbox_id, kind, payment_id, refund_id, client_id, url, body, \
     status, n_attempts, next_attempt_ms, last_error, created_ms, delivered_ms";
 
-fn outbox_from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+fn outbox_from_row(r: &Row<'_>) -> sql::Result<OutboxRow> {
     Ok(OutboxRow {
         outbox_id: r.get(0)?,
         kind: r.get(1)?,
@@ -80,9 +79,10 @@ pub fn claim_due_notifications(
     lease_until_ms: i64,
     limit: usize,
 ) -> StoreResult<Vec<OutboxRow>> {
+    // Another process's claim in flight is skipped, not waited for (PostgreSQL).
     let rows = c.query_all_cached(&format!(
         "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = 'PENDING' AND next_attempt_ms <= ?1 \
-         ORDER BY next_attempt_ms LIMIT ?2"
+         ORDER BY next_attempt_ms LIMIT ?2{}", c.skip_locked()
     ), params![now_ms, limit as i64], outbox_from_row)?;
     for r in &rows {
         c.prepare_cached("UPDATE outbox SET next_attempt_ms = ?2 WHERE outbox_id = ?1")?
@@ -122,7 +122,7 @@ pub fn notifications(
 ) -> StoreResult<Vec<OutboxRow>> {
     let rows = c.query_all_cached(
         &format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (?1 IS NULL OR status = ?1) \
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) \
          ORDER BY outbox_id DESC LIMIT ?2"
         ),
         params![status, limit as i64],

@@ -3,8 +3,7 @@
 use super::{StoreError, StoreResult, corrupt_column, ms_at, opt_ms_at, result_code_at};
 use paycode_core::ResultCode;
 use paycode_core::payment::{PaymentState, RefundState};
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{self, Connection, OptionalExtension, Row, params};
+use paycode_db::sql::{self, Connection, OptionalExtension, Row, params};
 
 /// A payment as stored.
 #[derive(Debug, Clone)]
@@ -56,7 +55,7 @@ const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, reques
     result_message, wallet_payment_id, psp_customer_id, notify_url, created_ms, expires_ms, \
     paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms, fee_minor";
 
-fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
+fn payment_from_row(r: &Row<'_>) -> sql::Result<PaymentRow> {
     let payment_id: String = r.get(0)?;
     let row = || format!("payment {payment_id}");
     let result_code = result_code_at(r, 21, &row)?;
@@ -178,7 +177,12 @@ pub fn update_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
 }
 
 pub fn payment_by_id(c: &Connection, payment_id: &str) -> StoreResult<Option<PaymentRow>> {
-    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1");
+    // Locked in a write unit on PostgreSQL: whatever the unit decides from this state (finish,
+    // cancel, refund) is decided by one unit at a time.
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1{}",
+        c.for_update()
+    );
     Ok(c.query_row_cached(&sql, [payment_id], payment_from_row)
         .optional()?)
 }
@@ -189,7 +193,8 @@ pub fn payment_by_request_id(
     payment_request_id: &str,
 ) -> StoreResult<Option<PaymentRow>> {
     let sql = format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE client_id = ?1 AND payment_request_id = ?2"
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE client_id = ?1 AND payment_request_id = ?2{}",
+        c.for_update()
     );
     Ok(
         c.query_row_cached(&sql, [client_id, payment_request_id], payment_from_row)
@@ -259,7 +264,7 @@ const REFUND_COLUMNS: &str = "refund_id, client_id, refund_request_id, request_h
     status, result_code, result_message, reason, notify_url, created_ms, refunded_ms, next_check_ms, \
     settlement_quote, fee_minor";
 
-fn refund_from_row(r: &Row<'_>) -> rusqlite::Result<RefundRow> {
+fn refund_from_row(r: &Row<'_>) -> sql::Result<RefundRow> {
     let refund_id: String = r.get(0)?;
     let row = || format!("refund {refund_id}");
     let result_code = result_code_at(r, 12, &row)?;
@@ -340,7 +345,10 @@ pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
 }
 
 pub fn refund_by_id(c: &Connection, refund_id: &str) -> StoreResult<Option<RefundRow>> {
-    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = ?1");
+    let sql = format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = ?1{}",
+        c.for_update()
+    );
     Ok(c.query_row_cached(&sql, [refund_id], refund_from_row)
         .optional()?)
 }
@@ -351,7 +359,8 @@ pub fn refund_by_request_id(
     refund_request_id: &str,
 ) -> StoreResult<Option<RefundRow>> {
     let sql = format!(
-        "SELECT {REFUND_COLUMNS} FROM refunds WHERE client_id = ?1 AND refund_request_id = ?2"
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE client_id = ?1 AND refund_request_id = ?2{}",
+        c.for_update()
     );
     Ok(
         c.query_row_cached(&sql, [client_id, refund_request_id], refund_from_row)

@@ -1,7 +1,7 @@
 //! The `quotes` given out and the one-row `fx_rates` table.
 
 use super::StoreResult;
-use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+use paycode_db::sql::{Connection, OptionalExtension, params};
 
 pub fn insert_quote(
     c: &Connection,

@@ -2,8 +2,7 @@
 //! `routes`. Read whole into the registry's snapshot; written one row at a time by the admin API.
 
 use super::StoreResult;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{Connection, params};
+use paycode_db::sql::{Connection, params};
 use paycode_sign::PublicKey;
 
 pub struct ClientRow {

@@ -2,7 +2,7 @@
 //! the hashes of codes already sent to a wallet (the replay rule).
 
 use super::StoreResult;
-use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+use paycode_db::sql::{Connection, OptionalExtension, params};
 
 pub const RISK_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS risk_rules (
@@ -77,8 +77,9 @@ pub fn count_attempt(
 ) -> StoreResult<()> {
     c.prepare_cached(
         "INSERT INTO merchant_daily (merchant, day, currency, amount_minor, n_attempts) VALUES (?1, ?2, ?3, ?4, 1) \
-         ON CONFLICT (merchant, day, currency) DO UPDATE SET amount_minor = amount_minor + excluded.amount_minor, \
-         n_attempts = n_attempts + 1",
+         ON CONFLICT (merchant, day, currency) DO UPDATE SET \
+         amount_minor = merchant_daily.amount_minor + excluded.amount_minor, \
+         n_attempts = merchant_daily.n_attempts + 1",
     )?
     .execute(params![merchant, day_of(now_ms), currency, amount_minor])?;
     Ok(())

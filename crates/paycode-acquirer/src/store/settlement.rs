@@ -3,8 +3,7 @@
 //! and `refunds`. Which items close into which batch, and when, is `settlement`'s decision.
 
 use super::StoreResult;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{Connection, OptionalExtension, Row, params};
+use paycode_db::sql::{Connection, OptionalExtension, Row, params};
 
 // ---------------------------------------------------------------------------------------------
 // Items
@@ -44,7 +43,7 @@ pub(super) const ITEM_COLUMNS: &str = "transaction_id, kind, payment_id, merchan
     settle_currency, quote_price, fee_minor, event_ms, settle_due_ms, batch_id, clearing_due_ms, \
     clearing_id";
 
-pub(super) fn item_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<ItemRow> {
+pub(super) fn item_from_row(r: &Row<'_>) -> paycode_db::sql::Result<ItemRow> {
     Ok(ItemRow {
         transaction_id: r.get(0)?,
         kind: r.get(1)?,
@@ -249,7 +248,11 @@ pub(crate) fn source_chunk(
 /// `(swept_ms, next_sweep_ms)`; `(0, 0)` before the first sweep.
 pub fn cursor(c: &Connection) -> StoreResult<(i64, i64)> {
     Ok(c.query_row(
-        "SELECT swept_ms, next_sweep_ms FROM settlement_cursor WHERE id = 1",
+        // Locked in a write unit on PostgreSQL: one sweep at a time across processes.
+        &format!(
+            "SELECT swept_ms, next_sweep_ms FROM settlement_cursor WHERE id = 1{}",
+            c.for_update()
+        ),
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -260,7 +263,8 @@ pub fn cursor(c: &Connection) -> StoreResult<(i64, i64)> {
 pub fn set_cursor(c: &Connection, swept_ms: i64, next_sweep_ms: i64) -> StoreResult<()> {
     c.execute(
         "INSERT INTO settlement_cursor (id, swept_ms, next_sweep_ms) VALUES (1, ?1, ?2) \
-         ON CONFLICT (id) DO UPDATE SET swept_ms = MAX(settlement_cursor.swept_ms, excluded.swept_ms), \
+         ON CONFLICT (id) DO UPDATE SET swept_ms = CASE WHEN settlement_cursor.swept_ms > excluded.swept_ms \
+         THEN settlement_cursor.swept_ms ELSE excluded.swept_ms END, \
          next_sweep_ms = excluded.next_sweep_ms",
         params![swept_ms, next_sweep_ms],
     )?;
@@ -414,7 +418,7 @@ pub struct BatchRow {
     pub closed_ms: i64,
 }
 
-pub(super) fn batch_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<BatchRow> {
+pub(super) fn batch_from_row(r: &Row<'_>) -> paycode_db::sql::Result<BatchRow> {
     Ok(BatchRow {
         batch_id: r.get(0)?,
         merchant: r.get(1)?,
@@ -463,7 +467,7 @@ pub fn batches(c: &Connection, merchant: Option<&str>, limit: usize) -> StoreRes
     Ok(c.query_all_cached(
         &format!(
             "SELECT {BATCH_COLUMNS} FROM settlement_batches \
-             WHERE (?1 IS NULL OR merchant = ?1) ORDER BY closed_ms DESC, batch_id LIMIT ?2"
+             WHERE (CAST(?1 AS TEXT) IS NULL OR merchant = ?1) ORDER BY closed_ms DESC, batch_id LIMIT ?2"
         ),
         params![merchant, limit as i64],
         batch_from_row,
@@ -581,7 +585,7 @@ pub struct ClearingRow {
     pub closed_ms: i64,
 }
 
-pub(super) fn clearing_from_row(r: &Row<'_>) -> paycode_db::rusqlite::Result<ClearingRow> {
+pub(super) fn clearing_from_row(r: &Row<'_>) -> paycode_db::sql::Result<ClearingRow> {
     Ok(ClearingRow {
         clearing_id: r.get(0)?,
         wallet: r.get(1)?,
@@ -634,7 +638,7 @@ pub fn clearings(
     Ok(c.query_all_cached(
         &format!(
             "SELECT {CLEARING_COLUMNS} FROM clearing_batches \
-             WHERE (?1 IS NULL OR wallet = ?1) ORDER BY closed_ms DESC, clearing_id LIMIT ?2"
+             WHERE (CAST(?1 AS TEXT) IS NULL OR wallet = ?1) ORDER BY closed_ms DESC, clearing_id LIMIT ?2"
         ),
         params![wallet, limit as i64],
         clearing_from_row,

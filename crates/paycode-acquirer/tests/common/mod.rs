@@ -346,6 +346,7 @@ impl Harness {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let acq = Acquirer::open(AcquirerConfig {
             db_path: dir.path().join("acquirer.db"),
+            postgres: paycode_db::test_pg_target("acquirer"),
             public_url: url.clone(),
             client_id_at_wallets: ACQ_ID.into(),
             signer: signer("acquirer"),
@@ -366,6 +367,7 @@ impl Harness {
             ACQ_ID,
             key("acquirer").public_key(),
         );
+        wcfg.postgres = paycode_db::test_pg_target("wallet");
         wcfg.password_memory_kib = 256;
         wcfg.notify_retry_ms = vec![0, 0, 0];
         wcfg.clock = Arc::new(SharedClock(acq.clock().clone()));
@@ -575,8 +577,8 @@ impl Harness {
         self.acq
             .db()
             .read(move |c| {
-                c.query_row(sql, [arg], |r| r.get::<_, i64>(0))
-                    .map_err(|e| paycode_acquirer::ApiError::from(paycode_db::DbError::Sqlite(e)))
+                c.query_row(sql, [&arg], |r| r.get::<_, i64>(0))
+                    .map_err(|e| paycode_acquirer::ApiError::from(paycode_db::DbError::Sql(e)))
             })
             .await
             .unwrap()

@@ -2,7 +2,7 @@
 
 use super::StoreError;
 use crate::payment_state::PayState;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 
 /// A user's balance and the sum of their ledger rows.
 pub(crate) struct UserSums {
@@ -41,7 +41,7 @@ pub(crate) fn daily_mismatches(conn: &Connection) -> Result<Vec<DailyMismatch>, 
            SELECT user_name, paid_at_ms / 86400000 AS day, amount_minor AS expected, 0 AS stored \
            FROM payments WHERE state = 'SUCCESS' AND reversed_at_ms IS NULL \
              AND paid_at_ms IS NOT NULL AND user_name IS NOT NULL \
-           UNION ALL SELECT user_name, day, 0, paid_minor FROM user_daily) \
+           UNION ALL SELECT user_name, day, 0, paid_minor FROM user_daily) t \
          GROUP BY user_name, day HAVING SUM(expected) != SUM(stored)",
     )?;
     let rows = st.query_map([], |r| {

@@ -1,8 +1,7 @@
 //! The `devices`, `retired_slots` and `used_codes` tables.
 
 use super::StoreError;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{Connection, OptionalExtension, params};
+use paycode_db::sql::{Connection, OptionalExtension, params};
 
 /// The device that holds a slot, with the secret its codes are checked against.
 pub(crate) struct DeviceKey {

@@ -4,7 +4,7 @@
 use super::StoreError;
 use paycode_core::guess::{Counter, SourceLimit};
 use paycode_db::guess_counters;
-use paycode_db::rusqlite::Connection;
+use paycode_db::sql::Connection;
 
 pub(crate) fn load(conn: &Connection, source: &str) -> Result<Option<Counter>, StoreError> {
     Ok(guess_counters::load(conn, source)?)

@@ -17,13 +17,24 @@ mod schema;
 pub(crate) mod users;
 
 use paycode_db::Failure;
-use paycode_db::rusqlite;
+use paycode_db::sql;
 
 pub use schema::SCHEMA;
 
 /// Every table the wallet opens: its own and the guessing counters it shares with the acquirer.
 pub(crate) fn full_schema() -> String {
     format!("{SCHEMA}{}", paycode_db::guess_counters::SCHEMA)
+}
+
+/// The wallet's schema versions. Version 1 is the schema of the first releases, written with
+/// `IF NOT EXISTS` throughout, so that a store they created opens and is recorded at version 1
+/// unchanged; later versions append here.
+pub(crate) fn migrations() -> Vec<paycode_db::Migration> {
+    vec![paycode_db::Migration::new(
+        1,
+        "the first release's tables",
+        full_schema(),
+    )]
 }
 
 /// What a storage function can fail with.
@@ -39,11 +50,11 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
-    Database(rusqlite::Error),
+    Database(sql::Error),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> StoreError {
+impl From<sql::Error> for StoreError {
+    fn from(e: sql::Error) -> StoreError {
         // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
         // parsing), is a corrupt row, not a failed query.
         match paycode_db::failure_of(&e) {
@@ -93,10 +104,10 @@ pub(crate) const DAY_MS: i64 = 86_400_000;
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use paycode_db::rusqlite::Connection;
+    use paycode_db::sql::Connection;
 
     /// An in-memory store with the wallet's schema.
-    pub(crate) fn conn() -> Connection {
+    pub(crate) fn conn() -> Connection<'static> {
         let c = Connection::open_in_memory().expect("an in-memory database opens");
         c.execute_batch(&super::full_schema())
             .expect("the schema applies");
@@ -134,7 +145,7 @@ mod tests {
                     "execute",
                     "params!",
                     "guess_counters",
-                    "rusqlite::Error",
+                    "sql::Error",
                 ] {
                     assert!(
                         !code.contains(banned),

@@ -1,8 +1,7 @@
 //! The `notify_outbox` table: `notifyPayment` bodies waiting for the acquirer's acknowledgement.
 
 use super::StoreError;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::{Connection, params};
+use paycode_db::sql::{Connection, params};
 
 pub(crate) fn enqueue(
     conn: &Connection,

@@ -3,11 +3,10 @@
 use super::{DAY_MS, StoreError};
 use crate::payment_state::PayState;
 use paycode_core::ResultCode;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::types::{
+use paycode_db::sql::types::{
     FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Type, ValueRef,
 };
-use paycode_db::rusqlite::{self, Connection, OptionalExtension, Row, params};
+use paycode_db::sql::{self, Connection, OptionalExtension, Row, params};
 
 impl PayState {
     fn as_stored(self) -> &'static str {
@@ -21,7 +20,7 @@ impl PayState {
 }
 
 impl ToSql for PayState {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+    fn to_sql(&self) -> sql::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(self.as_stored()))
     }
 }
@@ -77,10 +76,10 @@ const PAY_COLS: &str = "payment_request_id, payment_id, key_hash, state, result_
     reversed_at_ms, refunded_minor";
 
 /// A result code the core does not know fails the read (and becomes [`StoreError::Corrupt`]).
-fn result_code_at(r: &Row<'_>, column: usize) -> rusqlite::Result<ResultCode> {
+fn result_code_at(r: &Row<'_>, column: usize) -> sql::Result<ResultCode> {
     let text: String = r.get(column)?;
     ResultCode::parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
+        sql::Error::FromSqlConversionFailure(
             column,
             Type::Text,
             format!("result code {text:?}").into(),
@@ -88,7 +87,7 @@ fn result_code_at(r: &Row<'_>, column: usize) -> rusqlite::Result<ResultCode> {
     })
 }
 
-fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
+fn payment_from_row(r: &Row<'_>) -> sql::Result<PaymentRow> {
     Ok(PaymentRow {
         payment_request_id: r.get(0)?,
         payment_id: r.get(1)?,
@@ -121,9 +120,14 @@ fn payment_from_row(r: &Row<'_>) -> rusqlite::Result<PaymentRow> {
 fn load_where(
     conn: &Connection,
     clause: &str,
-    args: impl rusqlite::Params,
+    args: impl sql::Params,
 ) -> Result<Option<PaymentRow>, StoreError> {
-    let sql = format!("SELECT {PAY_COLS} FROM payments WHERE {clause}");
+    // Locked in a write unit on PostgreSQL: confirm, cancel, expiry and refund of one payment
+    // decide one after the other.
+    let sql = format!(
+        "SELECT {PAY_COLS} FROM payments WHERE {clause}{}",
+        conn.for_update()
+    );
     Ok(conn
         .query_row_cached(&sql, args, payment_from_row)
         .optional()?)
@@ -233,7 +237,8 @@ fn add_daily(
     if let Some((user, day, amount)) = share {
         conn.exec_cached(
             "INSERT INTO user_daily (user_name, day, paid_minor) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (user_name, day) DO UPDATE SET paid_minor = paid_minor + excluded.paid_minor",
+             ON CONFLICT (user_name, day) DO UPDATE SET \
+             paid_minor = user_daily.paid_minor + excluded.paid_minor",
             params![user, day, sign * amount],
         )?;
     }

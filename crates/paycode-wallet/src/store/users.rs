@@ -2,14 +2,11 @@
 
 use super::{LedgerKind, StoreError};
 use crate::policy::UserLimits;
-use paycode_db::ExecCached;
-use paycode_db::rusqlite::types::{
-    FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef,
-};
-use paycode_db::rusqlite::{self, Connection, OptionalExtension, params};
+use paycode_db::sql::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use paycode_db::sql::{self, Connection, OptionalExtension, params};
 
 impl ToSql for LedgerKind {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+    fn to_sql(&self) -> sql::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::from(self.as_str()))
     }
 }
@@ -28,12 +25,17 @@ pub(crate) struct UserRow {
     pub password_failures: u32,
 }
 
+/// The user's row; locked in a write unit on PostgreSQL, so that the payments, refunds and
+/// password attempts of one user decide one after the other.
 pub(crate) fn load(conn: &Connection, name: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(conn
         .query_row_cached(
-            "SELECT customer_id, frozen, password_locked, balance_minor, pwfree_per_payment_minor, \
-             pwfree_daily_minor, hard_per_payment_minor, hard_daily_minor, password_failures \
-             FROM users WHERE name = ?1",
+            &format!(
+                "SELECT customer_id, frozen, password_locked, balance_minor, \
+                 pwfree_per_payment_minor, pwfree_daily_minor, hard_per_payment_minor, \
+                 hard_daily_minor, password_failures FROM users WHERE name = ?1{}",
+                conn.for_update()
+            ),
             params![name],
             |r| {
                 Ok(UserRow {
@@ -81,9 +83,10 @@ pub(crate) fn insert_if_absent(conn: &Connection, u: &NewUserRow<'_>) -> Result<
         hard_daily,
     ] = u.limits;
     let n = conn.exec_cached(
-        "INSERT OR IGNORE INTO users (name, customer_id, password_hash, balance_minor, frozen, \
+        "INSERT INTO users (name, customer_id, password_hash, balance_minor, frozen, \
          pwfree_per_payment_minor, pwfree_daily_minor, hard_per_payment_minor, \
-         hard_daily_minor, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)",
+         hard_daily_minor, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT DO NOTHING",
         params![
             u.name,
             u.customer_id,
@@ -102,7 +105,10 @@ pub(crate) fn insert_if_absent(conn: &Connection, u: &NewUserRow<'_>) -> Result<
 pub(crate) fn balance(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .query_row_cached(
-            "SELECT balance_minor FROM users WHERE name = ?1",
+            &format!(
+                "SELECT balance_minor FROM users WHERE name = ?1{}",
+                conn.for_update()
+            ),
             params![name],
             |r| r.get(0),
         )
@@ -248,7 +254,10 @@ pub(crate) struct UserAuth {
 pub(crate) fn auth(conn: &Connection, name: &str) -> Result<Option<UserAuth>, StoreError> {
     Ok(conn
         .query_row_cached(
-            "SELECT password_hash, password_locked FROM users WHERE name = ?1",
+            &format!(
+                "SELECT password_hash, password_locked FROM users WHERE name = ?1{}",
+                conn.for_update()
+            ),
             params![name],
             |r| {
                 Ok(UserAuth {

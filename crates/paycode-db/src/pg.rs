@@ -1,0 +1,439 @@
+//! The PostgreSQL engine: a pool of sessions running units of work, each in its own
+//! transaction on a blocking thread, re-run when the database says it may be.
+//!
+//! **Re-runs.** A unit is re-run from the start, on a fresh transaction, when its transaction
+//! failed for a reason that a second run can get past: a serialization failure (`40001`) or a
+//! deadlock (`40P01`), up to [`MAX_CONFLICT_RUNS`] times with a short random backoff; a
+//! unique-key violation (`23505`), which under `READ COMMITTED` means another unit inserted the
+//! same key first and a re-run will find its row, up to [`MAX_UNIQUE_RUNS`] times; or a
+//! connection lost before the commit was sent, on a new connection, up to
+//! [`MAX_RECONNECT_RUNS`] times. A connection lost *during* commit is never re-run: the outcome
+//! is unknown, and [`DbError::CommitUnknown`] says so.
+//!
+//! **Isolation.** Write units run at `READ COMMITTED` (the default) or `SERIALIZABLE`
+//! ([`Isolation`]). At `READ COMMITTED` the storage layers lock the rows a write decides on
+//! (`SELECT … FOR UPDATE` through [`Connection::for_update`]) and let unique keys decide races
+//! of inserts; nothing relies on one writer. Reads run in a `REPEATABLE READ READ ONLY`
+//! snapshot, so a read unit sees one state of the store, as SQLite's readers do.
+
+use crate::migrate::{self, Migration};
+use crate::sql::{Connection, StatementCache, sqlstate_of};
+use crate::{DbConfig, DbError, panic_text};
+use postgres::{IsolationLevel, NoTls};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// Runs of a unit that keeps meeting serialization failures or deadlocks.
+pub const MAX_CONFLICT_RUNS: u32 = 12;
+/// Runs of a unit that keeps meeting unique-key violations (a genuine duplicate fails every
+/// run and is returned as the unit's own error).
+pub const MAX_UNIQUE_RUNS: u32 = 3;
+/// Runs of a unit whose connection was lost before commit.
+pub const MAX_RECONNECT_RUNS: u32 = 3;
+
+/// A store in a PostgreSQL database: the server's URL and the schema the store's tables live
+/// in (one per service, so that the acquirer and each wallet could be separate servers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgTarget {
+    pub url: String,
+    pub schema: String,
+}
+
+impl PgTarget {
+    pub fn new(url: &str, schema: &str) -> PgTarget {
+        PgTarget {
+            url: url.to_string(),
+            schema: schema.to_string(),
+        }
+    }
+}
+
+/// The isolation of write units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadCommitted,
+    Serializable,
+}
+
+struct Session {
+    client: postgres::Client,
+    cache: StatementCache,
+}
+
+struct State {
+    idle: Vec<Session>,
+    open: usize,
+    closed: bool,
+}
+
+pub(crate) struct Pool {
+    target: PgTarget,
+    config: postgres::Config,
+    max: usize,
+    isolation: Isolation,
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+/// What one run of a unit came to.
+enum Run<R, E> {
+    Done(Result<R, E>),
+    /// May be re-run (the SQLSTATE says why); the result is what to answer if it may not.
+    Again(&'static str, Result<R, E>),
+}
+
+/// A schema name paycode accepts: lower-case letters, digits and `_`, not starting with a
+/// digit (so it is never quoted and never injected).
+pub fn valid_schema_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `name` as a word of a schema name: lower-case ASCII letters and digits, `_` for the rest.
+pub fn schema_word(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Where the URL points, without its password.
+fn describe(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = config
+        .get_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let port = if port.is_empty() {
+        "5432".to_string()
+    } else {
+        port
+    };
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+impl Pool {
+    pub(crate) fn open(
+        target: &PgTarget,
+        migrations: &[Migration],
+        db_config: &DbConfig,
+    ) -> Result<Pool, DbError> {
+        if !valid_schema_name(&target.schema) {
+            return Err(DbError::Unreachable(format!(
+                "the schema name {:?} is not valid: use lower-case letters, digits and _",
+                target.schema
+            )));
+        }
+        let config: postgres::Config = target.url.parse().map_err(|e| {
+            DbError::Unreachable(format!(
+                "the database URL is not valid ({e}); write it as postgres://USER@HOST:PORT/DATABASE"
+            ))
+        })?;
+        let pool = Pool {
+            target: target.clone(),
+            config,
+            max: db_config.pg_sessions.max(1),
+            isolation: db_config.pg_isolation,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        };
+        let mut client = pool.connect_client()?;
+        // Two processes creating the schema at once: one of them sees a unique violation on
+        // the catalog; it exists either way.
+        let create = format!("CREATE SCHEMA IF NOT EXISTS {}", target.schema);
+        if let Err(e) = client.batch_execute(&create)
+            && sqlstate_of(&e) != "23505"
+        {
+            return Err(DbError::Sql(e.into()));
+        }
+        let mut session = pool.init(client)?;
+        {
+            let Session { client, cache } = &mut session;
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .map_err(|e| DbError::Sql(e.into()))?;
+            let conn = Connection::pg(tx, cache, true);
+            let applied = migrate::apply(&conn, migrations);
+            match applied {
+                Ok(_) => conn.finish_pg(true)?,
+                Err(e) => {
+                    let _ = conn.finish_pg(false);
+                    return Err(e);
+                }
+            }
+        }
+        // Migrations changed the tables: start the pool with no statement prepared before.
+        session.cache = StatementCache::default();
+        let mut st = pool.state.lock().expect("pool lock poisoned");
+        st.open = 1;
+        st.idle.push(session);
+        drop(st);
+        Ok(pool)
+    }
+
+    fn connect_client(&self) -> Result<postgres::Client, DbError> {
+        self.config.connect(NoTls).map_err(|e| {
+            let at = describe(&self.config);
+            let db = self.config.get_dbname().unwrap_or("postgres");
+            DbError::Unreachable(match e.code() {
+                Some(c) if *c == postgres::error::SqlState::INVALID_CATALOG_NAME => format!(
+                    "the PostgreSQL database at {at} does not exist: create it first \
+                     (createdb {db}, or CREATE DATABASE {db}); paycode creates its own tables in it"
+                ),
+                _ => format!(
+                    "cannot reach PostgreSQL at {at}: {e}. Start the server, or give \
+                     --database-url postgres://USER@HOST:PORT/DATABASE"
+                ),
+            })
+        })
+    }
+
+    fn init(&self, mut client: postgres::Client) -> Result<Session, DbError> {
+        client
+            .batch_execute(&format!(
+                "SET search_path TO {}; SET application_name TO 'paycode'",
+                self.target.schema
+            ))
+            .map_err(|e| DbError::Sql(e.into()))?;
+        Ok(Session {
+            client,
+            cache: StatementCache::default(),
+        })
+    }
+
+    fn take(&self) -> Result<Session, DbError> {
+        let mut st = self.state.lock().expect("pool lock poisoned");
+        loop {
+            if st.closed {
+                return Err(DbError::WriterGone);
+            }
+            if let Some(s) = st.idle.pop() {
+                return Ok(s);
+            }
+            if st.open < self.max {
+                st.open += 1;
+                drop(st);
+                let session = self.connect_client().and_then(|c| self.init(c));
+                if session.is_err() {
+                    self.discard();
+                }
+                return session;
+            }
+            st = self.ready.wait(st).expect("pool lock poisoned");
+        }
+    }
+
+    fn give_back(&self, session: Session) {
+        if session.client.is_closed() {
+            return self.discard();
+        }
+        let mut st = self.state.lock().expect("pool lock poisoned");
+        if st.closed {
+            st.open = st.open.saturating_sub(1);
+        } else {
+            st.idle.push(session);
+        }
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    fn discard(&self) {
+        let mut st = self.state.lock().expect("pool lock poisoned");
+        st.open = st.open.saturating_sub(1);
+        drop(st);
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn close(&self) {
+        let mut st = self.state.lock().expect("pool lock poisoned");
+        st.closed = true;
+        let idle = std::mem::take(&mut st.idle);
+        st.open = st.open.saturating_sub(idle.len());
+        drop(st);
+        self.ready.notify_all();
+        drop_off_runtime(idle);
+    }
+
+    /// Runs the unit `f` until it commits, fails for good, or may not be re-run.
+    pub(crate) fn run<R, E, F>(&self, write: bool, f: &F) -> Result<R, E>
+    where
+        E: From<DbError>,
+        F: Fn(&Connection<'_>) -> Result<R, E>,
+    {
+        let mut runs = 0u32;
+        loop {
+            runs += 1;
+            let mut session = self.take().map_err(E::from)?;
+            let run = self.run_once(&mut session, write, f);
+            self.give_back(session);
+            match run {
+                Run::Done(result) => return result,
+                Run::Again(code, result) => {
+                    let limit = match code {
+                        "40001" | "40P01" => MAX_CONFLICT_RUNS,
+                        "23505" => MAX_UNIQUE_RUNS,
+                        _ => MAX_RECONNECT_RUNS,
+                    };
+                    if runs >= limit {
+                        return result;
+                    }
+                    metrics_retry(code);
+                    if code != "23505" {
+                        std::thread::sleep(backoff(runs));
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_once<R, E, F>(&self, session: &mut Session, write: bool, f: &F) -> Run<R, E>
+    where
+        E: From<DbError>,
+        F: Fn(&Connection<'_>) -> Result<R, E>,
+    {
+        let Session { client, cache } = session;
+        let mut builder = client.build_transaction();
+        builder = if write {
+            builder.isolation_level(match self.isolation {
+                Isolation::ReadCommitted => IsolationLevel::ReadCommitted,
+                Isolation::Serializable => IsolationLevel::Serializable,
+            })
+        } else {
+            builder
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+        };
+        let tx = match builder.start() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let lost = e.is_closed();
+                let err = Err(E::from(DbError::Sql(e.into())));
+                return if lost {
+                    Run::Again("08006", err)
+                } else {
+                    Run::Done(err)
+                };
+            }
+        };
+        let conn = Connection::pg(tx, cache, write);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)));
+        let failed = conn.pg_failure();
+        let retryable = |code: &str| matches!(code, "40001" | "40P01" | "23505" | "08006");
+        match outcome {
+            Err(p) => {
+                let _ = conn.finish_pg(false);
+                Run::Done(Err(E::from(DbError::JobPanicked(panic_text(&p)))))
+            }
+            Ok(Err(e)) => {
+                let _ = conn.finish_pg(false);
+                match failed {
+                    Some(code) if retryable(code) => Run::Again(code, Err(e)),
+                    _ => Run::Done(Err(e)),
+                }
+            }
+            Ok(Ok(r)) => {
+                if let Some(code) = failed {
+                    // The unit swallowed a failed statement: PostgreSQL has refused everything
+                    // after it, so nothing of this run may be committed.
+                    let _ = conn.finish_pg(false);
+                    let err = Err(E::from(DbError::Aborted(format!("SQLSTATE {code}"))));
+                    return if retryable(code) {
+                        Run::Again(code, err)
+                    } else {
+                        Run::Done(err)
+                    };
+                }
+                match conn.finish_pg(true) {
+                    Ok(()) => Run::Done(Ok(r)),
+                    Err(crate::sql::Error::Postgres(e)) => {
+                        let code = sqlstate_of(&e);
+                        if code == "08006" {
+                            Run::Done(Err(E::from(DbError::CommitUnknown)))
+                        } else if retryable(code) {
+                            Run::Again(code, Err(E::from(DbError::Sql(e.into()))))
+                        } else {
+                            Run::Done(Err(E::from(DbError::Sql(e.into()))))
+                        }
+                    }
+                    Err(e) => Run::Done(Err(E::from(DbError::Sql(e)))),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.state.get_mut().expect("pool lock poisoned").idle);
+        drop_off_runtime(idle);
+    }
+}
+
+/// Closes sessions on a thread of their own: closing one blocks on its connection, which may
+/// not happen on an async runtime's thread (where the last handle of a store often goes).
+fn drop_off_runtime(sessions: Vec<Session>) {
+    if sessions.is_empty() {
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        drop(sessions);
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("db-close".into())
+        .spawn(move || drop(sessions));
+}
+
+/// A short random wait before a re-run, growing with the run number (at most ≈ 50 ms), so
+/// that units that collided do not collide again in lockstep.
+fn backoff(run: u32) -> Duration {
+    let ceiling_us = (500u64 << run.min(7)).min(50_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    Duration::from_micros(nanos % ceiling_us.max(1))
+}
+
+fn metrics_retry(code: &'static str) {
+    tracing::debug!(sqlstate = code, "re-running a unit of work");
+    RERUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+static RERUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Units re-run by this process since it started (all pools).
+pub fn reruns() -> u64 {
+    RERUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
