@@ -355,6 +355,50 @@ pub fn test_location(dir: &Path, name: &str) -> Location {
     }
 }
 
+/// A new database on the server of the test database, if one is configured, named after
+/// `name` and made unique; its URL. For tests of whole processes, which keep their stores in
+/// fixed schemas (`acquirer`, `wallet_NAME`) and so each need a database of their own.
+pub fn create_test_database(name: &str) -> Result<Option<String>, DbError> {
+    let Some(target) = test_pg_target(name) else {
+        return Ok(None);
+    };
+    let database = target.schema.clone();
+    let url = target.url.clone();
+    let create = move || -> Result<(), DbError> {
+        let mut client = url
+            .parse::<postgres::Config>()
+            .map_err(|e| DbError::Unreachable(format!("{TEST_DATABASE_URL}: {e}")))?
+            .connect(postgres::NoTls)
+            .map_err(|e| DbError::Unreachable(format!("{TEST_DATABASE_URL}: {e}")))?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .map_err(|e| DbError::Sql(e.into()))
+    };
+    std::thread::scope(|s| {
+        s.spawn(create)
+            .join()
+            .unwrap_or_else(|p| Err(DbError::JobPanicked(panic_text(&p))))
+    })?;
+    Ok(Some(with_database(&target.url, &target.schema)))
+}
+
+/// `url` naming the database `database` instead of its own.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
 /// A fresh schema of the test database, if one is configured.
 pub fn test_pg_target(name: &str) -> Option<PgTarget> {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -511,6 +555,19 @@ mod tests {
             .unwrap();
         assert_eq!(n, 180);
         assert_eq!(sum, (0..200).filter(|i| i % 10 != 0).sum::<i64>());
+    }
+
+    #[test]
+    fn a_url_is_pointed_at_another_database() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/a?sslmode=disable", "b"),
+            "postgres://u@h:5432/b?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "b"), "postgres://u@h/b");
+        assert_eq!(
+            with_database("postgres://u@h:1/a", "b"),
+            "postgres://u@h:1/b"
+        );
     }
 
     #[tokio::test]

@@ -105,7 +105,12 @@ impl HttpSection {
 pub struct AcquirerSection {
     pub listen: String,
     pub public_url: Option<String>,
+    /// The SQLite file of the store (and, with `database_url`, where report files go).
     pub db: PathBuf,
+    /// Keep the store in this PostgreSQL database (overrides `--database-url`).
+    pub database_url: Option<String>,
+    /// The schema of the store in that database [default: `acquirer`].
+    pub database_schema: Option<String>,
     pub private_key_file: PathBuf,
     #[serde(default = "default_acquirer_id")]
     pub client_id_at_wallets: String,
@@ -167,6 +172,10 @@ pub struct WalletSection {
     pub currency: String,
     pub listen: String,
     pub db: PathBuf,
+    /// Keep the store in this PostgreSQL database (overrides `--database-url`).
+    pub database_url: Option<String>,
+    /// The schema of the store in that database [default: `wallet_NAME`].
+    pub database_schema: Option<String>,
     pub private_key_file: PathBuf,
     pub acquirer_public_key_file: PathBuf,
     pub client_id: Option<String>,
@@ -231,6 +240,20 @@ fn read(base: &Path, p: &Path, what: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(&path).with_context(|| format!("reading {what} {}", path.display()))
 }
 
+/// A section's store in PostgreSQL, if it or the command line names a database: its own schema
+/// when given, else the default one `default_of(url)` names.
+fn pg_target(
+    url: Option<&str>,
+    schema: Option<&str>,
+    default_of: impl Fn(&str) -> paycode_db::PgTarget,
+) -> Option<paycode_db::PgTarget> {
+    let url = url.filter(|u| !u.is_empty())?;
+    Some(match schema {
+        Some(s) => paycode_db::PgTarget::new(url, s),
+        None => default_of(url),
+    })
+}
+
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
@@ -248,6 +271,7 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 /// Runs what the file configures until shutdown.
 pub async fn run(
     path: &Path,
+    database_url: Option<&str>,
     http_overrides: &HttpArgs,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -290,6 +314,11 @@ pub async fn run(
             Signer::new(key, 1),
             &w.acquirer_client_id,
             acquirer_key,
+        );
+        wc.postgres = pg_target(
+            w.database_url.as_deref().or(database_url),
+            w.database_schema.as_deref(),
+            |url| crate::serve::wallet_pg_target(url, &w.name),
         );
         if let Some(v) = w.code_step_s {
             wc.code_step_s = v;
@@ -372,7 +401,11 @@ pub async fn run(
         });
         let acq = Acquirer::open(AcquirerConfig {
             db_path: base.join(&a.db),
-            postgres: None,
+            postgres: pg_target(
+                a.database_url.as_deref().or(database_url),
+                a.database_schema.as_deref(),
+                crate::serve::acquirer_pg_target,
+            ),
             public_url: public_url.clone(),
             client_id_at_wallets: a.client_id_at_wallets.clone(),
             signer: Signer::new(key, 1),

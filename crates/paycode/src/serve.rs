@@ -428,7 +428,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     init_logging();
     if let Some(path) = &args.config {
-        return crate::config_file::run(path, &args.http, shutdown_signal()).await;
+        return crate::config_file::run(path, database_url, &args.http, shutdown_signal()).await;
     }
     let http_limits = args.http.apply(ServerLimits::default())?;
     let grace = Duration::from_secs(args.shutdown_grace_s);

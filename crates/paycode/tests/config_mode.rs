@@ -1,6 +1,8 @@
 //! `serve --config`: only what the file configures runs, with no demo data; merchants, keys,
 //! wallets and routes are then registered through the admin API, and a payment goes through.
 
+mod common;
+
 use paycode_http::{SignedClient, Signer};
 use paycode_sign::PrivateKey;
 use serde_json::{Value, json};
@@ -24,9 +26,11 @@ async fn a_configured_acquirer_and_wallet_are_set_up_through_the_admin_api() {
     .unwrap();
     std::fs::write(dir.path().join("wallet.key"), wallet_key.to_pkcs8_base64()).unwrap();
     std::fs::write(dir.path().join("admin-token"), "tok-123\n").unwrap();
-    std::fs::write(
-        dir.path().join("paycode.toml"),
-        r#"
+    // On PostgreSQL each part names its database in its own section.
+    let database = common::database_url(dir.path())
+        .map(|url| format!("database_url = \"{url}\"\n"))
+        .unwrap_or_default();
+    let toml = r#"
 [acquirer]
 listen = "127.0.0.1:0"
 db = "acquirer.db"
@@ -49,9 +53,16 @@ acquirer_public_key_file = "acquirer.pub"
 admin_token_file = "admin-token"
 request_time_window_s = 120
 guess_per_slot = { failures_max = 10, window_s = 600 }
-"#,
+"#
+    .replace(
+        "db = \"acquirer.db\"\n",
+        &format!("db = \"acquirer.db\"\n{database}"),
     )
-    .unwrap();
+    .replace(
+        "db = \"wallet.db\"\n",
+        &format!("db = \"wallet.db\"\n{database}"),
+    );
+    std::fs::write(dir.path().join("paycode.toml"), toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_paycode"))
         .args([
             "--data-dir",

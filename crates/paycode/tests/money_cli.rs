@@ -75,15 +75,20 @@ fn settle_and_audit_work_with_serve_running_and_without_it() {
     );
 
     // A corrupted posting makes the audit fail, naming the rows, one per line.
-    let db = paycode_db::rusqlite::Connection::open(serve.data_dir().join("acquirer.db")).unwrap();
+    let db = acquirer_store(serve.data_dir());
     let n = db
-        .execute(
-            "UPDATE postings SET amount_minor = amount_minor + 1 WHERE entry_id = \
-             (SELECT MIN(entry_id) FROM journal_entries WHERE payment_id IS NOT NULL) AND idx = 0",
-            [],
-        )
+        .write_blocking(|c| {
+            c.execute(
+                "UPDATE postings SET amount_minor = amount_minor + 1 WHERE entry_id = \
+                 (SELECT MIN(entry_id) FROM journal_entries WHERE payment_id IS NOT NULL) \
+                 AND idx = 0",
+                [],
+            )
+            .map_err(paycode_db::DbError::from)
+        })
         .unwrap();
     assert_eq!(n, 1);
+    db.close();
     drop(db);
     let out = serve.cmd().arg("audit").output().unwrap();
     let stdout = text(&out.stdout);

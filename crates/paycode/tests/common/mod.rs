@@ -35,6 +35,9 @@ impl Serve {
         let _ = std::fs::remove_file(&demo_path);
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
         let mut cmd = std::process::Command::new(BIN);
+        if let Some(url) = database_url(dir) {
+            cmd.env("PAYCODE_DATABASE_URL", url);
+        }
         cmd.arg("--data-dir")
             .arg(dir)
             .args([
@@ -62,6 +65,16 @@ impl Serve {
                 .and_then(|t| serde_json::from_str::<Value>(&t).ok())
                 && reachable(demo["acquirerUrl"].as_str().unwrap())
             {
+                if database_url(dir).is_some() {
+                    // On PostgreSQL nothing of the stores is written to SQLite files.
+                    let files: Vec<_> = std::fs::read_dir(dir)
+                        .unwrap()
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.ends_with(".db") || n.ends_with(".db-wal"))
+                        .collect();
+                    assert!(files.is_empty(), "SQLite files next to PostgreSQL: {files:?}");
+                }
                 serve.demo = demo;
                 return serve;
             }
@@ -164,8 +177,38 @@ pub fn reachable(url: &str) -> bool {
 
 pub fn paycode(data_dir: &Path) -> Command {
     let mut c = Command::new(BIN);
+    if let Some(url) = database_url(data_dir) {
+        c.env("PAYCODE_DATABASE_URL", url);
+    }
     c.arg("--data-dir").arg(data_dir).timeout(COMMAND_TIMEOUT);
     c
+}
+
+/// The database of the stores of `dir` when the suite runs on PostgreSQL
+/// (`PAYCODE_TEST_DATABASE_URL`): created for `dir` on first use and remembered in it, so that
+/// a restart in the same directory finds the same store. `None` on SQLite.
+pub fn database_url(dir: &Path) -> Option<String> {
+    let file = dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    let url = paycode_db::create_test_database("serve").unwrap()?;
+    std::fs::write(&file, &url).unwrap();
+    Some(url)
+}
+
+/// The acquirer's store of a `serve` in `dir`, opened directly (with the server stopped).
+pub fn acquirer_store(dir: &Path) -> paycode_db::Db {
+    let location = match database_url(dir) {
+        Some(url) => paycode_db::Location::Postgres(paycode_db::PgTarget::new(&url, "acquirer")),
+        None => paycode_db::Location::File(dir.join("acquirer.db")),
+    };
+    paycode_db::Db::open_at(
+        &location,
+        &paycode_acquirer::store::migrations(),
+        paycode_db::DbConfig::default(),
+    )
+    .unwrap()
 }
 
 pub fn text(bytes: &[u8]) -> String {
