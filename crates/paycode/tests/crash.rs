@@ -1,5 +1,6 @@
 //! Crash safety: `kill -9` of a running `serve` loses no acknowledged payment, ledger entry or
-//! notification; after a restart the pending notifications are delivered.
+//! notification; after a restart the pending notifications are delivered. And stores outlive
+//! releases: one written by the previous release opens, upgrades and audits clean.
 
 use paycode_http::{SignedClient, Signer};
 use paycode_sign::{PrivateKey, PublicKey};
@@ -226,4 +227,86 @@ async fn sigterm_stops_gracefully_and_leaves_a_store_that_audits_clean() {
             .unwrap();
         assert_eq!(r["paymentStatus"], "SUCCESS", "{r}");
     }
+}
+
+/// The `.db` files of a data directory.
+fn sqlite_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "db"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The previous release kept no migration record: its files are this release's version-1
+/// tables without `schema_migrations`. Such a store opens, is recorded at version 1 with its
+/// rows untouched, audits clean, and its payments answer as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_the_previous_release_opens_upgrades_and_audits_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    // The previous release ran on SQLite only.
+    common::use_sqlite(dir.path());
+    let mut serve = Serve::start_in(dir.path(), &[]);
+    let d = serve.demo.clone();
+    let client = merchant(&d);
+    let base = d["acquirerUrl"].as_str().unwrap().to_string();
+    let code = fresh_code(&d, "alice").await;
+    let body = json!({
+        "productCode": "IN_STORE_PAYMENT", "paymentRequestId": "before-upgrade",
+        "paymentAmount": {"currency": "SGD", "value": "320"},
+        "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
+        "order": {"orderDescription": "tea", "merchant": {"referenceMerchantId": d["referenceMerchantId"],
+                  "store": {"referenceStoreId": d["referenceStoreId"]}}}
+    });
+    let paid: Value = client
+        .post(&format!("{base}/ams/api/v1/payments/pay"), &body)
+        .await
+        .unwrap();
+    assert_eq!(paid["result"]["resultCode"], "SUCCESS", "{paid}");
+    serve.stop();
+    let files = sqlite_files(dir.path());
+    assert!(files.len() >= 2, "{files:?}");
+    let count_of = |c: &paycode_db::rusqlite::Connection, sql: &str| -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    let mut payments_before = Vec::new();
+    for f in &files {
+        let c = paycode_db::rusqlite::Connection::open(f).unwrap();
+        c.execute_batch("DROP TABLE schema_migrations").unwrap();
+        payments_before.push(count_of(&c, "SELECT COUNT(*) FROM payments"));
+    }
+    let serve = Serve::start_in(dir.path(), &[]);
+    let base = serve.demo["acquirerUrl"].as_str().unwrap().to_string();
+    for (f, before) in files.iter().zip(&payments_before) {
+        let c = paycode_db::rusqlite::Connection::open(f).unwrap();
+        assert_eq!(
+            count_of(
+                &c,
+                "SELECT COUNT(*) FROM schema_migrations WHERE version = 1"
+            ),
+            1,
+            "{}",
+            f.display()
+        );
+        assert_eq!(count_of(&c, "SELECT COUNT(*) FROM payments"), *before);
+    }
+    let r: Value = client
+        .post(
+            &format!("{base}/ams/api/v1/payments/inquiryPayment"),
+            &json!({"paymentRequestId": "before-upgrade"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["paymentStatus"], "SUCCESS", "{r}");
+    let out = common::paycode(dir.path()).arg("audit").output().unwrap();
+    let stdout = common::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        common::text(&out.stderr)
+    );
+    assert!(stdout.starts_with("OK: "), "{stdout}");
+    drop(serve);
 }

@@ -73,7 +73,10 @@ impl Serve {
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         .filter(|n| n.ends_with(".db") || n.ends_with(".db-wal"))
                         .collect();
-                    assert!(files.is_empty(), "SQLite files next to PostgreSQL: {files:?}");
+                    assert!(
+                        files.is_empty(),
+                        "SQLite files next to PostgreSQL: {files:?}"
+                    );
                 }
                 serve.demo = demo;
                 return serve;
@@ -190,11 +193,17 @@ pub fn paycode(data_dir: &Path) -> Command {
 pub fn database_url(dir: &Path) -> Option<String> {
     let file = dir.join("test-database-url");
     if let Ok(url) = std::fs::read_to_string(&file) {
-        return Some(url);
+        return Some(url).filter(|u| !u.is_empty());
     }
     let url = paycode_db::create_test_database("serve").unwrap()?;
     std::fs::write(&file, &url).unwrap();
     Some(url)
+}
+
+/// Keeps the stores of `dir` in SQLite files whatever the suite runs on (for what only SQLite
+/// had, such as stores of earlier releases).
+pub fn use_sqlite(dir: &Path) {
+    std::fs::write(dir.join("test-database-url"), "").unwrap();
 }
 
 /// The acquirer's store of a `serve` in `dir`, opened directly (with the server stopped).
