@@ -82,6 +82,9 @@ pub struct DbConfig {
     pub pg_sessions: usize,
     /// Isolation of write units (PostgreSQL).
     pub pg_isolation: Isolation,
+    /// Batch write units into one transaction on one session, as the SQLite writer does
+    /// (PostgreSQL, `READ COMMITTED` only); otherwise each unit has a transaction of its own.
+    pub pg_group_commit: bool,
 }
 
 impl Default for DbConfig {
@@ -92,6 +95,7 @@ impl Default for DbConfig {
             busy_timeout_ms: 5_000,
             pg_sessions: 8,
             pg_isolation: Isolation::ReadCommitted,
+            pg_group_commit: true,
         }
     }
 }
@@ -258,6 +262,10 @@ impl Db {
                 rx.await
                     .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
             }
+            Inner::Postgres(pool) if pool.has_writer() => pool
+                .submit(f)?
+                .await
+                .unwrap_or_else(|_| Err(E::from(DbError::WriterGone))),
             Inner::Postgres(_) => {
                 let db = self.clone();
                 tokio::task::spawn_blocking(move || db.write_blocking(f))
@@ -281,6 +289,10 @@ impl Db {
                 rx.blocking_recv()
                     .unwrap_or_else(|_| Err(E::from(DbError::WriterGone)))
             }
+            Inner::Postgres(pool) if pool.has_writer() => pool
+                .submit(f)?
+                .blocking_recv()
+                .unwrap_or_else(|_| Err(E::from(DbError::WriterGone))),
             Inner::Postgres(pool) => pool.run(true, &f),
         }
     }
@@ -327,17 +339,7 @@ impl Db {
     /// the pool's sessions (PostgreSQL).
     pub fn close(&self) {
         match &*self.inner {
-            Inner::Sqlite(s) => {
-                s.writer.lock().expect("writer lock poisoned").take();
-                if let Some(h) = s
-                    .writer_thread
-                    .lock()
-                    .expect("writer thread lock poisoned")
-                    .take()
-                {
-                    let _ = h.join();
-                }
-            }
+            Inner::Sqlite(s) => stop_writer(&s.writer, &s.writer_thread),
             Inner::Postgres(pool) => pool.close(),
         }
     }
@@ -417,6 +419,17 @@ pub fn test_pg_target(name: &str) -> Option<PgTarget> {
         N.fetch_add(1, Ordering::Relaxed)
     );
     Some(PgTarget::new(&url, &schema))
+}
+
+/// Closes a writer's queue (it finishes the jobs already queued) and waits for its thread.
+pub(crate) fn stop_writer<J>(
+    writer: &Mutex<Option<mpsc::Sender<J>>>,
+    thread: &Mutex<Option<std::thread::JoinHandle<()>>>,
+) {
+    writer.lock().expect("writer lock poisoned").take();
+    if let Some(h) = thread.lock().expect("writer thread lock poisoned").take() {
+        let _ = h.join();
+    }
 }
 
 pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {

@@ -74,7 +74,16 @@ pub(crate) struct Pool {
     isolation: Isolation,
     state: Mutex<State>,
     ready: Condvar,
+    /// The group-commit writer, when write units are batched (`READ COMMITTED` only).
+    writer: Mutex<Option<std::sync::mpsc::Sender<PgJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
+
+/// A write unit queued for the group-commit writer: given the batch's transaction (or `None`
+/// when the writer has no connection), it runs and returns what to tell its caller once the
+/// batch's commit is known.
+pub(crate) type PgJob = Box<dyn FnOnce(Option<&Connection<'_>>) -> Completer + Send>;
+pub(crate) type Completer = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// What one run of a unit came to.
 enum Run<R, E> {
@@ -165,6 +174,8 @@ impl Pool {
                 closed: false,
             }),
             ready: Condvar::new(),
+            writer: Mutex::new(None),
+            writer_thread: Mutex::new(None),
         };
         let mut client = pool.connect_client()?;
         // Two processes creating the schema at once: one of them sees a unique violation on
@@ -199,7 +210,62 @@ impl Pool {
         st.open = 1;
         st.idle.push(session);
         drop(st);
+        if db_config.pg_group_commit && pool.isolation == Isolation::ReadCommitted {
+            let writer_session = pool.connect_client().and_then(|c| pool.init(c))?;
+            let (tx, rx) = std::sync::mpsc::channel::<PgJob>();
+            let reconnect = (pool.config.clone(), pool.target.schema.clone());
+            let batch_max = db_config.batch_max.max(1);
+            let handle = std::thread::Builder::new()
+                .name("db-writer-pg".into())
+                .spawn(move || writer_loop(writer_session, reconnect, rx, batch_max))
+                .map_err(|e| DbError::JobPanicked(e.to_string()))?;
+            *pool.writer.lock().expect("writer lock poisoned") = Some(tx);
+            *pool.writer_thread.lock().expect("writer lock poisoned") = Some(handle);
+        }
         Ok(pool)
+    }
+
+    /// Whether write units go through the group-commit writer.
+    pub(crate) fn has_writer(&self) -> bool {
+        self.writer.lock().expect("writer lock poisoned").is_some()
+    }
+
+    /// Queues a write unit on the group-commit writer.
+    pub(crate) fn submit<R, E, F>(
+        &self,
+        f: F,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<R, E>>, E>
+    where
+        R: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: Fn(&Connection<'_>) -> Result<R, E> + Send + 'static,
+    {
+        let guard = self.writer.lock().expect("writer lock poisoned");
+        let sender = guard.as_ref().ok_or_else(|| E::from(DbError::WriterGone))?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
+        let job: PgJob = Box::new(move |conn: Option<&Connection<'_>>| -> Completer {
+            let outcome = match conn {
+                Some(conn) => run_in_savepoint(conn, &f),
+                None => Err(E::from(DbError::Unreachable(
+                    "the database cannot be reached".to_string(),
+                ))),
+            };
+            Box::new(move |commit: Result<(), String>| {
+                let result = match (outcome, commit) {
+                    (Ok(r), Ok(())) => Ok(r),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(msg)) if msg == COMMIT_UNKNOWN => {
+                        Err(E::from(DbError::CommitUnknown))
+                    }
+                    (Ok(_), Err(msg)) => Err(E::from(DbError::Aborted(msg))),
+                };
+                let _ = done_tx.send(result);
+            })
+        });
+        sender
+            .send(job)
+            .map(|()| done_rx)
+            .map_err(|_| E::from(DbError::WriterGone))
     }
 
     fn connect_client(&self) -> Result<postgres::Client, DbError> {
@@ -276,6 +342,7 @@ impl Pool {
     }
 
     pub(crate) fn close(&self) {
+        crate::stop_writer(&self.writer, &self.writer_thread);
         let mut st = self.state.lock().expect("pool lock poisoned");
         st.closed = true;
         let idle = std::mem::take(&mut st.idle);
@@ -413,6 +480,119 @@ fn drop_off_runtime(sessions: Vec<Session>) {
     let _ = std::thread::Builder::new()
         .name("db-close".into())
         .spawn(move || drop(sessions));
+}
+
+/// What a batch's callers are told when the connection was lost during its commit.
+const COMMIT_UNKNOWN: &str = "commit outcome unknown";
+
+/// Runs one unit inside a savepoint of the batch's transaction, re-running it there when the
+/// database says a second run can get past its failure (see the module documentation); a unit
+/// that fails for good is rolled back to its savepoint without disturbing the rest of the batch.
+fn run_in_savepoint<R, E, F>(conn: &Connection<'_>, f: &F) -> Result<R, E>
+where
+    E: From<DbError>,
+    F: Fn(&Connection<'_>) -> Result<R, E>,
+{
+    let mut runs = 0u32;
+    loop {
+        runs += 1;
+        conn.execute_batch("SAVEPOINT unit")
+            .map_err(|e| E::from(DbError::Sql(e)))?;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)));
+        let failed = conn.pg_failure();
+        let outcome = match outcome {
+            Err(p) => Err(E::from(DbError::JobPanicked(panic_text(&p)))),
+            Ok(Ok(_)) if failed.is_some() => Err(E::from(DbError::Aborted(format!(
+                "SQLSTATE {}",
+                failed.unwrap_or("?")
+            )))),
+            Ok(r) => r,
+        };
+        if outcome.is_ok() {
+            conn.execute_batch("RELEASE SAVEPOINT unit")
+                .map_err(|e| E::from(DbError::Sql(e)))?;
+            return outcome;
+        }
+        conn.clear_pg_failure();
+        conn.execute_batch("ROLLBACK TO SAVEPOINT unit; RELEASE SAVEPOINT unit")
+            .map_err(|e| E::from(DbError::Sql(e)))?;
+        let limit = match failed {
+            Some("40001" | "40P01") => MAX_CONFLICT_RUNS,
+            Some("23505") => MAX_UNIQUE_RUNS,
+            _ => 1,
+        };
+        if runs >= limit {
+            return outcome;
+        }
+        metrics_retry(failed.unwrap_or("?"));
+    }
+}
+
+/// The group-commit writer: takes every unit waiting (up to `batch_max`), runs each in its own
+/// savepoint of one `READ COMMITTED` transaction, commits once and then answers each caller.
+/// One commit (one WAL flush) covers the batch, and the rows a batch locks are held by one
+/// transaction instead of being fought over by many. Units of other processes still take turns
+/// with it through the same row locks and unique keys.
+fn writer_loop(
+    session: Session,
+    reconnect: (postgres::Config, String),
+    rx: std::sync::mpsc::Receiver<PgJob>,
+    batch_max: usize,
+) {
+    let mut session = Some(session);
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < batch_max {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if session.as_ref().is_none_or(|s| s.client.is_closed()) {
+            session = reconnect.0.connect(NoTls).ok().and_then(|mut client| {
+                client
+                    .batch_execute(&format!("SET search_path TO {}", reconnect.1))
+                    .ok()?;
+                Some(Session {
+                    client,
+                    cache: StatementCache::default(),
+                })
+            });
+        }
+        let Some(Session { client, cache }) = session.as_mut() else {
+            for job in jobs {
+                job(None)(Err("the database cannot be reached".to_string()));
+            }
+            continue;
+        };
+        let tx = match client
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!(error = %e, "group commit could not begin");
+                for job in jobs {
+                    job(None)(Err(format!("cannot begin: {e}")));
+                }
+                continue;
+            }
+        };
+        let conn = Connection::pg(tx, cache, true);
+        let completers: Vec<Completer> = jobs.into_iter().map(|job| job(Some(&conn))).collect();
+        let commit = conn.finish_pg(true).map_err(|e| {
+            tracing::error!(error = %e, "group commit failed");
+            match &e {
+                crate::sql::Error::Postgres(pg) if pg.is_closed() => COMMIT_UNKNOWN.to_string(),
+                _ => format!("commit failed: {e}"),
+            }
+        });
+        for c in completers {
+            c(commit.clone());
+        }
+    }
+    drop_off_runtime(session.into_iter().collect());
 }
 
 /// A short random wait before a re-run, growing with the run number (at most ≈ 50 ms), so

@@ -496,6 +496,14 @@ impl<'a> Connection<'a> {
             _ => None,
         }
     }
+
+    /// Forgets the failed statement, after the transaction was rolled back to a savepoint
+    /// taken before it (the transaction is usable again).
+    pub(crate) fn clear_pg_failure(&self) {
+        if let Kind::Pg(p) = &self.kind {
+            p.failed.set(None);
+        }
+    }
 }
 
 impl Connection<'static> {
@@ -638,6 +646,11 @@ trait PgOps {
         params: &[&(dyn PgToSql + Sync)],
     ) -> Result<postgres::Portal>;
     fn fetch(&self, portal: &postgres::Portal, n: i32) -> Result<Vec<postgres::Row>>;
+    fn query_all(
+        &self,
+        st: &postgres::Statement,
+        params: &[&(dyn PgToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>>;
 }
 
 impl PgOps for PgTx<'_> {
@@ -655,6 +668,14 @@ impl PgOps for PgTx<'_> {
 
     fn fetch(&self, portal: &postgres::Portal, n: i32) -> Result<Vec<postgres::Row>> {
         self.run(|t| t.query_portal(portal, n))
+    }
+
+    fn query_all(
+        &self,
+        st: &postgres::Statement,
+        params: &[&(dyn PgToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>> {
+        self.run(|t| t.query(st, params))
     }
 }
 
@@ -964,7 +985,7 @@ impl<'c> Statement<'c> {
         P: Params,
         F: FnOnce(&Row<'_>) -> Result<T>,
     {
-        let mut rows = self.query(params)?;
+        let mut rows = self.query_buffered(params)?;
         match rows.next()? {
             Some(r) => f(&r),
             None => Err(Error::QueryReturnedNoRows),
@@ -978,9 +999,33 @@ impl<'c> Statement<'c> {
         F: FnMut(&Row<'_>) -> Result<T>,
     {
         Ok(MappedRows {
-            rows: self.query(params)?,
+            rows: self.query_buffered(params)?,
             f,
         })
+    }
+
+    /// The rows of a query in one round trip (PostgreSQL fetches them all at once): for the
+    /// point reads and short lists of units of work. [`Statement::query`] streams instead.
+    fn query_buffered<P: Params>(&mut self, params: P) -> Result<Rows<'_>> {
+        let outputs = params.outputs()?;
+        match &mut self.inner {
+            StatementKind::Pg { tx, statement } => {
+                let binds: Vec<PgBind<'_>> = outputs.iter().map(|o| PgBind(o.value())).collect();
+                let refs: Vec<&(dyn PgToSql + Sync)> =
+                    binds.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
+                let rows = tx.query_all(statement, &refs)?;
+                Ok(Rows {
+                    inner: RowsKind::PgBuffered {
+                        page: rows.into(),
+                        current: None,
+                    },
+                })
+            }
+            StatementKind::Sqlite(_) => {
+                drop(outputs);
+                self.query(params)
+            }
+        }
     }
 
     /// The rows of a query, one at a time. PostgreSQL fetches them through a portal in pages,
@@ -1020,6 +1065,10 @@ const PG_PAGE_ROWS: i32 = 1_000;
 
 enum RowsKind<'s> {
     Sqlite(rusqlite::Rows<'s>),
+    PgBuffered {
+        page: std::collections::VecDeque<postgres::Row>,
+        current: Option<postgres::Row>,
+    },
     Pg {
         tx: &'s dyn PgOps,
         portal: postgres::Portal,
@@ -1042,6 +1091,12 @@ impl Rows<'_> {
             RowsKind::Sqlite(rows) => Ok(rows.next()?.map(|r| Row {
                 inner: RowKind::Sqlite(r),
             })),
+            RowsKind::PgBuffered { page, current } => {
+                *current = page.pop_front();
+                Ok(current.as_ref().map(|r| Row {
+                    inner: RowKind::Pg(r),
+                }))
+            }
             RowsKind::Pg {
                 tx,
                 portal,

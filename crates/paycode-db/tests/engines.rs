@@ -36,9 +36,12 @@ CREATE TABLE IF NOT EXISTS moves (
 );
 ";
 
+/// SQLite; and on PostgreSQL both the group-commit writer and one transaction per unit, which
+/// stands for several processes sharing the database (their units run side by side and meet
+/// only in the database's locks and keys).
 fn engines() -> Vec<(tempfile::TempDir, Db)> {
     let mut out = Vec::new();
-    for pg in [false, true] {
+    for (pg, group_commit) in [(false, true), (true, true), (true, false)] {
         let dir = tempfile::tempdir().unwrap();
         let location = if pg {
             match paycode_db::test_pg_target("engines") {
@@ -48,12 +51,11 @@ fn engines() -> Vec<(tempfile::TempDir, Db)> {
         } else {
             Location::File(dir.path().join("t.db"))
         };
-        let db = Db::open_at(
-            &location,
-            &[Migration::new(1, "accounts", SCHEMA)],
-            DbConfig::default(),
-        )
-        .unwrap();
+        let config = DbConfig {
+            pg_group_commit: group_commit,
+            ..DbConfig::default()
+        };
+        let db = Db::open_at(&location, &[Migration::new(1, "accounts", SCHEMA)], config).unwrap();
         db.write_blocking(|c| {
             c.execute(
                 "INSERT INTO accounts (name, balance) VALUES ('a', 1000)",
