@@ -1221,6 +1221,11 @@ impl Acquirer {
             self.inner
                 .db
                 .write(move |c| {
+                    // The payment first: reading it locks it (PostgreSQL), so a copy of this
+                    // request running beside the first one waits here and then finds its
+                    // refund, instead of counting it against the amount left.
+                    let p = store::payment_by_id(c, &input.payment_id)?
+                        .ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
                     if let Some(r) = store::refund_by_request_id(c, &input.client_id, &input.refund_request_id)? {
                         if r.request_hash != hash {
                             return Err(ApiError::new(
@@ -1230,8 +1235,6 @@ impl Acquirer {
                         }
                         return Ok(Inserted::Existing(r));
                     }
-                    let p = store::payment_by_id(c, &input.payment_id)?
-                        .ok_or_else(|| ApiError::new(ResultCode::ORDER_NOT_EXIST, "no such payment"))?;
                     if p.state != PaymentState::Success {
                         return Err(ApiError::new(
                             ResultCode::ORDER_STATUS_INVALID,

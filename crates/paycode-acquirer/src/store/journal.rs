@@ -3,6 +3,7 @@
 
 use super::StoreResult;
 use paycode_core::ledger::{JournalEntry, Side};
+use paycode_db::sql::types::{ToSql, ToSqlOutput};
 use paycode_db::sql::{Connection, OptionalExtension, params};
 
 /// Appends a journal entry and moves the account balances, in the caller's transaction.
@@ -19,23 +20,21 @@ pub fn post_entry(
         params![entry.kind(), payment_id, refund_id, now_ms],
         |r| r.get(0),
     )?;
-    // Balances move in account order, whatever the order of the postings: two units moving the
-    // same accounts lock their rows in the same order and never deadlock (PostgreSQL).
+    // One statement for the postings and one for the balances (round trips matter on a
+    // server database). Balances move in account order, whatever the order of the postings:
+    // two units moving the same accounts lock their rows in the same order and never deadlock.
     let mut deltas: std::collections::BTreeMap<&str, (&str, i64)> = Default::default();
+    let mut posting_values: Vec<ToSqlOutput<'_>> = Vec::new();
     for (idx, p) in entry.postings().iter().enumerate() {
         let amount = p.amount();
-        c.prepare_cached(
-            "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            entry_id,
-            idx as i64,
-            p.account(),
-            p.side().as_str(),
-            amount.amount_minor(),
-            amount.currency().code(),
-        ])?;
+        posting_values.extend([
+            ToSqlOutput::from(entry_id),
+            ToSqlOutput::from(idx as i64),
+            ToSqlOutput::from(p.account()),
+            ToSqlOutput::from(p.side().as_str()),
+            ToSqlOutput::from(amount.amount_minor()),
+            ToSqlOutput::from(amount.currency().code()),
+        ]);
         let delta = match p.side() {
             Side::Debit => amount.amount_minor(),
             Side::Credit => -amount.amount_minor(),
@@ -45,15 +44,51 @@ pub fn post_entry(
             .or_insert((amount.currency().code(), 0));
         moved.1 += delta;
     }
-    for (account, (currency, delta)) in deltas {
-        c.prepare_cached(
-            "INSERT INTO account_balances (account, currency, balance_minor) VALUES (?1, ?2, ?3) \
+    if entry.postings().is_empty() {
+        return Ok(entry_id);
+    }
+    let refs: Vec<&dyn ToSql> = posting_values.iter().map(|v| v as &dyn ToSql).collect();
+    c.execute(
+        &format!(
+            "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency) VALUES {}",
+            value_rows(entry.postings().len(), 6)
+        ),
+        refs.as_slice(),
+    )?;
+    let balance_values: Vec<ToSqlOutput<'_>> = deltas
+        .iter()
+        .flat_map(|(account, (currency, delta))| {
+            [
+                ToSqlOutput::from(*account),
+                ToSqlOutput::from(*currency),
+                ToSqlOutput::from(*delta),
+            ]
+        })
+        .collect();
+    let refs: Vec<&dyn ToSql> = balance_values.iter().map(|v| v as &dyn ToSql).collect();
+    c.execute(
+        &format!(
+            "INSERT INTO account_balances (account, currency, balance_minor) VALUES {} \
              ON CONFLICT (account) DO UPDATE SET \
              balance_minor = account_balances.balance_minor + excluded.balance_minor",
-        )?
-        .execute(params![account, currency, delta])?;
-    }
+            value_rows(deltas.len(), 3)
+        ),
+        refs.as_slice(),
+    )?;
     Ok(entry_id)
+}
+
+/// `(?1, ?2, ?3), (?4, ?5, ?6), …`: `rows` rows of `columns` placeholders.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|k| format!("?{}", r * columns + k))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One posting as stored, for audits and tests.
