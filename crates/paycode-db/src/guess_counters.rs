@@ -21,7 +21,7 @@ CREATE INDEX IF NOT EXISTS guess_counters_by_window ON guess_counters (window_st
 /// an error rather than read as something else.
 pub fn load(c: &Connection<'_>, source: &str) -> sql::Result<Option<Counter>> {
     let row: Option<(i64, i64)> = c
-        .query_row_cached(
+        .query_row(
             "SELECT window_start_ms, failures FROM guess_counters WHERE source = ?1",
             params![source],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -47,7 +47,7 @@ pub fn count_failure(
     now_ms: i64,
 ) -> sql::Result<()> {
     let next = limit.after_failure(load(c, source)?, now_ms);
-    c.exec_cached(
+    c.execute(
         "INSERT INTO guess_counters (source, window_start_ms, failures) VALUES (?1, ?2, ?3) \
          ON CONFLICT (source) DO UPDATE SET window_start_ms = excluded.window_start_ms, \
          failures = excluded.failures",
@@ -58,7 +58,7 @@ pub fn count_failure(
 
 /// Whether any counter's window started before `before_ms` (so a prune has work).
 pub fn any_older_than(c: &Connection<'_>, before_ms: i64) -> sql::Result<bool> {
-    c.query_row_cached(
+    c.query_row(
         "SELECT EXISTS (SELECT 1 FROM guess_counters WHERE window_start_ms < ?1)",
         params![before_ms],
         |r| r.get(0),
@@ -67,7 +67,7 @@ pub fn any_older_than(c: &Connection<'_>, before_ms: i64) -> sql::Result<bool> {
 
 /// Deletes at most `limit` counters whose window started before `before_ms`.
 pub fn prune(c: &Connection<'_>, before_ms: i64, limit: usize) -> sql::Result<usize> {
-    c.exec_cached(
+    c.execute(
         "DELETE FROM guess_counters WHERE source IN (SELECT source FROM guess_counters \
          WHERE window_start_ms < ?1 ORDER BY window_start_ms LIMIT ?2)",
         params![before_ms, i64::try_from(limit).unwrap_or(i64::MAX)],

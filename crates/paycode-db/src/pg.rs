@@ -31,6 +31,16 @@ pub const MAX_CONFLICT_RUNS: u32 = 12;
 pub const MAX_UNIQUE_RUNS: u32 = 3;
 /// Most units in one group-commit transaction (PostgreSQL's subtransaction cache per backend).
 pub const PG_BATCH_MAX: usize = 64;
+/// How many runs a unit gets when its transaction failed with `code` (1: not re-run).
+fn runs_allowed(code: &str) -> u32 {
+    match code {
+        "40001" | "40P01" => MAX_CONFLICT_RUNS,
+        "23505" => MAX_UNIQUE_RUNS,
+        "08006" => MAX_RECONNECT_RUNS,
+        _ => 1,
+    }
+}
+
 /// Runs of a unit whose connection was lost before commit.
 pub const MAX_RECONNECT_RUNS: u32 = 3;
 
@@ -289,17 +299,8 @@ impl Pool {
         })
     }
 
-    fn init(&self, mut client: postgres::Client) -> Result<Session, DbError> {
-        client
-            .batch_execute(&format!(
-                "SET search_path TO {}; SET application_name TO 'paycode'",
-                self.target.schema
-            ))
-            .map_err(|e| DbError::Sql(e.into()))?;
-        Ok(Session {
-            client,
-            cache: StatementCache::default(),
-        })
+    fn init(&self, client: postgres::Client) -> Result<Session, DbError> {
+        init_session(client, &self.target.schema).map_err(|e| DbError::Sql(e.into()))
     }
 
     fn take(&self) -> Result<Session, DbError> {
@@ -371,12 +372,7 @@ impl Pool {
             match run {
                 Run::Done(result) => return result,
                 Run::Again(code, result) => {
-                    let limit = match code {
-                        "40001" | "40P01" => MAX_CONFLICT_RUNS,
-                        "23505" => MAX_UNIQUE_RUNS,
-                        _ => MAX_RECONNECT_RUNS,
-                    };
-                    if runs >= limit {
+                    if runs >= runs_allowed(code) {
                         return result;
                     }
                     metrics_retry(code);
@@ -420,7 +416,7 @@ impl Pool {
         let conn = Connection::pg(tx, cache, write);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(&conn)));
         let failed = conn.pg_failure();
-        let retryable = |code: &str| matches!(code, "40001" | "40P01" | "23505" | "08006");
+        let retryable = |code: &str| runs_allowed(code) > 1;
         match outcome {
             Err(p) => {
                 let _ = conn.finish_pg(false);
@@ -486,6 +482,17 @@ fn drop_off_runtime(sessions: Vec<Session>) {
         .spawn(move || drop(sessions));
 }
 
+/// A session on `schema`, with nothing prepared yet.
+fn init_session(mut client: postgres::Client, schema: &str) -> Result<Session, postgres::Error> {
+    client.batch_execute(&format!(
+        "SET search_path TO {schema}; SET application_name TO 'paycode'"
+    ))?;
+    Ok(Session {
+        client,
+        cache: StatementCache::default(),
+    })
+}
+
 /// What a batch's callers are told when the connection was lost during its commit.
 const COMMIT_UNKNOWN: &str = "commit outcome unknown";
 
@@ -521,10 +528,10 @@ where
         conn.clear_pg_failure();
         conn.execute_batch("ROLLBACK TO SAVEPOINT unit")
             .map_err(|e| E::from(DbError::Sql(e)))?;
+        // A lost connection takes the whole batch with it: not re-run inside it.
         let limit = match failed {
-            Some("40001" | "40P01") => MAX_CONFLICT_RUNS,
-            Some("23505") => MAX_UNIQUE_RUNS,
-            _ => 1,
+            Some("08006") | None => 1,
+            Some(code) => runs_allowed(code),
         };
         if runs >= limit {
             return outcome;

@@ -587,26 +587,12 @@ impl Connection<'_> {
         self.prepare_cached(sql)?.execute(params)
     }
 
-    /// [`Connection::execute`]; kept for the stores' older spelling.
-    pub fn exec_cached<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
-        self.execute(sql, params)
-    }
-
     pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> Result<T>
     where
         P: Params,
         F: FnOnce(&Row<'_>) -> Result<T>,
     {
         self.prepare_cached(sql)?.query_row(params, f)
-    }
-
-    /// [`Connection::query_row`]; kept for the stores' older spelling.
-    pub fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> Result<T>
-    where
-        P: Params,
-        F: FnOnce(&Row<'_>) -> Result<T>,
-    {
-        self.query_row(sql, params, f)
     }
 
     /// Every row of a query, mapped.
@@ -961,20 +947,31 @@ fn pg_value(r: &postgres::Row, i: usize) -> Result<ValueRef<'_>> {
     Ok(v.unwrap_or(ValueRef::Null))
 }
 
+/// The parameters as SQLite binds them.
+fn sqlite_params<'a>(
+    outputs: &'a [ToSqlOutput<'_>],
+) -> rusqlite::ParamsFromIter<impl Iterator<Item = SqliteBind<'a>>> {
+    rusqlite::params_from_iter(outputs.iter().map(|o| SqliteBind(o.value())))
+}
+
+/// Runs `call` with the parameters as PostgreSQL binds them.
+fn with_pg_params<T>(
+    outputs: &[ToSqlOutput<'_>],
+    call: impl FnOnce(&[&(dyn PgToSql + Sync)]) -> T,
+) -> T {
+    let binds: Vec<PgBind<'_>> = outputs.iter().map(|o| PgBind(o.value())).collect();
+    let refs: Vec<&(dyn PgToSql + Sync)> =
+        binds.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
+    call(&refs)
+}
+
 impl<'c> Statement<'c> {
     pub fn execute<P: Params>(&mut self, params: P) -> Result<usize> {
         let outputs = params.outputs()?;
         match &mut self.inner {
-            StatementKind::Sqlite(s) => {
-                let binds: Vec<SqliteBind<'_>> =
-                    outputs.iter().map(|o| SqliteBind(o.value())).collect();
-                Ok(s.execute(rusqlite::params_from_iter(binds.iter()))?)
-            }
+            StatementKind::Sqlite(s) => Ok(s.execute(sqlite_params(&outputs))?),
             StatementKind::Pg { tx, statement } => {
-                let binds: Vec<PgBind<'_>> = outputs.iter().map(|o| PgBind(o.value())).collect();
-                let refs: Vec<&(dyn PgToSql + Sync)> =
-                    binds.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
-                let n = tx.execute(statement, &refs)?;
+                let n = with_pg_params(&outputs, |refs| tx.execute(statement, refs))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -1010,10 +1007,7 @@ impl<'c> Statement<'c> {
         let outputs = params.outputs()?;
         match &mut self.inner {
             StatementKind::Pg { tx, statement } => {
-                let binds: Vec<PgBind<'_>> = outputs.iter().map(|o| PgBind(o.value())).collect();
-                let refs: Vec<&(dyn PgToSql + Sync)> =
-                    binds.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
-                let rows = tx.query_all(statement, &refs)?;
+                let rows = with_pg_params(&outputs, |refs| tx.query_all(statement, refs))?;
                 Ok(Rows {
                     inner: RowsKind::PgBuffered {
                         page: rows.into(),
@@ -1034,18 +1028,13 @@ impl<'c> Statement<'c> {
         let outputs = params.outputs()?;
         match &mut self.inner {
             StatementKind::Sqlite(s) => {
-                let binds: Vec<SqliteBind<'_>> =
-                    outputs.iter().map(|o| SqliteBind(o.value())).collect();
-                let rows = s.query(rusqlite::params_from_iter(binds.iter()))?;
+                let rows = s.query(sqlite_params(&outputs))?;
                 Ok(Rows {
                     inner: RowsKind::Sqlite(rows),
                 })
             }
             StatementKind::Pg { tx, statement } => {
-                let binds: Vec<PgBind<'_>> = outputs.iter().map(|o| PgBind(o.value())).collect();
-                let refs: Vec<&(dyn PgToSql + Sync)> =
-                    binds.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
-                let portal = tx.bind(statement, &refs)?;
+                let portal = with_pg_params(&outputs, |refs| tx.bind(statement, refs))?;
                 Ok(Rows {
                     inner: RowsKind::Pg {
                         tx: *tx,

@@ -43,7 +43,7 @@ pub fn count_accounts(c: &Connection) -> StoreResult<i64> {
 /// A journal entry's kind and postings in order, if it exists.
 pub fn entry_by_id(c: &Connection, entry_id: i64) -> StoreResult<Option<(String, Vec<Line>)>> {
     let kind: Option<String> = c
-        .query_row_cached(
+        .query_row(
             "SELECT kind FROM journal_entries WHERE entry_id = ?1",
             [entry_id],
             |r| r.get(0),

@@ -183,7 +183,7 @@ pub fn payment_by_id(c: &Connection, payment_id: &str) -> StoreResult<Option<Pay
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1{}",
         c.for_update()
     );
-    Ok(c.query_row_cached(&sql, [payment_id], payment_from_row)
+    Ok(c.query_row(&sql, [payment_id], payment_from_row)
         .optional()?)
 }
 
@@ -197,7 +197,7 @@ pub fn payment_by_request_id(
         c.for_update()
     );
     Ok(
-        c.query_row_cached(&sql, [client_id, payment_request_id], payment_from_row)
+        c.query_row(&sql, [client_id, payment_request_id], payment_from_row)
             .optional()?,
     )
 }
@@ -349,8 +349,7 @@ pub fn refund_by_id(c: &Connection, refund_id: &str) -> StoreResult<Option<Refun
         "SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id = ?1{}",
         c.for_update()
     );
-    Ok(c.query_row_cached(&sql, [refund_id], refund_from_row)
-        .optional()?)
+    Ok(c.query_row(&sql, [refund_id], refund_from_row).optional()?)
 }
 
 pub fn refund_by_request_id(
@@ -363,7 +362,7 @@ pub fn refund_by_request_id(
         c.for_update()
     );
     Ok(
-        c.query_row_cached(&sql, [client_id, refund_request_id], refund_from_row)
+        c.query_row(&sql, [client_id, refund_request_id], refund_from_row)
             .optional()?,
     )
 }

@@ -273,7 +273,7 @@ pub fn set_cursor(c: &Connection, swept_ms: i64, next_sweep_ms: i64) -> StoreRes
 
 /// Whether a batch or a clearing is due at `now_ms`, or a closed one still lacks its files.
 pub fn anything_due(c: &Connection, now_ms: i64) -> StoreResult<bool> {
-    Ok(c.query_row_cached(
+    Ok(c.query_row(
         "SELECT EXISTS (SELECT 1 FROM settlement_items WHERE batch_id IS NULL \
          AND settle_due_ms <= ?1) OR EXISTS (SELECT 1 FROM settlement_items \
          WHERE clearing_id IS NULL AND clearing_due_ms <= ?1) \
@@ -322,7 +322,7 @@ pub fn due_settlement_groups(
 
 /// The highest `seq` of a merchant's batches of this currency and day, if any.
 pub fn last_batch_seq(c: &Connection, group: &Group, day: i64) -> StoreResult<Option<i64>> {
-    Ok(c.query_row_cached(
+    Ok(c.query_row(
         "SELECT MAX(seq) FROM settlement_batches WHERE merchant = ?1 AND currency = ?2 \
          AND business_day = ?3",
         params![group.owner, group.currency, day],
@@ -343,7 +343,7 @@ pub fn unsettled_items(c: &Connection, group: &Group, bound_ms: i64) -> StoreRes
 }
 
 pub fn insert_batch(c: &Connection, row: &BatchRow) -> StoreResult<()> {
-    c.exec_cached(
+    c.execute(
         &format!(
             "INSERT INTO settlement_batches ({BATCH_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
              ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -374,7 +374,7 @@ pub fn assign_batch(
     transaction_id: &str,
     kind: &str,
 ) -> StoreResult<bool> {
-    let n = c.exec_cached(
+    let n = c.execute(
         "UPDATE settlement_items SET batch_id = ?1 WHERE transaction_id = ?2 \
          AND kind = ?3 AND batch_id IS NULL",
         params![batch_id, transaction_id, kind],
@@ -389,7 +389,7 @@ pub fn defer_unsettled(
     now_ms: i64,
     next_due_ms: i64,
 ) -> StoreResult<()> {
-    c.exec_cached(
+    c.execute(
         "UPDATE settlement_items SET settle_due_ms = ?4 WHERE batch_id IS NULL \
          AND merchant = ?1 AND settle_currency = ?2 AND settle_due_ms <= ?3",
         params![group.owner, group.currency, now_ms, next_due_ms],
@@ -438,8 +438,7 @@ pub(super) fn batch_from_row(r: &Row<'_>) -> paycode_db::sql::Result<BatchRow> {
 
 pub fn batch_by_id(c: &Connection, batch_id: &str) -> StoreResult<Option<BatchRow>> {
     let sql = format!("SELECT {BATCH_COLUMNS} FROM settlement_batches WHERE batch_id = ?1");
-    Ok(c.query_row_cached(&sql, [batch_id], batch_from_row)
-        .optional()?)
+    Ok(c.query_row(&sql, [batch_id], batch_from_row).optional()?)
 }
 
 /// Closed batches whose report files are not written yet, oldest first, at most `limit`.
@@ -455,7 +454,7 @@ pub fn batches_without_files(c: &Connection, limit: usize) -> StoreResult<Vec<Ba
 }
 
 pub fn set_batch_files_written(c: &Connection, batch_id: &str, now_ms: i64) -> StoreResult<()> {
-    c.exec_cached(
+    c.execute(
         "UPDATE settlement_batches SET files_written_ms = ?2 WHERE batch_id = ?1",
         params![batch_id, now_ms],
     )?;
@@ -498,7 +497,7 @@ pub fn due_clearing_groups(c: &Connection, bound_ms: i64, limit: usize) -> Store
 
 /// The highest `seq` of a wallet's clearings of this currency and UTC day, if any.
 pub fn last_clearing_seq(c: &Connection, group: &Group, day: i64) -> StoreResult<Option<i64>> {
-    Ok(c.query_row_cached(
+    Ok(c.query_row(
         "SELECT MAX(seq) FROM clearing_batches WHERE wallet = ?1 AND currency = ?2 \
          AND business_day = ?3",
         params![group.owner, group.currency, day],
@@ -513,7 +512,7 @@ pub fn defer_uncleared(
     now_ms: i64,
     next_due_ms: i64,
 ) -> StoreResult<()> {
-    c.exec_cached(
+    c.execute(
         "UPDATE settlement_items SET clearing_due_ms = ?4 WHERE clearing_id IS NULL \
          AND wallet = ?1 AND wallet_currency = ?2 AND clearing_due_ms <= ?3",
         params![group.owner, group.currency, now_ms, next_due_ms],
@@ -534,7 +533,7 @@ pub fn uncleared_items(c: &Connection, group: &Group, bound_ms: i64) -> StoreRes
 }
 
 pub fn insert_clearing(c: &Connection, row: &ClearingRow) -> StoreResult<()> {
-    c.exec_cached(
+    c.execute(
         &format!(
             "INSERT INTO clearing_batches ({CLEARING_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
         ),
@@ -560,7 +559,7 @@ pub fn assign_clearing(
     transaction_id: &str,
     kind: &str,
 ) -> StoreResult<bool> {
-    let n = c.exec_cached(
+    let n = c.execute(
         "UPDATE settlement_items SET clearing_id = ?1 WHERE transaction_id = ?2 \
          AND kind = ?3 AND clearing_id IS NULL",
         params![clearing_id, transaction_id, kind],
@@ -601,7 +600,7 @@ pub(super) fn clearing_from_row(r: &Row<'_>) -> paycode_db::sql::Result<Clearing
 
 pub fn clearing_by_id(c: &Connection, clearing_id: &str) -> StoreResult<Option<ClearingRow>> {
     let sql = format!("SELECT {CLEARING_COLUMNS} FROM clearing_batches WHERE clearing_id = ?1");
-    Ok(c.query_row_cached(&sql, [clearing_id], clearing_from_row)
+    Ok(c.query_row(&sql, [clearing_id], clearing_from_row)
         .optional()?)
 }
 
@@ -622,7 +621,7 @@ pub fn set_clearing_files_written(
     clearing_id: &str,
     now_ms: i64,
 ) -> StoreResult<()> {
-    c.exec_cached(
+    c.execute(
         "UPDATE clearing_batches SET files_written_ms = ?2 WHERE clearing_id = ?1",
         params![clearing_id, now_ms],
     )?;

@@ -12,7 +12,7 @@ pub(crate) struct DeviceKey {
 
 pub(crate) fn by_slot(conn: &Connection, slot: &str) -> Result<Option<DeviceKey>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             "SELECT device_id, user_name, secret FROM devices WHERE slot = ?1",
             params![slot],
             |r| {
@@ -32,7 +32,7 @@ pub(crate) fn by_token_hash(
     token_hash: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             "SELECT device_id, user_name FROM devices WHERE token_hash = ?1",
             params![token_hash],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -42,7 +42,7 @@ pub(crate) fn by_token_hash(
 
 /// Whether a device holds or ever held the slot.
 pub(crate) fn slot_taken(conn: &Connection, slot: &str) -> Result<bool, StoreError> {
-    Ok(conn.query_row_cached(
+    Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM devices WHERE slot = ?1) \
          OR EXISTS (SELECT 1 FROM retired_slots WHERE slot = ?1)",
         params![slot],
@@ -62,7 +62,7 @@ pub(crate) struct NewDevice<'a> {
 }
 
 pub(crate) fn insert(conn: &Connection, d: &NewDevice<'_>) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "INSERT INTO devices (device_id, user_name, device_name, token_hash, slot, secret, \
          created_at_ms, rotated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
         params![
@@ -79,7 +79,7 @@ pub(crate) fn insert(conn: &Connection, d: &NewDevice<'_>) -> Result<(), StoreEr
 }
 
 pub(crate) fn slot_of(conn: &Connection, device_id: &str) -> Result<String, StoreError> {
-    conn.query_row_cached(
+    conn.query_row(
         "SELECT slot FROM devices WHERE device_id = ?1",
         params![device_id],
         |r| r.get(0),
@@ -95,7 +95,7 @@ pub(crate) fn retire_slot(
     device_id: &str,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "INSERT INTO retired_slots (slot, device_id, retired_at_ms) VALUES (?1, ?2, ?3)",
         params![slot, device_id, now_ms],
     )?;
@@ -116,7 +116,7 @@ pub(crate) fn replace_credentials(
     c: &NewCredentials<'_>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE devices SET slot = ?2, secret = ?3, token_hash = ?4, \
          rotated_at_ms = ?5 WHERE device_id = ?1",
         params![device_id, c.slot, c.secret, c.token_hash, now_ms],
@@ -135,7 +135,7 @@ pub(crate) fn mark_code_used(
     seq: i64,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "INSERT INTO used_codes (slot, step, seq, used_at_ms) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT DO NOTHING",
         params![slot, step, seq, now_ms],
@@ -144,7 +144,7 @@ pub(crate) fn mark_code_used(
 }
 
 pub(crate) fn any_code_used_before(conn: &Connection, before_ms: i64) -> Result<bool, StoreError> {
-    Ok(conn.query_row_cached(
+    Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM used_codes WHERE used_at_ms < ?1)",
         params![before_ms],
         |r| r.get(0),
@@ -158,7 +158,7 @@ pub(crate) fn forget_codes_used_before(
     limit: usize,
 ) -> Result<usize, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    Ok(conn.exec_cached(
+    Ok(conn.execute(
         "DELETE FROM used_codes WHERE (slot, step, seq) IN (SELECT slot, step, seq \
          FROM used_codes WHERE used_at_ms < ?1 ORDER BY used_at_ms LIMIT ?2)",
         params![before_ms, limit],

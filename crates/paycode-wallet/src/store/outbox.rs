@@ -10,7 +10,7 @@ pub(crate) fn enqueue(
     body: &str,
     next_attempt_at_ms: i64,
 ) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "INSERT INTO notify_outbox (payment_request_id, url, body, next_attempt_at_ms) \
          VALUES (?1, ?2, ?3, ?4)",
         params![payment_request_id, url, body, next_attempt_at_ms],
@@ -56,7 +56,7 @@ pub(crate) fn mark_delivered(
     n_attempts: u32,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "UPDATE notify_outbox SET n_attempts = ?2, delivered_at_ms = ?3, last_error = NULL \
          WHERE notify_id = ?1",
         params![notify_id, n_attempts, now_ms],
@@ -71,7 +71,7 @@ pub(crate) fn schedule_retry(
     next_attempt_at_ms: i64,
     error: &str,
 ) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "UPDATE notify_outbox SET n_attempts = ?2, next_attempt_at_ms = ?3, \
          last_error = ?4 WHERE notify_id = ?1",
         params![notify_id, n_attempts, next_attempt_at_ms, error],
@@ -80,7 +80,7 @@ pub(crate) fn schedule_retry(
 }
 
 pub(crate) fn n_undelivered(conn: &Connection) -> Result<usize, StoreError> {
-    let n: i64 = conn.query_row_cached(
+    let n: i64 = conn.query_row(
         "SELECT COUNT(*) FROM notify_outbox WHERE delivered_at_ms IS NULL",
         [],
         |r| r.get(0),

@@ -128,9 +128,7 @@ fn load_where(
         "SELECT {PAY_COLS} FROM payments WHERE {clause}{}",
         conn.for_update()
     );
-    Ok(conn
-        .query_row_cached(&sql, args, payment_from_row)
-        .optional()?)
+    Ok(conn.query_row(&sql, args, payment_from_row).optional()?)
 }
 
 /// The payment of a `paymentRequestId`.
@@ -235,7 +233,7 @@ fn add_daily(
     sign: i64,
 ) -> Result<(), StoreError> {
     if let Some((user, day, amount)) = share {
-        conn.exec_cached(
+        conn.execute(
             "INSERT INTO user_daily (user_name, day, paid_minor) VALUES (?1, ?2, ?3) \
              ON CONFLICT (user_name, day) DO UPDATE SET \
              paid_minor = user_daily.paid_minor + excluded.paid_minor",
@@ -248,7 +246,7 @@ fn add_daily(
 /// What the user paid on the UTC day of `now_ms`, net of reversals.
 pub(crate) fn paid_today(conn: &Connection, user: &str, now_ms: i64) -> Result<i64, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             "SELECT paid_minor FROM user_daily WHERE user_name = ?1 AND day = ?2",
             params![user, now_ms.div_euclid(DAY_MS)],
             |r| r.get(0),
@@ -260,7 +258,7 @@ pub(crate) fn paid_today(conn: &Connection, user: &str, now_ms: i64) -> Result<i
 /// Inserts a new payment and its share of the user's daily total.
 pub(crate) fn insert(conn: &Connection, p: &PaymentRow) -> Result<(), StoreError> {
     add_daily(conn, daily_share(p), 1)?;
-    conn.exec_cached(
+    conn.execute(
         &format!(
             "INSERT INTO payments ({PAY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
              ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
@@ -304,7 +302,7 @@ pub(crate) fn update(conn: &Connection, p: &PaymentRow) -> Result<(), StoreError
         add_daily(conn, before, -1)?;
         add_daily(conn, after, 1)?;
     }
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE payments SET state = ?2, result_code = ?3, result_message = ?4, paid_at_ms = ?5, \
          finished_at_ms = ?6, cancelled_at_ms = ?7, reversed_at_ms = ?8, refunded_minor = ?9 \
          WHERE payment_request_id = ?1",
@@ -343,7 +341,7 @@ pub(crate) fn load_refund(
     refund_request_id: &str,
 ) -> Result<Option<RefundRow>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             "SELECT refund_id, payment_request_id, amount_minor, currency, created_at_ms \
              FROM refunds WHERE refund_request_id = ?1",
             params![refund_request_id],
@@ -365,7 +363,7 @@ pub(crate) fn insert_refund(
     refund_request_id: &str,
     r: &RefundRow,
 ) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "INSERT INTO refunds (refund_request_id, refund_id, payment_request_id, amount_minor, \
          currency, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![

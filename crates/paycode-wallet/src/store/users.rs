@@ -29,7 +29,7 @@ pub(crate) struct UserRow {
 /// password attempts of one user decide one after the other.
 pub(crate) fn load(conn: &Connection, name: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             &format!(
                 "SELECT customer_id, frozen, password_locked, balance_minor, \
                  pwfree_per_payment_minor, pwfree_daily_minor, hard_per_payment_minor, \
@@ -57,7 +57,7 @@ pub(crate) fn load(conn: &Connection, name: &str) -> Result<Option<UserRow>, Sto
 }
 
 pub(crate) fn exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
-    Ok(conn.query_row_cached(
+    Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)",
         params![name],
         |r| r.get(0),
@@ -82,7 +82,7 @@ pub(crate) fn insert_if_absent(conn: &Connection, u: &NewUserRow<'_>) -> Result<
         hard_per_payment,
         hard_daily,
     ] = u.limits;
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "INSERT INTO users (name, customer_id, password_hash, balance_minor, frozen, \
          pwfree_per_payment_minor, pwfree_daily_minor, hard_per_payment_minor, \
          hard_daily_minor, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9) \
@@ -104,7 +104,7 @@ pub(crate) fn insert_if_absent(conn: &Connection, u: &NewUserRow<'_>) -> Result<
 
 pub(crate) fn balance(conn: &Connection, name: &str) -> Result<Option<i64>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             &format!(
                 "SELECT balance_minor FROM users WHERE name = ?1{}",
                 conn.for_update()
@@ -120,7 +120,7 @@ pub(crate) fn set_balance(
     name: &str,
     balance_minor: i64,
 ) -> Result<(), StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE users SET balance_minor = ?2 WHERE name = ?1",
         params![name, balance_minor],
     )?;
@@ -159,7 +159,7 @@ impl LedgerEntry<'_> {
 }
 
 pub(crate) fn append_ledger(conn: &Connection, e: &LedgerEntry<'_>) -> Result<(), StoreError> {
-    conn.exec_cached(
+    conn.execute(
         "INSERT INTO ledger (user_name, kind, amount_minor, payment_request_id, refund_request_id, \
          merchant_name, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -213,7 +213,7 @@ pub(crate) fn set_password_failures(
     failures: u32,
     locked: bool,
 ) -> Result<(), StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE users SET password_failures = ?2, password_locked = ?3 WHERE name = ?1",
         params![name, failures, locked],
     )?;
@@ -221,7 +221,7 @@ pub(crate) fn set_password_failures(
 }
 
 pub(crate) fn reset_password_failures(conn: &Connection, name: &str) -> Result<(), StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE users SET password_failures = 0 WHERE name = ?1",
         params![name],
     )?;
@@ -229,7 +229,7 @@ pub(crate) fn reset_password_failures(conn: &Connection, name: &str) -> Result<(
 }
 
 pub(crate) fn set_frozen(conn: &Connection, name: &str, frozen: bool) -> Result<(), StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE users SET frozen = ?2 WHERE name = ?1",
         params![name, frozen],
     )?;
@@ -238,7 +238,7 @@ pub(crate) fn set_frozen(conn: &Connection, name: &str, frozen: bool) -> Result<
 
 /// Clears a password lock and its wrong-attempt count.
 pub(crate) fn unlock_password(conn: &Connection, name: &str) -> Result<(), StoreError> {
-    let n = conn.exec_cached(
+    let n = conn.execute(
         "UPDATE users SET password_locked = 0, password_failures = 0 WHERE name = ?1",
         params![name],
     )?;
@@ -253,7 +253,7 @@ pub(crate) struct UserAuth {
 
 pub(crate) fn auth(conn: &Connection, name: &str) -> Result<Option<UserAuth>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             &format!(
                 "SELECT password_hash, password_locked FROM users WHERE name = ?1{}",
                 conn.for_update()
@@ -280,7 +280,7 @@ pub(crate) fn balance_view(
     name: &str,
 ) -> Result<Option<BalanceView>, StoreError> {
     Ok(conn
-        .query_row_cached(
+        .query_row(
             "SELECT balance_minor, frozen, password_locked FROM users WHERE name = ?1",
             params![name],
             |r| {
