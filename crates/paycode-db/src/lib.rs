@@ -70,6 +70,45 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
+/// What a storage function of either service can fail with: the four cases its callers tell
+/// apart, read from the engine's failure ([`failure_of`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row the statement must find is not there.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An insert collided with an existing row on this key (`table.column`).
+    #[error("a row with this {key} already exists")]
+    Unique { key: String },
+    /// A stored value the service never writes, or stored facts that contradict each other.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(DbError),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> StoreError {
+        match e {
+            DbError::Sql(e) => StoreError::from(e),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<sql::Error> for StoreError {
+    fn from(e: sql::Error) -> StoreError {
+        // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
+        // parsing), is a corrupt row, not a failed query.
+        match failure_of(&e) {
+            Failure::NoRow => StoreError::NotFound("row".to_string()),
+            Failure::Unique(key) => StoreError::Unique { key },
+            Failure::Corrupt(why) => StoreError::Corrupt(why),
+            Failure::Other => StoreError::Database(DbError::Sql(e)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     /// Most jobs committed in one transaction (SQLite).

@@ -14,7 +14,6 @@
 use paycode_core::ResultCode;
 use paycode_db::sql::types::Type;
 use paycode_db::sql::{self, Row};
-use paycode_db::{DbError, Failure};
 
 pub mod audit;
 pub mod guesses;
@@ -60,43 +59,7 @@ pub fn migrations() -> Vec<paycode_db::Migration> {
     )]
 }
 
-/// What a storage function can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A row the statement must find is not there.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// An insert collided with an existing row on this key (`table.column`).
-    #[error("a row with this {key} already exists")]
-    Unique { key: String },
-    /// A stored value the acquirer never writes, or stored facts that contradict each other.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error(transparent)]
-    Database(DbError),
-}
-
-impl From<DbError> for StoreError {
-    fn from(e: DbError) -> StoreError {
-        match e {
-            DbError::Sql(e) => StoreError::from(e),
-            other => StoreError::Database(other),
-        }
-    }
-}
-
-impl From<sql::Error> for StoreError {
-    fn from(e: sql::Error) -> StoreError {
-        // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
-        // parsing), is a corrupt row, not a failed query.
-        match paycode_db::failure_of(&e) {
-            Failure::NoRow => StoreError::NotFound("row".to_string()),
-            Failure::Unique(key) => StoreError::Unique { key },
-            Failure::Corrupt(why) => StoreError::Corrupt(why),
-            Failure::Other => StoreError::Database(DbError::Sql(e)),
-        }
-    }
-}
+pub use paycode_db::StoreError;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -16,9 +16,6 @@ pub(crate) mod payments;
 mod schema;
 pub(crate) mod users;
 
-use paycode_db::Failure;
-use paycode_db::sql;
-
 pub use schema::SCHEMA;
 
 /// Every table the wallet opens: its own and the guessing counters it shares with the acquirer.
@@ -37,34 +34,7 @@ pub(crate) fn migrations() -> Vec<paycode_db::Migration> {
     )]
 }
 
-/// What a storage function can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A row the statement must find is not there.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// An insert collided with an existing row on this key (`table.column`).
-    #[error("a row with this {key} already exists")]
-    Unique { key: String },
-    /// A stored value the wallet never writes.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Database(sql::Error),
-}
-
-impl From<sql::Error> for StoreError {
-    fn from(e: sql::Error) -> StoreError {
-        // A value of the wrong type, or one the row readers refuse (see their `FromSql` and
-        // parsing), is a corrupt row, not a failed query.
-        match paycode_db::failure_of(&e) {
-            Failure::NoRow => StoreError::NotFound("row".to_string()),
-            Failure::Unique(key) => StoreError::Unique { key },
-            Failure::Corrupt(why) => StoreError::Corrupt(why),
-            Failure::Other => StoreError::Database(e),
-        }
-    }
-}
+pub use paycode_db::StoreError;
 
 /// Ledger row kinds. The sum of a user's rows is their balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
