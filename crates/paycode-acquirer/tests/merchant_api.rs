@@ -410,6 +410,62 @@ async fn concurrent_refunds_never_exceed_the_paid_amount() {
     assert_eq!(refunded, 900);
 }
 
+/// Two acquirer processes on one store: copies of the same refund requests land on both at
+/// once. The outcome is the serial one: every copy of the three refunds that fit succeeds,
+/// each refund is stored and sent to the wallet once, and nothing beyond the paid amount.
+/// (A copy that read the refunds before the first copy's lock was released would count that
+/// copy against the amount left and answer REFUND_AMOUNT_EXCEED.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn duplicate_refunds_on_two_acquirer_processes_are_one_refund_each() {
+    let h = Harness::new().await;
+    let second = h.second_acquirer().await;
+    let r = h
+        .call("pay", h.pay_body("two-proc", 1000, &FakeWallet::code(3)))
+        .await;
+    assert_eq!(code_of(&r), "SUCCESS", "{r}");
+    let pid = r["paymentId"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let url = if i % 2 == 0 {
+            h.url.clone()
+        } else {
+            second.clone()
+        };
+        let (client, pid) = (h.merchant.clone(), pid.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"refundRequestId": format!("dup-{}", i % 3), "paymentId": pid,
+                              "refundAmount": {"currency": "SGD", "value": "300"}});
+            client
+                .post::<Value, Value>(&format!("{url}/ams/api/v1/payments/refund"), &body)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut refund_ids = std::collections::BTreeMap::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(code_of(&r), "SUCCESS", "{r}");
+        refund_ids
+            .entry(r["refundRequestId"].as_str().unwrap().to_string())
+            .or_insert_with(std::collections::BTreeSet::new)
+            .insert(r["refundId"].as_str().unwrap().to_string());
+    }
+    assert_eq!(refund_ids.len(), 3);
+    assert!(
+        refund_ids.values().all(|ids| ids.len() == 1),
+        "{refund_ids:?}"
+    );
+    let refunded: i64 = h.fake.state.lock().unwrap().refunds.values().sum();
+    assert_eq!(refunded, 900);
+    let stored = h
+        .sql_i64(
+            "SELECT COUNT(*) FROM refunds WHERE payment_id = ?1 AND status = 'SUCCESS'",
+            pid.clone(),
+        )
+        .await;
+    assert_eq!(stored, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_racing_the_users_confirmation_ends_with_one_outcome() {
     let h = Harness::new().await;

@@ -573,6 +573,13 @@ impl Harness {
         panic!("background work did not settle");
     }
 
+    /// A second acquirer process on the same store (same configuration, its own pool and
+    /// writer), served on its own port: its URL.
+    pub async fn second_acquirer(&self) -> String {
+        let acq = Acquirer::open(self.acq.config().clone()).await.unwrap();
+        serve(paycode_acquirer::router(acq)).await
+    }
+
     pub async fn sql_i64(&self, sql: &'static str, arg: String) -> i64 {
         self.acq
             .db()
