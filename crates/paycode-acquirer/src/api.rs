@@ -8,6 +8,7 @@
 //! module that knows about HTTP status codes.
 
 use crate::service::{Acquirer, ApiError, PayInput, RefundInput};
+use crate::store::NotificationStatus;
 use crate::wire;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -729,8 +730,8 @@ pub async fn admin_payment(
 
 fn notification_json(n: &crate::store::OutboxRow) -> serde_json::Value {
     serde_json::json!({
-        "id": n.outbox_id, "kind": n.kind, "paymentId": n.payment_id, "refundId": n.refund_id,
-        "url": n.url, "status": n.status, "attempts": n.n_attempts,
+        "id": n.outbox_id, "kind": n.kind.as_str(), "paymentId": n.payment_id,
+        "refundId": n.refund_id, "url": n.url, "status": n.status.as_str(), "attempts": n.n_attempts,
         "nextAttempt": wire::iso(n.next_attempt_ms), "lastError": n.last_error,
         "deliveredAt": n.delivered_ms.map(wire::iso),
     })
@@ -751,11 +752,23 @@ pub async fn admin_notifications(
         return *r;
     }
     let limit = q.limit.unwrap_or(100).min(1000);
+    let status = match q
+        .status
+        .as_deref()
+        .map(|s| (s, NotificationStatus::parse(s)))
+    {
+        None => None,
+        Some((_, Some(status))) => Some(status),
+        Some((s, None)) => {
+            return admin_error(ApiError::new(
+                ResultCode::PARAM_ILLEGAL,
+                format!("status: {s:?} is not PENDING, DELIVERED or PARKED"),
+            ));
+        }
+    };
     match acq
         .db()
-        .read(move |c| {
-            crate::store::notifications(c, q.status.as_deref(), limit).map_err(ApiError::from)
-        })
+        .read(move |c| crate::store::notifications(c, status, limit).map_err(ApiError::from))
         .await
     {
         Ok(rows) => Json(rows.iter().map(notification_json).collect::<Vec<_>>()).into_response(),

@@ -9,7 +9,7 @@
 //! [`Acquirer::run_background_once`] instead of sleeping.
 
 use crate::service::{Acquirer, ApiError, WalletFacts, wallet_failure_code};
-use crate::store::{self, OutboxRow};
+use crate::store::{self, NotificationStatus, OutboxRow};
 use paycode_core::ResultCode;
 use paycode_core::payment::{PaymentEvent, PaymentState};
 use paycode_proto::ResultInfo;
@@ -103,10 +103,10 @@ impl Acquirer {
         let schedule = &self.config().limits.notify_schedule_s;
         let attempt_idx = row.n_attempts as usize; // this attempt
         let (status, next) = match &error {
-            None => ("DELIVERED", now),
+            None => (NotificationStatus::Delivered, now),
             Some(_) => match schedule.get(attempt_idx + 1) {
-                Some(delay_s) => ("PENDING", now + delay_s * 1000),
-                None => ("PARKED", now),
+                Some(delay_s) => (NotificationStatus::Pending, now + delay_s * 1000),
+                None => (NotificationStatus::Parked, now),
             },
         };
         match &error {
@@ -115,7 +115,7 @@ impl Acquirer {
             }
             Some(e) => {
                 metrics::counter!("paycode_notification_failures_total").increment(1);
-                tracing::warn!(payment_id = %row.payment_id, kind = %row.kind, attempt = attempt_idx + 1, status, error = %e, "notification not delivered");
+                tracing::warn!(payment_id = %row.payment_id, kind = %row.kind, attempt = attempt_idx + 1, status = status.as_str(), error = %e, "notification not delivered");
             }
         }
         let detail = match &error {
@@ -126,10 +126,11 @@ impl Acquirer {
                 attempt_idx + 1
             ),
             Some(e) => format!(
-                "{} to {} failed (attempt {}): {e}; now {status}",
+                "{} to {} failed (attempt {}): {e}; now {}",
                 row.kind,
                 row.url,
-                attempt_idx + 1
+                attempt_idx + 1,
+                status.as_str()
             ),
         };
         self.db()

@@ -1427,7 +1427,7 @@ impl Acquirer {
                 enqueue_result(
                     c,
                     ResultNotice {
-                        kind: "REFUND_RESULT",
+                        kind: store::NotificationKind::RefundResult,
                         payment_id: &r.payment_id,
                         refund_id: Some(&r.refund_id),
                         client_id: &r.client_id,
@@ -1626,7 +1626,7 @@ fn write_effects(
             Effect::NotifyMerchant => enqueue_result(
                 c,
                 ResultNotice {
-                    kind: "PAYMENT_RESULT",
+                    kind: store::NotificationKind::PaymentResult,
                     payment_id: &p.payment_id,
                     refund_id: None,
                     client_id: &p.client_id,
@@ -1642,7 +1642,7 @@ fn write_effects(
 
 /// Whom a result notification is for and where it goes.
 struct ResultNotice<'a> {
-    kind: &'static str,
+    kind: store::NotificationKind,
     payment_id: &'a str,
     refund_id: Option<&'a str>,
     client_id: &'a str,

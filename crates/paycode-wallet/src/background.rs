@@ -24,9 +24,9 @@ pub(crate) async fn run_once(inner: &Arc<Inner>) -> anyhow::Result<usize> {
     work += code_check::prune_code_state(inner, batch)
         .await
         .context("forgetting used codes and closed guessing windows")?;
-    let notes = notify::due_notifications(inner, batch)
+    let notes = notify::claim_due_notifications(inner, batch)
         .await
-        .context("listing due notifications")?;
+        .context("claiming due notifications")?;
     let mut tasks = tokio::task::JoinSet::new();
     for n in notes {
         let inner = inner.clone();

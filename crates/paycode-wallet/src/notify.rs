@@ -5,13 +5,23 @@ use crate::store::{self, outbox::DueNotification};
 use crate::{Inner, WalletError};
 use std::sync::Arc;
 
-pub(crate) async fn due_notifications(
+/// Claims the due notifications for one pass. The lease outlasts an attempt (its timeout) with
+/// room to record the answer; a process that dies mid-attempt has its claims taken over after it.
+pub(crate) async fn claim_due_notifications(
     inner: &Arc<Inner>,
     limit: usize,
 ) -> Result<Vec<DueNotification>, WalletError> {
     let now_ms = inner.now_ms();
+    let any_due = inner
+        .read_store(move |c| store::outbox::any_due(c, now_ms))
+        .await?;
+    if !any_due {
+        return Ok(Vec::new());
+    }
+    let timeout_ms = i64::try_from(inner.config.notify_timeout_ms).unwrap_or(i64::MAX);
+    let lease_until_ms = now_ms.saturating_add(timeout_ms.saturating_mul(3).max(10_000));
     inner
-        .read_store(move |c| store::outbox::due(c, now_ms, limit))
+        .write_store(move |c| store::outbox::claim_due(c, now_ms, lease_until_ms, limit))
         .await
 }
 

@@ -1,19 +1,79 @@
 //! The `outbox` of merchant notifications and the `payment_events` timeline.
 
-use super::StoreResult;
+use super::{StoreResult, corrupt_column, ms_at, opt_ms_at};
 use paycode_db::sql::{self, Connection, Row, params};
+
+/// Where a merchant notification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationStatus {
+    /// Waiting for its next attempt (or leased by a worker until `next_attempt_ms`).
+    Pending,
+    /// The merchant acknowledged it.
+    Delivered,
+    /// Every attempt of the schedule failed; an operator may resend it.
+    Parked,
+}
+
+impl NotificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Delivered => "DELIVERED",
+            Self::Parked => "PARKED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PENDING" => Some(Self::Pending),
+            "DELIVERED" => Some(Self::Delivered),
+            "PARKED" => Some(Self::Parked),
+            _ => None,
+        }
+    }
+}
+
+/// What a merchant notification reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationKind {
+    PaymentResult,
+    RefundResult,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentResult => "PAYMENT_RESULT",
+            Self::RefundResult => "REFUND_RESULT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PAYMENT_RESULT" => Some(Self::PaymentResult),
+            "REFUND_RESULT" => Some(Self::RefundResult),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for NotificationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A queued merchant notification.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub outbox_id: i64,
-    pub kind: String,
+    pub kind: NotificationKind,
     pub payment_id: String,
     pub refund_id: Option<String>,
     pub client_id: String,
     pub url: String,
     pub body: String,
-    pub status: String,
+    pub status: NotificationStatus,
     pub n_attempts: i64,
     pub next_attempt_ms: i64,
     pub last_error: Option<String>,
@@ -25,25 +85,31 @@ const OUTBOX_COLUMNS: &str = "outbox_id, kind, payment_id, refund_id, client_id,
     status, n_attempts, next_attempt_ms, last_error, created_ms, delivered_ms";
 
 fn outbox_from_row(r: &Row<'_>) -> sql::Result<OutboxRow> {
+    let outbox_id: i64 = r.get(0)?;
+    let row = || format!("outbox {outbox_id}");
+    let kind: String = r.get(1)?;
+    let status: String = r.get(7)?;
     Ok(OutboxRow {
-        outbox_id: r.get(0)?,
-        kind: r.get(1)?,
+        outbox_id,
+        kind: NotificationKind::parse(&kind)
+            .ok_or_else(|| corrupt_column(1, format!("{}: kind {kind:?}", row())))?,
         payment_id: r.get(2)?,
         refund_id: r.get(3)?,
         client_id: r.get(4)?,
         url: r.get(5)?,
         body: r.get(6)?,
-        status: r.get(7)?,
+        status: NotificationStatus::parse(&status)
+            .ok_or_else(|| corrupt_column(7, format!("{}: status {status:?}", row())))?,
         n_attempts: r.get(8)?,
-        next_attempt_ms: r.get(9)?,
+        next_attempt_ms: ms_at(r, 9, &row)?,
         last_error: r.get(10)?,
-        created_ms: r.get(11)?,
-        delivered_ms: r.get(12)?,
+        created_ms: ms_at(r, 11, &row)?,
+        delivered_ms: opt_ms_at(r, 12, &row)?,
     })
 }
 
 pub struct NewNotification<'a> {
-    pub kind: &'a str,
+    pub kind: NotificationKind,
     pub payment_id: &'a str,
     pub refund_id: Option<&'a str>,
     pub client_id: &'a str,
@@ -60,7 +126,7 @@ pub fn enqueue_notification(
         "INSERT INTO outbox (kind, payment_id, refund_id, client_id, url, body, status, \
          n_attempts, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDING', 0, ?7, ?7)",
     )?
-    .execute(params![n.kind, n.payment_id, n.refund_id, n.client_id, n.url, n.body, now_ms])?;
+    .execute(params![n.kind.as_str(), n.payment_id, n.refund_id, n.client_id, n.url, n.body, now_ms])?;
     Ok(())
 }
 
@@ -95,19 +161,19 @@ pub fn claim_due_notifications(
 pub fn record_notification_attempt(
     c: &Connection,
     outbox_id: i64,
-    status: &str,
+    status: NotificationStatus,
     next_attempt_ms: i64,
     error: Option<&str>,
     now_ms: i64,
 ) -> StoreResult<()> {
-    let delivered = (status == "DELIVERED").then_some(now_ms);
+    let delivered = (status == NotificationStatus::Delivered).then_some(now_ms);
     c.prepare_cached(
         "UPDATE outbox SET status = ?2, n_attempts = n_attempts + 1, next_attempt_ms = ?3, \
          last_error = ?4, delivered_ms = ?5 WHERE outbox_id = ?1",
     )?
     .execute(params![
         outbox_id,
-        status,
+        status.as_str(),
         next_attempt_ms,
         error,
         delivered
@@ -117,9 +183,10 @@ pub fn record_notification_attempt(
 
 pub fn notifications(
     c: &Connection,
-    status: Option<&str>,
+    status: Option<NotificationStatus>,
     limit: usize,
 ) -> StoreResult<Vec<OutboxRow>> {
+    let status = status.map(NotificationStatus::as_str);
     let rows = c.query_all_cached(
         &format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) \
@@ -185,7 +252,7 @@ pub fn events_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<Ev
         [payment_id],
         |r| {
             Ok(EventRow {
-                at_ms: r.get(0)?,
+                at_ms: ms_at(r, 0, &|| format!("an event of payment {payment_id}"))?,
                 kind: r.get(1)?,
                 detail: r.get(2)?,
             })

@@ -26,18 +26,34 @@ pub(crate) struct DueNotification {
     pub n_attempts: u32,
 }
 
-/// Undelivered notifications due at `now_ms`, earliest first.
-pub(crate) fn due(
+/// Whether any undelivered notification is due at `now_ms` (an idle pass looks before it
+/// claims, so that it costs no write).
+pub(crate) fn any_due(conn: &Connection, now_ms: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM notify_outbox \
+             WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= ?1)",
+        )?
+        .query_row([now_ms], |r| r.get(0))?)
+}
+
+/// Claims up to `limit` undelivered notifications due at `now_ms`, earliest first, by pushing
+/// their next attempt to `lease_until_ms`: another process on the same store skips them
+/// (PostgreSQL: rows another claim holds are skipped, not waited for), and a process that dies
+/// mid-attempt leaves them to be taken over when the lease ends.
+pub(crate) fn claim_due(
     conn: &Connection,
     now_ms: i64,
+    lease_until_ms: i64,
     limit: usize,
 ) -> Result<Vec<DueNotification>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut st = conn.prepare_cached(
+    let mut st = conn.prepare_cached(&format!(
         "SELECT notify_id, payment_request_id, url, body, n_attempts FROM notify_outbox \
          WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= ?1 \
-         ORDER BY next_attempt_at_ms LIMIT ?2",
-    )?;
+         ORDER BY next_attempt_at_ms LIMIT ?2{}",
+        conn.skip_locked()
+    ))?;
     let rows = st.query_map(params![now_ms, limit], |r| {
         Ok(DueNotification {
             notify_id: r.get(0)?,
@@ -47,7 +63,13 @@ pub(crate) fn due(
             n_attempts: r.get(4)?,
         })
     })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let due = rows.collect::<Result<Vec<_>, _>>()?;
+    let mut lease = conn
+        .prepare_cached("UPDATE notify_outbox SET next_attempt_at_ms = ?2 WHERE notify_id = ?1")?;
+    for n in &due {
+        lease.execute(params![n.notify_id, lease_until_ms])?;
+    }
+    Ok(due)
 }
 
 pub(crate) fn mark_delivered(
