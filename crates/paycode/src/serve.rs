@@ -681,6 +681,8 @@ pub(crate) fn limits_from_env(base: Limits) -> anyhow::Result<Limits> {
         &mut l.reconcile_interval_ms,
     )?;
     num("PAYCODE_NOTIFY_TIMEOUT_MS", &mut l.notify_timeout_ms)?;
+    num("PAYCODE_WORK_LEASE_MS", &mut l.work_lease_ms)?;
+    num("PAYCODE_REGISTRY_RELOAD_S", &mut l.registry_reload_s)?;
     for (name, slot) in [
         ("PAYCODE_GUESS_PER_CLIENT", &mut l.guess_per_client),
         ("PAYCODE_GUESS_PER_MERCHANT", &mut l.guess_per_merchant),

@@ -168,21 +168,7 @@ guess_per_slot = { failures_max = 10, window_s = 600 }
         .await
         .unwrap();
     assert_eq!(created["result"]["resultStatus"], "S", "{created}");
-    let m: paycode_proto::customer::DeviceMaterial = http
-        .post(format!("{wallet}/customer/v1/devices/register"))
-        .json(&json!({"userName": "zoe", "password": "pw-1234"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let material = paycode_wallet::CodeMaterial::from_device_material(&m).unwrap();
-    let code = paycode_wallet::CodeDisplay::default()
-        .next(&material, chrono::Utc::now().timestamp() as u64)
-        .unwrap()
-        .0
-        .digits;
+    let (code, _) = common::fresh_code(&wallet, "zoe", "pw-1234").await;
     let client = SignedClient::new(
         "ACME",
         Signer::new(

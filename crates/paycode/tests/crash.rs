@@ -41,21 +41,7 @@ async fn fresh_code(d: &Value, user: &str) -> String {
         .as_str()
         .unwrap()
         .to_string();
-    let m: paycode_proto::customer::DeviceMaterial = reqwest::Client::new()
-        .post(format!("{url}/customer/v1/devices/register"))
-        .json(&json!({"userName": user, "password": "123456"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let material = paycode_wallet::CodeMaterial::from_device_material(&m).unwrap();
-    paycode_wallet::CodeDisplay::default()
-        .next(&material, chrono::Utc::now().timestamp() as u64)
-        .unwrap()
-        .0
-        .digits
+    common::fresh_code(&url, user, "123456").await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

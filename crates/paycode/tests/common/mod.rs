@@ -220,6 +220,41 @@ pub fn acquirer_store(dir: &Path) -> paycode_db::Db {
     .unwrap()
 }
 
+/// A new device of `user` at the wallet at `wallet_url`, registered through the customer API:
+/// its first payment code and its device token.
+pub async fn fresh_code(wallet_url: &str, user: &str, password: &str) -> (String, String) {
+    let m: paycode_proto::customer::DeviceMaterial = reqwest::Client::new()
+        .post(format!("{wallet_url}/customer/v1/devices/register"))
+        .json(&serde_json::json!({"userName": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let material = paycode_wallet::CodeMaterial::from_device_material(&m)
+        .unwrap_or_else(|e| panic!("registering a device of {user}: {e}"));
+    let code = paycode_wallet::CodeDisplay::default()
+        .next(&material, chrono::Utc::now().timestamp() as u64)
+        .unwrap()
+        .0
+        .digits;
+    (code, m.device_token.unwrap_or_default())
+}
+
+/// `GET url` (with an operator or device token) as JSON.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
