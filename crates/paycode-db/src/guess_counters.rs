@@ -20,9 +20,16 @@ CREATE INDEX IF NOT EXISTS guess_counters_by_window ON guess_counters (window_st
 /// The counter of `source`, if one is stored. A stored count that is not a `u32` is reported as
 /// an error rather than read as something else.
 pub fn load(c: &Connection<'_>, source: &str) -> sql::Result<Option<Counter>> {
+    load_with(c, source, "")
+}
+
+/// [`load`], with `lock` appended to the statement (`FOR UPDATE` or nothing).
+fn load_with(c: &Connection<'_>, source: &str, lock: &str) -> sql::Result<Option<Counter>> {
     let row: Option<(i64, i64)> = c
         .query_row(
-            "SELECT window_start_ms, failures FROM guess_counters WHERE source = ?1",
+            &format!(
+                "SELECT window_start_ms, failures FROM guess_counters WHERE source = ?1{lock}"
+            ),
             params![source],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -46,11 +53,18 @@ pub fn count_failure(
     limit: SourceLimit,
     now_ms: i64,
 ) -> sql::Result<()> {
-    let next = limit.after_failure(load(c, source)?, now_ms);
+    // Units counting for one source at once must all count. The row is made to exist and
+    // is locked (PostgreSQL) before it is read, so a second unit waits for the first and
+    // counts on top of its count instead of writing the same next count. A new row starts an
+    // empty window now, which `after_failure` turns into one failure.
     c.execute(
-        "INSERT INTO guess_counters (source, window_start_ms, failures) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (source) DO UPDATE SET window_start_ms = excluded.window_start_ms, \
-         failures = excluded.failures",
+        "INSERT INTO guess_counters (source, window_start_ms, failures) VALUES (?1, ?2, 0) \
+         ON CONFLICT (source) DO NOTHING",
+        params![source, now_ms],
+    )?;
+    let next = limit.after_failure(load_with(c, source, c.for_update())?, now_ms);
+    c.execute(
+        "UPDATE guess_counters SET window_start_ms = ?2, failures = ?3 WHERE source = ?1",
         params![source, next.window_start_ms, i64::from(next.failures)],
     )?;
     Ok(())

@@ -501,6 +501,10 @@ fn refund_tx(
     conn: &Connection,
     r: RefundInput,
 ) -> Result<RefundOutcome, WalletError> {
+    // The payment first: reading it locks it (PostgreSQL), so a copy of this request in another
+    // process waits here and then finds its refund, instead of counting it against the amount
+    // left and answering REFUND_AMOUNT_EXCEED.
+    let payment = store::payments::load(conn, &r.prid)?;
     if let Some(done) = store::payments::load_refund(conn, &r.refund_request_id)? {
         if done.payment_request_id != r.prid
             || done.amount_minor != r.amount_minor
@@ -523,7 +527,7 @@ fn refund_tx(
         );
         return Ok(refund_fail(ResultCode::CURRENCY_NOT_SUPPORT, &msg));
     }
-    let Some(mut p) = store::payments::load(conn, &r.prid)? else {
+    let Some(mut p) = payment else {
         let c = ResultCode::ORDER_NOT_EXIST;
         return Ok(refund_fail(c, c.default_message()));
     };

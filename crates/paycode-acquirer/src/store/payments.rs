@@ -327,20 +327,25 @@ pub fn insert_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
     Ok(())
 }
 
+/// Writes the outcome of a refund (state, times, fee returned).
 pub fn update_refund(c: &Connection, r: &RefundRow) -> StoreResult<()> {
-    c.prepare_cached(
-        "UPDATE refunds SET status = ?2, result_code = ?3, result_message = ?4, \
+    let n = c
+        .prepare_cached(
+            "UPDATE refunds SET status = ?2, result_code = ?3, result_message = ?4, \
          refunded_ms = ?5, next_check_ms = ?6, fee_minor = ?7 WHERE refund_id = ?1",
-    )?
-    .execute(params![
-        r.refund_id,
-        r.state.status_str(),
-        r.result_code.as_str(),
-        r.result_message,
-        r.refunded_ms,
-        r.next_check_ms,
-        r.fee_minor,
-    ])?;
+        )?
+        .execute(params![
+            r.refund_id,
+            r.state.status_str(),
+            r.result_code.as_str(),
+            r.result_message,
+            r.refunded_ms,
+            r.next_check_ms,
+            r.fee_minor,
+        ])?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!("refund {}", r.refund_id)));
+    }
     Ok(())
 }
 

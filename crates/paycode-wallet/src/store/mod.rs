@@ -9,6 +9,8 @@
 //! [`LedgerKind`]); a value the wallet never writes is [`StoreError::Corrupt`], never a default.
 
 pub(crate) mod audit;
+#[cfg(test)]
+mod conformance;
 pub(crate) mod devices;
 pub(crate) mod guesses;
 pub(crate) mod outbox;
