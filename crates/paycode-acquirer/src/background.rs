@@ -372,16 +372,22 @@ impl Acquirer {
         if !any_due {
             return Ok(0);
         }
+        // Each refund is claimed by a compare-and-set on the check time it was seen with, so
+        // that two processes never drive one refund at once and a refund finished meanwhile
+        // by another process is not put back from this copy.
+        let lease = now + limits.reconcile_interval_ms.max(1_000);
         let due = self
             .db()
             .write(move |c| {
-                let due = store::refunds_due(c, now, limits.background_batch_max)?;
-                for r in &due {
-                    let mut claimed = r.clone();
-                    claimed.next_check_ms = Some(now + limits.reconcile_interval_ms.max(1_000));
-                    store::update_refund(c, &claimed)?;
+                let mut claimed = Vec::new();
+                for mut r in store::refunds_due(c, now, limits.background_batch_max)? {
+                    let seen = r.next_check_ms.unwrap_or(0);
+                    if store::claim_refund_check(c, &r.refund_id, seen, lease)? {
+                        r.next_check_ms = Some(lease);
+                        claimed.push(r);
+                    }
                 }
-                Ok::<_, ApiError>(due)
+                Ok::<_, ApiError>(claimed)
             })
             .await?;
         let n = due.len();

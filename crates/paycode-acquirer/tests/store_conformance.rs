@@ -14,7 +14,8 @@ use paycode_acquirer::store::audit::{self, SettledEvent};
 use paycode_acquirer::store::registry::{self, NewClient, NewMerchant, NewWallet};
 use paycode_acquirer::store::settlement::{self, BatchRow, ClearingRow, Group, ItemRow};
 use paycode_acquirer::store::{
-    self, NewNotification, OutboxRow, PaymentRow, RefundRow, StoreError, StoreResult, risk,
+    self, NewNotification, NotificationKind, NotificationStatus, OutboxRow, PaymentRow, RefundRow,
+    StoreError, StoreResult, risk,
 };
 use paycode_core::guess::SourceLimit;
 use paycode_core::payment::{Effect, Outcome, PaymentEvent, PaymentState, RefundState, transition};
@@ -125,9 +126,9 @@ fn stores(name: &str) -> Vec<Store> {
     out
 }
 
-/// For the races: SQLite (one handle, which serialises); PostgreSQL with group commit (one
-/// handle: the units of one process, batched); and PostgreSQL with one transaction per unit on
-/// two handles of one schema, which stand for two processes sharing the store.
+/// For the races: SQLite (one handle, which serialises); and PostgreSQL on two handles of one
+/// schema, which stand for two processes sharing the store, both with group commit (each
+/// process's units batched) and with one transaction per unit.
 fn racing_stores(name: &str) -> Vec<Store> {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let file = Location::File(dir.path().join(format!("{name}.db")));
@@ -138,7 +139,7 @@ fn racing_stores(name: &str) -> Vec<Store> {
         _dir: dir,
     }];
     for (label, group_commit, handles) in [
-        ("postgres group commit", true, 1),
+        ("postgres group commit", true, 2),
         ("postgres per unit", false, 2),
     ] {
         if let Some(t) = paycode_db::test_pg_target(name) {
@@ -374,7 +375,7 @@ fn clearing(id: &str, seq: i64, closed_ms: i64) -> ClearingRow {
 
 fn notification<'a>(payment_id: &'a str, body: &'a str) -> NewNotification<'a> {
     NewNotification {
-        kind: "PAYMENT_RESULT",
+        kind: NotificationKind::PaymentResult,
         payment_id,
         refund_id: None,
         client_id: CLIENT,
@@ -1058,7 +1059,7 @@ fn notifications_are_claimed_under_a_lease_and_their_attempts_recorded() {
             store::enqueue_notification(
                 c,
                 &NewNotification {
-                    kind: "REFUND_RESULT",
+                    kind: NotificationKind::RefundResult,
                     refund_id: Some("R1"),
                     ..notification("P1", "b3")
                 },
@@ -1131,11 +1132,18 @@ fn notifications_are_claimed_under_a_lease_and_their_attempts_recorded() {
         };
         let (b1, b2, b3) = (id_of("b1"), id_of("b2"), id_of("b3"));
         s.w(move |c| {
-            store::record_notification_attempt(c, b1, "DELIVERED", T0 + 5_000, None, T0 + 1_500)?;
+            store::record_notification_attempt(
+                c,
+                b1,
+                NotificationStatus::Delivered,
+                T0 + 5_000,
+                None,
+                T0 + 1_500,
+            )?;
             store::record_notification_attempt(
                 c,
                 b2,
-                "PENDING",
+                NotificationStatus::Pending,
                 T0 + 6_000,
                 Some("503"),
                 T0 + 1_600,
@@ -1143,7 +1151,7 @@ fn notifications_are_claimed_under_a_lease_and_their_attempts_recorded() {
             store::record_notification_attempt(
                 c,
                 b3,
-                "PARKED",
+                NotificationStatus::Parked,
                 T0 + 7_000,
                 Some("gone"),
                 T0 + 1_700,
@@ -1172,7 +1180,7 @@ fn notifications_are_claimed_under_a_lease_and_their_attempts_recorded() {
         want.sort_by_key(|w| -w.0);
         assert_eq!(view, want, "{}: newest first", s.label);
         assert_eq!(s.r(|c| store::notifications(c, None, 1)).len(), 1);
-        let parked = s.r(|c| store::notifications(c, Some("PARKED"), 10));
+        let parked = s.r(|c| store::notifications(c, Some(NotificationStatus::Parked), 10));
         assert_eq!(ids(&parked), ["b3"], "{}", s.label);
         assert_eq!(s.r(store::count_outbox_pending), 1);
         let of_p1 = s.r(|c| store::notifications_of_payment(c, "P1"));

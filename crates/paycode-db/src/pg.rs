@@ -8,7 +8,11 @@
 //! same key first and a re-run will find its row, up to [`MAX_UNIQUE_RUNS`] times; or a
 //! connection lost before the commit was sent, on a new connection, up to
 //! [`MAX_RECONNECT_RUNS`] times. A connection lost *during* commit is never re-run: the outcome
-//! is unknown, and [`DbError::CommitUnknown`] says so.
+//! is unknown, and [`DbError::CommitUnknown`] says so. In a group-commit batch a unit that
+//! meets a conflict is rolled back to its savepoint and run again in the *next* batch, not in
+//! this one: re-run at once it would wait again on the same locks of another process's batch
+//! while this batch's earlier units hold theirs, and the two batches would deadlock run after
+//! run until the limit.
 //!
 //! **Isolation.** Write units run at `READ COMMITTED` (the default) or `SERIALIZABLE`
 //! ([`Isolation`]). At `READ COMMITTED` the storage layers lock the rows a write decides on
@@ -93,9 +97,20 @@ pub(crate) struct Pool {
 
 /// A write unit queued for the group-commit writer: given the batch's transaction (or `None`
 /// when the writer has no connection), it runs and returns what to tell its caller once the
-/// batch's commit is known.
-pub(crate) type PgJob = Box<dyn FnOnce(Option<&Connection<'_>>) -> Completer + Send>;
+/// batch's commit is known, or itself again to be run in the next batch.
+pub(crate) type PgJob = Box<dyn FnOnce(Option<&Connection<'_>>) -> JobRun + Send>;
 pub(crate) type Completer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// What a queued unit did in a batch.
+pub(crate) enum JobRun {
+    /// It ran (to success or for good); this tells its caller once the commit is known.
+    Done(Completer),
+    /// It met a serialization failure or a deadlock. Re-running it inside the batch would wait
+    /// again on the same locks while the batch's earlier units keep holding theirs (two
+    /// processes' batches then deadlock each other run after run), so it is rolled back and
+    /// run again in the next batch, after this one's commit released every lock.
+    Again(PgJob),
+}
 
 /// What one run of a unit came to.
 enum Run<R, E> {
@@ -257,25 +272,7 @@ impl Pool {
         let guard = self.writer.lock().expect("writer lock poisoned");
         let sender = guard.as_ref().ok_or_else(|| E::from(DbError::WriterGone))?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
-        let job: PgJob = Box::new(move |conn: Option<&Connection<'_>>| -> Completer {
-            let outcome = match conn {
-                Some(conn) => run_in_savepoint(conn, &f),
-                None => Err(E::from(DbError::Unreachable(
-                    "the database cannot be reached".to_string(),
-                ))),
-            };
-            Box::new(move |commit: Result<(), String>| {
-                let result = match (outcome, commit) {
-                    (Ok(r), Ok(())) => Ok(r),
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Err(msg)) if msg == COMMIT_UNKNOWN => {
-                        Err(E::from(DbError::CommitUnknown))
-                    }
-                    (Ok(_), Err(msg)) => Err(E::from(DbError::Aborted(msg))),
-                };
-                let _ = done_tx.send(result);
-            })
-        });
+        let job = unit_job(f, done_tx, 1);
         sender
             .send(job)
             .map(|()| done_rx)
@@ -496,10 +493,43 @@ fn init_session(mut client: postgres::Client, schema: &str) -> Result<Session, p
 /// What a batch's callers are told when the connection was lost during its commit.
 const COMMIT_UNKNOWN: &str = "commit outcome unknown";
 
-/// Runs one unit inside a savepoint of the batch's transaction, re-running it there when the
-/// database says a second run can get past its failure (see the module documentation); a unit
-/// that fails for good is rolled back to its savepoint without disturbing the rest of the batch.
-fn run_in_savepoint<R, E, F>(conn: &Connection<'_>, f: &F) -> Result<R, E>
+/// The writer's job for unit `f`, in its `run`-th batch.
+fn unit_job<R, E, F>(f: F, done_tx: tokio::sync::oneshot::Sender<Result<R, E>>, run: u32) -> PgJob
+where
+    R: Send + 'static,
+    E: From<DbError> + Send + 'static,
+    F: Fn(&Connection<'_>) -> Result<R, E> + Send + 'static,
+{
+    Box::new(move |conn: Option<&Connection<'_>>| -> JobRun {
+        let outcome = match conn {
+            Some(conn) => match run_in_savepoint(conn, &f) {
+                (Err(_), Some(code)) if run < runs_allowed(code) => {
+                    metrics_retry(code);
+                    return JobRun::Again(unit_job(f, done_tx, run + 1));
+                }
+                (outcome, _) => outcome,
+            },
+            None => Err(E::from(DbError::Unreachable(
+                "the database cannot be reached".to_string(),
+            ))),
+        };
+        JobRun::Done(Box::new(move |commit: Result<(), String>| {
+            let result = match (outcome, commit) {
+                (Ok(r), Ok(())) => Ok(r),
+                (Err(e), _) => Err(e),
+                (Ok(_), Err(msg)) if msg == COMMIT_UNKNOWN => Err(E::from(DbError::CommitUnknown)),
+                (Ok(_), Err(msg)) => Err(E::from(DbError::Aborted(msg))),
+            };
+            let _ = done_tx.send(result);
+        }))
+    })
+}
+
+/// Runs one unit inside a savepoint of the batch's transaction, re-running it there when a
+/// unique-key race can be got past by a second run; a unit that fails is rolled back to its
+/// savepoint without disturbing the rest of the batch. A serialization failure or a deadlock
+/// is returned with its SQLSTATE, for the unit to be run again in the next batch.
+fn run_in_savepoint<R, E, F>(conn: &Connection<'_>, f: &F) -> (Result<R, E>, Option<&'static str>)
 where
     E: From<DbError>,
     F: Fn(&Connection<'_>) -> Result<R, E>,
@@ -507,8 +537,9 @@ where
     let mut runs = 0u32;
     loop {
         runs += 1;
-        conn.execute_batch("SAVEPOINT unit")
-            .map_err(|e| E::from(DbError::Sql(e)))?;
+        if let Err(e) = conn.execute_batch("SAVEPOINT unit") {
+            return (Err(E::from(DbError::Sql(e))), None);
+        }
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(conn)));
         let failed = conn.pg_failure();
         let outcome = match outcome {
@@ -523,18 +554,20 @@ where
             // Left in place rather than released (one round trip less): the batch's commit
             // ends every savepoint, and the next unit's `SAVEPOINT unit` is the one a rollback
             // goes back to.
-            return outcome;
+            return (outcome, None);
         }
         conn.clear_pg_failure();
-        conn.execute_batch("ROLLBACK TO SAVEPOINT unit")
-            .map_err(|e| E::from(DbError::Sql(e)))?;
-        // A lost connection takes the whole batch with it: not re-run inside it.
+        if let Err(e) = conn.execute_batch("ROLLBACK TO SAVEPOINT unit") {
+            return (Err(E::from(DbError::Sql(e))), None);
+        }
         let limit = match failed {
+            // A lost connection takes the whole batch with it: not re-run inside it.
             Some("08006") | None => 1,
+            Some(code @ ("40001" | "40P01")) => return (outcome, Some(code)),
             Some(code) => runs_allowed(code),
         };
         if runs >= limit {
-            return outcome;
+            return (outcome, None);
         }
         metrics_retry(failed.unwrap_or("?"));
     }
@@ -552,8 +585,16 @@ fn writer_loop(
     batch_max: usize,
 ) {
     let mut session = Some(session);
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+    // Units that met a conflict in the last batch go first in the next.
+    let mut again: Vec<PgJob> = Vec::new();
+    loop {
+        let mut jobs = std::mem::take(&mut again);
+        if jobs.is_empty() {
+            match rx.recv() {
+                Ok(first) => jobs.push(first),
+                Err(_) => break,
+            }
+        }
         while jobs.len() < batch_max {
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
@@ -573,7 +614,7 @@ fn writer_loop(
         }
         let Some(Session { client, cache }) = session.as_mut() else {
             for job in jobs {
-                job(None)(Err("the database cannot be reached".to_string()));
+                finish_unrun(job, "the database cannot be reached".to_string());
             }
             continue;
         };
@@ -586,13 +627,19 @@ fn writer_loop(
             Err(e) => {
                 tracing::error!(error = %e, "group commit could not begin");
                 for job in jobs {
-                    job(None)(Err(format!("cannot begin: {e}")));
+                    finish_unrun(job, format!("cannot begin: {e}"));
                 }
                 continue;
             }
         };
         let conn = Connection::pg(tx, cache, true);
-        let completers: Vec<Completer> = jobs.into_iter().map(|job| job(Some(&conn))).collect();
+        let mut completers: Vec<Completer> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job(Some(&conn)) {
+                JobRun::Done(c) => completers.push(c),
+                JobRun::Again(j) => again.push(j),
+            }
+        }
         let commit = conn.finish_pg(true).map_err(|e| {
             tracing::error!(error = %e, "group commit failed");
             match &e {
@@ -605,6 +652,13 @@ fn writer_loop(
         }
     }
     drop_off_runtime(session.into_iter().collect());
+}
+
+/// Tells the caller of a unit that never got a transaction why.
+fn finish_unrun(job: PgJob, why: String) {
+    if let JobRun::Done(c) = job(None) {
+        c(Err(why));
+    }
 }
 
 /// A short random wait before a re-run, growing with the run number (at most ≈ 50 ms), so

@@ -379,6 +379,23 @@ pub fn refunds_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<R
     Ok(rows)
 }
 
+/// Pushes a refund's next check forward only if it is still as the caller saw it; returns
+/// whether this caller won the claim. A refund that became final meanwhile (its check cleared)
+/// is left alone, never written back from the caller's stale copy.
+pub fn claim_refund_check(
+    c: &Connection,
+    refund_id: &str,
+    seen_next_check_ms: i64,
+    lease_until_ms: i64,
+) -> StoreResult<bool> {
+    let n = c
+        .prepare_cached(
+            "UPDATE refunds SET next_check_ms = ?3 WHERE refund_id = ?1 AND next_check_ms = ?2",
+        )?
+        .execute(params![refund_id, seen_next_check_ms, lease_until_ms])?;
+    Ok(n == 1)
+}
+
 pub fn refunds_due(c: &Connection, now_ms: i64, limit: usize) -> StoreResult<Vec<RefundRow>> {
     let rows = c.query_all_cached(
         &format!(

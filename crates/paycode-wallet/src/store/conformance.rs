@@ -125,7 +125,7 @@ fn racing_stores(name: &str) -> Vec<Store> {
         _dir: dir,
     }];
     for (label, group_commit, handles) in [
-        ("postgres group commit", true, 1),
+        ("postgres group commit", true, 2),
         ("postgres per unit", false, 2),
     ] {
         if let Some(t) = paycode_db::test_pg_target(name) {
@@ -571,7 +571,7 @@ fn a_value_the_wallet_never_writes_is_corrupt() {
         s.sql("UPDATE notify_outbox SET n_attempts = -1");
         assert!(
             matches!(
-                s.try_r(|c| outbox::due(c, DAY0, 5)),
+                s.try_w(|c| outbox::claim_due(c, DAY0, DAY0 + 1, 5)),
                 Err(StoreError::Corrupt(_))
             ),
             "{}",
@@ -918,7 +918,7 @@ fn a_code_is_used_once_and_forgotten_oldest_first() {
 // ------------------------------------------------------------------------------- outbox
 
 #[test]
-fn notifications_wait_until_due_and_are_retried_until_delivered() {
+fn notifications_are_claimed_under_a_lease_and_retried_until_delivered() {
     for s in stores("w_outbox") {
         s.w(|c| {
             outbox::enqueue(c, "P1", "https://a.example/n", "body-1", DAY0 + 20)?;
@@ -926,42 +926,57 @@ fn notifications_wait_until_due_and_are_retried_until_delivered() {
             outbox::enqueue(c, "P3", "https://a.example/n", "body-3", DAY0 + 30)
         });
         assert_eq!(s.r(outbox::n_undelivered), 3);
-        let due = |at: i64, limit: usize| -> Vec<(i64, String, String, String, u32)> {
-            s.r(move |c| outbox::due(c, at, limit))
-                .into_iter()
-                .map(|n| {
-                    (
-                        n.notify_id,
-                        n.payment_request_id,
-                        n.url,
-                        n.body,
-                        n.n_attempts,
-                    )
-                })
-                .collect()
-        };
-        let first = due(DAY0 + 20, 10);
+        assert!(!s.r(|c| outbox::any_due(c, DAY0 + 9)), "{}", s.label);
+        assert!(s.r(|c| outbox::any_due(c, DAY0 + 10)), "{}", s.label);
+        let claim =
+            |at: i64, lease: i64, limit: usize| -> Vec<(i64, String, String, String, u32)> {
+                s.w(move |c| outbox::claim_due(c, at, lease, limit))
+                    .into_iter()
+                    .map(|n| {
+                        (
+                            n.notify_id,
+                            n.payment_request_id,
+                            n.url,
+                            n.body,
+                            n.n_attempts,
+                        )
+                    })
+                    .collect()
+            };
+        let first = claim(DAY0 + 20, DAY0 + 500, 10);
         let prids: Vec<&str> = first.iter().map(|n| n.1.as_str()).collect();
         assert_eq!(prids, ["P2", "P1"], "{}: earliest first", s.label);
         assert_eq!(
             (first[0].2.as_str(), first[0].3.as_str(), first[0].4),
             ("https://a.example/n", "body-2", 0)
         );
-        assert_eq!(due(DAY0 + 20, 1).len(), 1);
-        assert!(due(DAY0 + 9, 10).is_empty());
+        assert!(
+            claim(DAY0 + 20, DAY0 + 500, 10).is_empty(),
+            "{}: claimed rows are leased",
+            s.label
+        );
+        let third = claim(DAY0 + 30, DAY0 + 500, 1);
+        assert_eq!(third.len(), 1, "{}: at most the limit", s.label);
+        assert_eq!(third[0].1, "P3");
         let (p2, p1) = (first[0].0, first[1].0);
         s.w(move |c| {
             outbox::mark_delivered(c, p2, 1, DAY0 + 21)?;
             outbox::schedule_retry(c, p1, 1, DAY0 + 1_000, "503")
         });
         assert_eq!(s.r(outbox::n_undelivered), 2);
-        let later = due(DAY0 + 999, 10);
-        assert_eq!(later.len(), 1, "{}: P1 waits for its retry", s.label);
-        assert_eq!(later[0].1, "P3");
-        let retried = due(DAY0 + 1_000, 10);
-        assert_eq!(retried.len(), 2);
+        assert!(claim(DAY0 + 499, DAY0 + 2_000, 10).is_empty());
+        let taken_over = claim(DAY0 + 500, DAY0 + 2_000, 10);
         assert_eq!(
-            (retried[1].1.as_str(), retried[1].4),
+            taken_over.len(),
+            1,
+            "{}: a lapsed lease is taken over",
+            s.label
+        );
+        assert_eq!(taken_over[0].1, "P3");
+        let retried = claim(DAY0 + 1_000, DAY0 + 3_000, 10);
+        assert_eq!(retried.len(), 1, "{}: P1 waits for its retry", s.label);
+        assert_eq!(
+            (retried[0].1.as_str(), retried[0].4),
             ("P1", 1),
             "{}",
             s.label
