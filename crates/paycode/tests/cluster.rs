@@ -107,18 +107,10 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A base such that the `n` ports from it are free now (the demo wallets listen at base + index).
 fn free_port_run(n: u16) -> u16 {
     for _ in 0..200 {
-        let base = 20_000 + (free_port() % 40_000);
+        let base = 20_000 + (common::free_port() % 40_000);
         if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
@@ -315,7 +307,7 @@ async fn several_acquirer_processes_on_one_database_behave_as_one_acquirer() {
     };
     let specs = paycode_wallet::demo::demo_wallets();
     let base = free_port_run(specs.len() as u16);
-    let ports = [free_port(), free_port()];
+    let ports = [common::free_port(), common::free_port()];
     let acquirers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let lb = balancer(acquirers.clone()).await;
     let (notify_url, deliveries) = receiver().await;

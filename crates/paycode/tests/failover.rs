@@ -57,22 +57,14 @@ fn psql(port: u16, database: &str, sql: &str) -> Result<String, String> {
         .arg(sql))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Replicated {
     fn create() -> Result<Replicated, String> {
         let tag = std::process::id();
         let r = Replicated {
             primary: format!("paycode_p{tag}"),
             standby: format!("paycode_s{tag}"),
-            primary_port: free_port(),
-            standby_port: free_port(),
+            primary_port: common::free_port(),
+            standby_port: common::free_port(),
         };
         let trust = "local all all trust\nhost all all 127.0.0.1/32 trust\n\
                      local replication all trust\nhost replication all 127.0.0.1/32 trust\n";
