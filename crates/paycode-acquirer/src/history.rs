@@ -830,6 +830,9 @@ impl Acquirer {
                 .write(move |c| write_unit(c, &unit).map_err(ApiError::from))
                 .await?;
         }
+        self.db()
+            .write(|c| store::seed::refresh_statistics(c).map_err(ApiError::from))
+            .await?;
         summary.progress.elapsed = started.elapsed();
         progress(&summary.progress);
         Ok(summary)

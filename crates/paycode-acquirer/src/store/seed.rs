@@ -402,3 +402,18 @@ pub fn any_payment_with_prefix(c: &Connection, prefix: &str) -> StoreResult<bool
         |r| r.get(0),
     )?)
 }
+
+/// Refreshes the planner's statistics of the tables seeding fills. PostgreSQL plans from
+/// statistics that autovacuum gathers only later: right after a bulk load it believes the
+/// tables small and a key lookup unselective, and chose a sequential scan of `postings` for
+/// each payment's entries (the audit) until `ANALYZE` ran. SQLite plans from the schema alone.
+pub fn refresh_statistics(c: &Connection) -> StoreResult<()> {
+    if c.engine() == paycode_db::sql::Engine::Postgres {
+        c.execute_batch(
+            "ANALYZE payments, refunds, quotes, payment_events, journal_entries, postings, \
+             account_balances, settlement_items, settlement_batches, clearing_batches, \
+             merchant_daily",
+        )?;
+    }
+    Ok(())
+}
