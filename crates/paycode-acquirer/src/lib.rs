@@ -16,6 +16,7 @@ pub mod api;
 pub mod audit;
 pub mod background;
 pub mod config;
+pub mod history;
 pub mod registry;
 pub mod risk;
 pub mod service;

@@ -187,7 +187,7 @@ pub struct Acquirer {
     pub(crate) inner: Arc<Inner>,
 }
 
-fn sha256_hex(parts: &[&str]) -> String {
+pub(crate) fn sha256_hex(parts: &[&str]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for p in parts {
         ctx.update(p.as_bytes());

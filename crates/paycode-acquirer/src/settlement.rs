@@ -375,7 +375,7 @@ pub(crate) fn merchant_calendar(snap: &Snapshot, client_id: &str, merchant_id: &
     }
 }
 
-fn due_ms(cal: &Calendar, event_ms: i64) -> i64 {
+pub(crate) fn due_ms(cal: &Calendar, event_ms: i64) -> i64 {
     cal.day_end_s(cal.business_day(event_ms.div_euclid(1000))) * 1000
 }
 

@@ -6,6 +6,11 @@
 //! verifying the signed answer, for `--duration-s`. Before the load it measures the machine's
 //! RSA-2048 signing rate on all cores, so the payment rate can be read against the signing floor
 //! (three server-side signatures per payment, four with this client's own on the same machine).
+//!
+//! With `--inquiry` a second phase of the same length follows: signed `inquiryPayment` calls,
+//! alternating between the payments the first phase made and, when `paycode seed` wrote
+//! `seeded.json` in the data directory, seeded payments spread over the whole history (one
+//! server-side signature per inquiry, two with this client's own).
 
 use crate::demo_file::DemoFile;
 use anyhow::{Context, bail};
@@ -34,11 +39,89 @@ pub struct BenchArgs {
     /// Amount of each payment, in the merchant's currency.
     #[arg(long, default_value = "0.10")]
     amount: String,
+    /// After the payments, run signed inquiryPayment calls for as long again.
+    #[arg(long)]
+    inquiry: bool,
 }
 
 struct Sample {
     latency: Duration,
     code: String,
+    /// The payment request id a successful pay used (inquired in the second phase).
+    request_id: Option<String>,
+}
+
+/// Sorted latencies of the successful calls, and the failures by result code.
+fn tally(samples: &[Sample]) -> (Vec<Duration>, BTreeMap<String, usize>) {
+    let mut ok: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.code == "SUCCESS")
+        .map(|s| s.latency)
+        .collect();
+    ok.sort();
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.code != "SUCCESS") {
+        *errors.entry(s.code.clone()).or_default() += 1;
+    }
+    (ok, errors)
+}
+
+/// Prints one phase's figures: `what` per second, latency, errors and the signing floor at
+/// `server_signatures` per call (one more with this client's own).
+fn report(what: &str, samples: &[Sample], elapsed_s: f64, sig_per_s: f64, server_signatures: u32) {
+    let (ok, errors) = tally(samples);
+    let rate = ok.len() as f64 / elapsed_s;
+    let floor = sig_per_s / f64::from(server_signatures);
+    let floor_own = sig_per_s / f64::from(server_signatures + 1);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("{what:<16} {}", ok.len());
+    println!("{:<16} {rate:.1}", format!("{what}/s"));
+    println!(
+        "latency ms       p50 {:.1}  p99 {:.1}  max {:.1}",
+        ms(percentile(&ok, 0.50)),
+        ms(percentile(&ok, 0.99)),
+        ms(ok.last().copied().unwrap_or_default())
+    );
+    println!("errors           {}", samples.len() - ok.len());
+    for (code, n) in &errors {
+        println!("  {code:<30} {n}");
+    }
+    println!(
+        "signing floor    {floor:.0} {what}/s at {server_signatures} server signature(s); {floor_own:.0} with this client's own on the same machine"
+    );
+    println!(
+        "ratio            {:.0}% of the {server_signatures}-signature floor, {:.0}% of the {}-signature floor",
+        100.0 * rate / floor,
+        100.0 * rate / floor_own,
+        server_signatures + 1
+    );
+}
+
+/// What `paycode seed` wrote, for inquiries of seeded payments (`<data-dir>/seeded.json`).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Seeded {
+    first_day: i64,
+    last_day: i64,
+    n_shops: u64,
+    /// Payments of each merchant on each day at least.
+    per_day_min: u64,
+}
+
+impl Seeded {
+    fn load(data_dir: &Path) -> Option<Seeded> {
+        let text = std::fs::read_to_string(data_dir.join("seeded.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The request id of a seeded payment drawn from `x`.
+    fn request_id(&self, x: u64) -> String {
+        let n_days = (self.last_day - self.first_day + 1).max(1) as u64;
+        let day = self.first_day + (x % n_days) as i64;
+        let shop = (x / n_days) % self.n_shops.max(1);
+        let k = (x / 7) % self.per_day_min.max(1);
+        format!("SEED-{day}-{shop}-{k}")
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -189,9 +272,10 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
                 let now_s = chrono::Utc::now().timestamp() as u64;
                 let Ok((shown, _)) = CodeDisplay::default().next(device, now_s) else { break };
                 let code = shown.digits;
+                let request_id = format!("BENCH-{run_id}-{i}");
                 let body = json!({
                     "productCode": "IN_STORE_PAYMENT",
-                    "paymentRequestId": format!("BENCH-{run_id}-{i}"),
+                    "paymentRequestId": request_id,
                     "paymentAmount": {"currency": demo.currency, "value": amount.amount_minor().to_string()},
                     "paymentMethod": {"paymentMethodType": "CONNECT_WALLET", "paymentMethodId": code},
                     "paymentFactor": {"inStorePaymentScenario": "PaymentCode"},
@@ -205,7 +289,7 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
                     Ok(v) => v["result"]["resultCode"].as_str().unwrap_or("NO_RESULT").to_string(),
                     Err(e) => format!("transport: {}", e.to_string().chars().take(60).collect::<String>()),
                 };
-                samples.push(Sample { latency: t0.elapsed(), code });
+                samples.push(Sample { latency: t0.elapsed(), code, request_id: Some(request_id) });
             }
             samples
         }));
@@ -215,49 +299,114 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
         samples.extend(t.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let mut ok: Vec<Duration> = samples
-        .iter()
-        .filter(|s| s.code == "SUCCESS")
-        .map(|s| s.latency)
-        .collect();
-    ok.sort();
-    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.code != "SUCCESS") {
-        *errors.entry(s.code.clone()).or_default() += 1;
-    }
-    let rate = ok.len() as f64 / elapsed;
-    let floor3 = sig_per_s / 3.0;
-    let floor4 = sig_per_s / 4.0;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let inquiries = if args.inquiry {
+        let paid: Vec<String> = samples
+            .iter()
+            .filter(|s| s.code == "SUCCESS")
+            .filter_map(|s| s.request_id.clone())
+            .collect();
+        Some(inquire(&args, &demo, &client, paid, Seeded::load(data_dir)).await?)
+    } else {
+        None
+    };
     println!(
         "paycode bench: {} clients, {:.1} s, amount {amount}",
         args.clients, elapsed
     );
-    println!("payments ok      {}", ok.len());
-    println!("payments/s       {rate:.1}");
-    println!(
-        "latency ms       p50 {:.1}  p99 {:.1}  max {:.1}",
-        ms(percentile(&ok, 0.50)),
-        ms(percentile(&ok, 0.99)),
-        ms(ok.last().copied().unwrap_or_default())
-    );
-    println!("errors           {}", samples.len() - ok.len());
-    for (code, n) in &errors {
-        println!("  {code:<30} {n}");
+    report("payments", &samples, elapsed, sig_per_s, 3);
+    if let Some((inquiry_samples, inquiry_elapsed, n_seeded)) = &inquiries {
+        println!(
+            "inquiry: {} clients, {inquiry_elapsed:.1} s, {} of the inquired payments seeded",
+            args.clients,
+            if *n_seeded { "half" } else { "none" }
+        );
+        report("inquiries", inquiry_samples, *inquiry_elapsed, sig_per_s, 1);
     }
     println!("signing          {sig_per_s:.0} RSA-2048 signatures/s on all cores");
-    println!(
-        "signing floor    {floor3:.0} payments/s at 3 server signatures; {floor4:.0} with this client's own on the same machine"
-    );
-    println!(
-        "ratio            {:.0}% of the 3-signature floor, {:.0}% of the 4-signature floor",
-        100.0 * rate / floor3,
-        100.0 * rate / floor4
-    );
     if samples.len() >= devices.len() {
         eprintln!(
             "note: every provisioned device was used; pass a larger --devices for a longer run"
         );
     }
     Ok(())
+}
+
+/// The inquiry phase: `--clients` loops of signed `inquiryPayment` for `--duration-s`, by
+/// request id, alternating between `paid` and seeded payments (when there are any); returns
+/// the samples, the elapsed seconds and whether seeded payments were inquired.
+async fn inquire(
+    args: &BenchArgs,
+    demo: &DemoFile,
+    client: &SignedClient,
+    paid: Vec<String>,
+    seeded: Option<Seeded>,
+) -> anyhow::Result<(Vec<Sample>, f64, bool)> {
+    if paid.is_empty() {
+        bail!("no payment succeeded, so there is nothing to inquire");
+    }
+    let url = format!(
+        "{}/ams/api/v1/payments/inquiryPayment",
+        demo.acquirer_url.trim_end_matches('/')
+    );
+    let with_seeded = seeded.is_some();
+    let (paid, seeded) = (Arc::new(paid), Arc::new(seeded));
+    let next = Arc::new(AtomicUsize::new(0));
+    eprintln!(
+        "inquiring with {} clients for {} s …",
+        args.clients, args.duration_s
+    );
+    let deadline = Instant::now() + Duration::from_secs(args.duration_s);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let (client, url, next, paid, seeded) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            paid.clone(),
+            seeded.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                // A multiplicative hash spreads consecutive calls over the whole list.
+                let x = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16;
+                let request_id = match seeded.as_ref() {
+                    Some(s) if i % 2 == 1 => s.request_id(x),
+                    _ => paid[(x % paid.len() as u64) as usize].clone(),
+                };
+                let body = json!({ "paymentRequestId": request_id });
+                let t0 = Instant::now();
+                let code = match client.post::<Value, Value>(&url, &body).await {
+                    // The inquiry succeeded when it found the payment and it was paid.
+                    Ok(v) if v["result"]["resultCode"] == "SUCCESS" => v["paymentStatus"]
+                        .as_str()
+                        .map_or("NO_STATUS".to_string(), |status| match status {
+                            "SUCCESS" | "FAIL" | "CANCELLED" => "SUCCESS".to_string(),
+                            other => format!("status {other}"),
+                        }),
+                    Ok(v) => v["result"]["resultCode"]
+                        .as_str()
+                        .unwrap_or("NO_RESULT")
+                        .to_string(),
+                    Err(e) => format!(
+                        "transport: {}",
+                        e.to_string().chars().take(60).collect::<String>()
+                    ),
+                };
+                samples.push(Sample {
+                    latency: t0.elapsed(),
+                    code,
+                    request_id: None,
+                });
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for t in tasks {
+        samples.extend(t.await?);
+    }
+    Ok((samples, started.elapsed().as_secs_f64(), with_seeded))
 }

@@ -3,6 +3,7 @@
 //! - `serve`: the acquirer and the demo wallets (or one of them with `--role`).
 //! - `pos`: the merchant's POS terminal. `wallet`: the customer's phone app. `demo`: the story.
 //! - `bench`: signed payment load against a running `serve`.
+//! - `seed`: past payments written into a store, for measuring a store with history.
 //!
 //! Every error reaches the user as one line (what, why, what to do); nothing panics.
 
@@ -17,6 +18,7 @@ mod pos;
 mod pos_receipt;
 mod pos_schedule;
 mod render;
+mod seed;
 mod serve;
 mod tools_common;
 
@@ -69,6 +71,8 @@ enum Command {
     Settle(money_cmd::SettleArgs),
     /// Re-check every money invariant from the store; exits non-zero on any violation.
     Audit(money_cmd::AuditArgs),
+    /// Write past payments with their whole history into the store (stop `serve` first).
+    Seed(seed::SeedArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Settle(args) => money_cmd::settle(&cli.data_dir, database_url, args).await,
             Command::Audit(args) => money_cmd::audit(&cli.data_dir, database_url, args).await,
+            Command::Seed(args) => seed::run(&cli.data_dir, database_url, args).await,
         }
     });
     match result {

@@ -97,7 +97,10 @@ impl Admin {
 }
 
 /// Opens the acquirer's store in the data directory (when no server is running).
-async fn open_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Acquirer> {
+pub(crate) async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Acquirer> {
     let db_path = data_dir.join("acquirer.db");
     let postgres = database_url.map(crate::serve::acquirer_pg_target);
     if postgres.is_none() && !db_path.exists() {

@@ -24,6 +24,7 @@ mod quotes;
 pub mod registry;
 pub mod risk;
 mod schema;
+pub mod seed;
 pub mod settlement;
 
 pub use journal::*;

@@ -48,7 +48,7 @@ pub struct PaymentRow {
     pub n_checks: i64,
 }
 
-const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, request_hash, \
+pub(super) const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, request_hash, \
     reference_merchant_id, reference_store_id, merchant_name, store_name, terminal_id, \
     amount_minor, currency, wallet, psp_name, code_masked, pay_to_minor, pay_to_currency, \
     payment_quote, settle_minor, settle_currency, settlement_quote, status, result_code, \
@@ -259,7 +259,7 @@ pub struct RefundRow {
     pub next_check_ms: Option<i64>,
 }
 
-const REFUND_COLUMNS: &str = "refund_id, client_id, refund_request_id, request_hash, payment_id, \
+pub(super) const REFUND_COLUMNS: &str = "refund_id, client_id, refund_request_id, request_hash, payment_id, \
     amount_minor, currency, wallet_amount_minor, wallet_currency, settle_minor, settle_currency, \
     status, result_code, result_message, reason, notify_url, created_ms, refunded_ms, next_check_ms, \
     settlement_quote, fee_minor";
