@@ -42,6 +42,24 @@ pub struct BenchArgs {
     /// After the payments, run signed inquiryPayment calls for as long again.
     #[arg(long)]
     inquiry: bool,
+    /// Acquirer base URL to send to (repeat it to spread the clients over several acquirer
+    /// processes in turn); default: the one in demo.json.
+    #[arg(long = "acquirer-url", value_name = "URL")]
+    acquirer_urls: Vec<String>,
+}
+
+impl BenchArgs {
+    /// The acquirer base URLs, one per client in turn.
+    fn targets(&self, demo: &DemoFile) -> Vec<String> {
+        let urls = if self.acquirer_urls.is_empty() {
+            vec![demo.acquirer_url.clone()]
+        } else {
+            self.acquirer_urls.clone()
+        };
+        urls.iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect()
+    }
 }
 
 struct Sample {
@@ -242,23 +260,22 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
         Some(PublicKey::parse(&demo.acquirer_public_key)?),
         Duration::from_secs(30),
     );
-    let url = format!(
-        "{}/ams/api/v1/payments/pay",
-        demo.acquirer_url.trim_end_matches('/')
-    );
+    let targets = args.targets(&demo);
     let next = Arc::new(AtomicUsize::new(0));
     let run_id = chrono::Utc::now().format("%H%M%S").to_string();
     eprintln!(
-        "running {} clients for {} s …",
-        args.clients, args.duration_s
+        "running {} clients for {} s against {} …",
+        args.clients,
+        args.duration_s,
+        targets.join(", ")
     );
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.clients {
+    for k in 0..args.clients {
         let (client, url, next, devices, demo, run_id) = (
             client.clone(),
-            url.clone(),
+            format!("{}/ams/api/v1/payments/pay", targets[k % targets.len()]),
             next.clone(),
             devices.clone(),
             demo.clone(),
@@ -310,8 +327,10 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
         None
     };
     println!(
-        "paycode bench: {} clients, {:.1} s, amount {amount}",
-        args.clients, elapsed
+        "paycode bench: {} clients, {:.1} s, amount {amount}, {} acquirer process(es)",
+        args.clients,
+        elapsed,
+        targets.len()
     );
     report("payments", &samples, elapsed, sig_per_s, 3);
     if let Some((inquiry_samples, inquiry_elapsed, n_seeded)) = &inquiries {
@@ -344,10 +363,7 @@ async fn inquire(
     if paid.is_empty() {
         bail!("no payment succeeded, so there is nothing to inquire");
     }
-    let url = format!(
-        "{}/ams/api/v1/payments/inquiryPayment",
-        demo.acquirer_url.trim_end_matches('/')
-    );
+    let targets = args.targets(demo);
     let with_seeded = seeded.is_some();
     let (paid, seeded) = (Arc::new(paid), Arc::new(seeded));
     let next = Arc::new(AtomicUsize::new(0));
@@ -358,10 +374,13 @@ async fn inquire(
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.clients {
+    for k in 0..args.clients {
         let (client, url, next, paid, seeded) = (
             client.clone(),
-            url.clone(),
+            format!(
+                "{}/ams/api/v1/payments/inquiryPayment",
+                targets[k % targets.len()]
+            ),
             next.clone(),
             paid.clone(),
             seeded.clone(),

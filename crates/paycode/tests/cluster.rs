@@ -6,6 +6,7 @@
 //! - one pay sent to both processes at once charges once;
 //! - refunds spread over both never exceed the paid amount;
 //! - a cancel on one process racing the customer's password confirmation ends in one outcome;
+//! - `paycode bench` spreads its clients over both;
 //! - `kill -9` of one acquirer under load loses no acknowledged payment, and its in-flight
 //!   payments are finished by the other after their lease;
 //! - every final payment is notified exactly once (no item delivered by both processes);
@@ -148,10 +149,12 @@ async fn balancer(backends: Vec<String>) -> String {
     format!("http://{addr}")
 }
 
-/// A merchant notification receiver that acknowledges everything and counts deliveries per
-/// notified item (`paymentId`, or `paymentId/refundId`).
-async fn receiver() -> (String, Arc<Mutex<BTreeMap<String, usize>>>) {
-    let seen = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+/// When each notified item (`paymentId`, or `paymentId/refundId`) arrived.
+type Deliveries = Arc<Mutex<BTreeMap<String, Vec<Instant>>>>;
+
+/// A merchant notification receiver that acknowledges everything and notes each delivery.
+async fn receiver() -> (String, Deliveries) {
+    let seen = Deliveries::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/notify", listener.local_addr().unwrap());
     let counts = seen.clone();
@@ -163,7 +166,12 @@ async fn receiver() -> (String, Arc<Mutex<BTreeMap<String, usize>>>) {
                 Some(r) => format!("{}/{r}", v["paymentId"].as_str().unwrap_or("?")),
                 None => v["paymentId"].as_str().unwrap_or("?").to_string(),
             };
-            *counts.lock().unwrap().entry(key).or_default() += 1;
+            counts
+                .lock()
+                .unwrap()
+                .entry(key)
+                .or_default()
+                .push(Instant::now());
             (
                 axum::http::StatusCode::OK,
                 r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#,
@@ -511,6 +519,30 @@ async fn several_acquirer_processes_on_one_database_behave_as_one_acquirer() {
         }
     }
 
+    // The bench spreads its clients over both processes and every payment succeeds.
+    let mut bench = common::paycode(dir.path());
+    bench.args([
+        "bench",
+        "--clients",
+        "4",
+        "--duration-s",
+        "2",
+        "--devices",
+        "400",
+    ]);
+    for a in &c.acquirers {
+        bench.args(["--acquirer-url", a]);
+    }
+    let out = bench.output().unwrap();
+    let stdout = common::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        common::text(&out.stderr)
+    );
+    assert!(stdout.contains("2 acquirer process(es)"), "{stdout}");
+    assert!(stdout.contains("errors           0"), "{stdout}");
+
     // 4. kill -9 of one acquirer under load: the other keeps serving, each payment the dead
     // one acknowledged stands, and its in-flight ones are finished by the survivor.
     // Two payments wait for their customer's password when the process that started them
@@ -555,8 +587,9 @@ async fn several_acquirer_processes_on_one_database_behave_as_one_acquirer() {
     let kill_at = async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         a0.kill();
+        Instant::now()
     };
-    let (answers, ()) = tokio::join!(futures_util::future::join_all(load), kill_at);
+    let (answers, killed_at) = tokio::join!(futures_util::future::join_all(load), kill_at);
     let mut charged = 0;
     for (i, (_, token, payment_id)) in orphans.iter().enumerate() {
         let challenge = c.challenge(token, payment_id).await;
@@ -594,7 +627,10 @@ async fn several_acquirer_processes_on_one_database_behave_as_one_acquirer() {
         "the wallet charged exactly the payments that stand"
     );
 
-    // 5. Every payment that stands is notified, exactly once.
+    // 5. Every payment that stands is notified, once. The one exception is a notification the
+    // killed process had sent but not yet recorded as delivered: the survivor sends it again
+    // once the dead process's lease (3 s) is over, so after the kill. Anything else delivered
+    // twice means two processes worked one item at once.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut ids = Vec::new();
     for request_id in &paid_ids {
@@ -604,8 +640,13 @@ async fn several_acquirer_processes_on_one_database_behave_as_one_acquirer() {
     loop {
         let seen = deliveries.lock().unwrap().clone();
         if ids.iter().all(|id| seen.contains_key(id)) {
-            let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-            assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+            for (item, at) in &seen {
+                match at.as_slice() {
+                    [_] => {}
+                    [first, again] if *first < killed_at && *again > killed_at => {}
+                    _ => panic!("{item} delivered {} times: {at:?}", at.len()),
+                }
+            }
             break;
         }
         assert!(
