@@ -1,10 +1,11 @@
 //! The `journal_entries`, `postings` and `account_balances` tables: the append-only ledger and
 //! the running balances kept in the same transaction.
 
-use super::StoreResult;
+use super::{StoreResult, insert_many};
 use paycode_core::ledger::{JournalEntry, Side};
-use paycode_db::sql::types::{ToSql, ToSqlOutput};
+use paycode_db::sql::types::ToSqlOutput;
 use paycode_db::sql::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 
 /// Appends a journal entry and moves the account balances, in the caller's transaction.
 pub fn post_entry(
@@ -20,75 +21,76 @@ pub fn post_entry(
         params![entry.kind(), payment_id, refund_id, now_ms],
         |r| r.get(0),
     )?;
-    // One statement for the postings and one for the balances (round trips matter on a
-    // server database). Balances move in account order, whatever the order of the postings:
-    // two units moving the same accounts lock their rows in the same order and never deadlock.
-    let mut deltas: std::collections::BTreeMap<&str, (&str, i64)> = Default::default();
-    let mut posting_values: Vec<ToSqlOutput<'_>> = Vec::new();
-    for (idx, p) in entry.postings().iter().enumerate() {
-        let amount = p.amount();
-        posting_values.extend([
-            ToSqlOutput::from(entry_id),
-            ToSqlOutput::from(idx as i64),
-            ToSqlOutput::from(p.account()),
-            ToSqlOutput::from(p.side().as_str()),
-            ToSqlOutput::from(amount.amount_minor()),
-            ToSqlOutput::from(amount.currency().code()),
-        ]);
-        let delta = match p.side() {
-            Side::Debit => amount.amount_minor(),
-            Side::Credit => -amount.amount_minor(),
-        };
-        let moved = deltas
-            .entry(p.account())
-            .or_insert((amount.currency().code(), 0));
-        moved.1 += delta;
-    }
-    if entry.postings().is_empty() {
-        return Ok(entry_id);
-    }
-    let refs: Vec<&dyn ToSql> = posting_values.iter().map(|v| v as &dyn ToSql).collect();
-    c.execute(
-        &format!(
-            "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency) VALUES {}",
-            value_rows(entry.postings().len(), 6)
-        ),
-        refs.as_slice(),
-    )?;
-    let balance_values: Vec<ToSqlOutput<'_>> = deltas
-        .iter()
-        .flat_map(|(account, (currency, delta))| {
-            [
-                ToSqlOutput::from(*account),
-                ToSqlOutput::from(*currency),
-                ToSqlOutput::from(*delta),
-            ]
-        })
-        .collect();
-    let refs: Vec<&dyn ToSql> = balance_values.iter().map(|v| v as &dyn ToSql).collect();
-    c.execute(
-        &format!(
-            "INSERT INTO account_balances (account, currency, balance_minor) VALUES {} \
-             ON CONFLICT (account) DO UPDATE SET \
-             balance_minor = account_balances.balance_minor + excluded.balance_minor",
-            value_rows(deltas.len(), 3)
-        ),
-        refs.as_slice(),
-    )?;
+    let mut moves = LedgerMoves::default();
+    moves.add(entry_id, entry);
+    moves.write(c)?;
     Ok(entry_id)
 }
 
-/// `(?1, ?2, ?3), (?4, ?5, ?6), …`: `rows` rows of `columns` placeholders.
-fn value_rows(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (1..=columns)
-                .map(|k| format!("?{}", r * columns + k))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The postings of entries being posted in one unit, and their balance moves summed per
+/// account. Written with one statement for the postings and one for the balances (round trips
+/// matter on a server database). Balances move in account order, whatever the order of the
+/// postings: two units moving the same accounts lock their rows in the same order and never
+/// deadlock.
+#[derive(Default)]
+pub(super) struct LedgerMoves<'a> {
+    postings: Vec<ToSqlOutput<'a>>,
+    deltas: BTreeMap<&'a str, (&'a str, i64)>,
+}
+
+impl<'a> LedgerMoves<'a> {
+    /// Adds the postings of `entry`, stored as entry `entry_id`.
+    pub(super) fn add(&mut self, entry_id: i64, entry: &'a JournalEntry) {
+        for (idx, p) in entry.postings().iter().enumerate() {
+            let amount = p.amount();
+            self.postings.extend([
+                ToSqlOutput::from(entry_id),
+                ToSqlOutput::from(idx as i64),
+                ToSqlOutput::from(p.account()),
+                ToSqlOutput::from(p.side().as_str()),
+                ToSqlOutput::from(amount.amount_minor()),
+                ToSqlOutput::from(amount.currency().code()),
+            ]);
+            let delta = match p.side() {
+                Side::Debit => amount.amount_minor(),
+                Side::Credit => -amount.amount_minor(),
+            };
+            self.deltas
+                .entry(p.account())
+                .or_insert((amount.currency().code(), 0))
+                .1 += delta;
+        }
+    }
+
+    /// Inserts the postings and moves the balances, in the caller's transaction.
+    pub(super) fn write(&self, c: &Connection) -> StoreResult<()> {
+        insert_many(
+            c,
+            "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency)",
+            "",
+            6,
+            &self.postings,
+        )?;
+        let balances: Vec<ToSqlOutput<'_>> = self
+            .deltas
+            .iter()
+            .flat_map(|(account, (currency, delta))| {
+                [
+                    ToSqlOutput::from(*account),
+                    ToSqlOutput::from(*currency),
+                    ToSqlOutput::from(*delta),
+                ]
+            })
+            .collect();
+        insert_many(
+            c,
+            "INSERT INTO account_balances (account, currency, balance_minor)",
+            " ON CONFLICT (account) DO UPDATE SET \
+             balance_minor = account_balances.balance_minor + excluded.balance_minor",
+            3,
+            &balances,
+        )
+    }
 }
 
 /// One posting as stored, for audits and tests.

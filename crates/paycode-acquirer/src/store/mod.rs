@@ -64,6 +64,52 @@ pub use paycode_db::StoreError;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Parameters per statement at most: under SQLite's 32,766 and PostgreSQL's 65,535.
+const PARAMS_PER_STATEMENT_MAX: usize = 30_000;
+
+/// `(?1, ?2, ?3), (?4, ?5, ?6), …`: `rows` rows of `columns` placeholders.
+fn value_rows(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for k in 1..=columns {
+            if k > 1 {
+                out.push_str(", ");
+            }
+            out.push('?');
+            out.push_str(&(r * columns + k).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Inserts `values` (rows of `columns` values, flattened) with `head` (`INSERT INTO t (…)`),
+/// as many rows per statement as the parameter limit allows; `tail` follows each `VALUES`
+/// list. Nothing to insert is no statement.
+fn insert_many(
+    c: &sql::Connection,
+    head: &str,
+    tail: &str,
+    columns: usize,
+    values: &[sql::types::ToSqlOutput<'_>],
+) -> StoreResult<()> {
+    assert_eq!(values.len() % columns, 0, "whole rows only");
+    let rows_per_statement = PARAMS_PER_STATEMENT_MAX / columns;
+    for chunk in values.chunks(rows_per_statement * columns) {
+        let n_rows = chunk.len() / columns;
+        let sql = format!("{head} VALUES {}{tail}", value_rows(n_rows, columns));
+        let refs: Vec<&dyn sql::types::ToSql> =
+            chunk.iter().map(|v| v as &dyn sql::types::ToSql).collect();
+        // Each row count is one text, prepared once per connection.
+        c.prepare_cached(&sql)?.execute(refs.as_slice())?;
+    }
+    Ok(())
+}
+
 pub(crate) fn corrupt_column(column: usize, why: String) -> sql::Error {
     sql::Error::FromSqlConversionFailure(column, Type::Text, why.into())
 }

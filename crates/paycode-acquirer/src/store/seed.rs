@@ -4,15 +4,15 @@
 //! is `history`'s decision; these functions only write what they are given, in the caller's
 //! unit of work.
 
+use super::journal::LedgerMoves;
 use super::settlement::{ITEM_COLUMNS, ItemRow};
-use super::{PaymentRow, RefundRow, StoreResult};
-use paycode_core::ledger::{JournalEntry, Side};
+use super::{
+    PARAMS_PER_STATEMENT_MAX, PaymentRow, RefundRow, StoreResult, insert_many, value_rows,
+};
+use paycode_core::ledger::JournalEntry;
 use paycode_db::sql::types::{ToSql, ToSqlOutput, ValueRef};
 use paycode_db::sql::{Connection, params};
 use std::collections::{BTreeMap, HashMap};
-
-/// Parameters per statement at most: under SQLite's 32,766 and PostgreSQL's 65,535.
-const PARAMS_PER_STATEMENT_MAX: usize = 30_000;
 
 fn text(s: &str) -> ToSqlOutput<'_> {
     ToSqlOutput::from(s)
@@ -28,47 +28,6 @@ fn int(n: i64) -> ToSqlOutput<'static> {
 
 fn opt_int(n: Option<i64>) -> ToSqlOutput<'static> {
     n.map_or(ToSqlOutput::Borrowed(ValueRef::Null), ToSqlOutput::from)
-}
-
-/// `(?1, ?2, ?3), (?4, ?5, ?6), …`: `rows` rows of `columns` placeholders.
-fn value_rows(rows: usize, columns: usize) -> String {
-    let mut out = String::with_capacity(rows * columns * 6);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for k in 1..=columns {
-            if k > 1 {
-                out.push_str(", ");
-            }
-            out.push('?');
-            out.push_str(&(r * columns + k).to_string());
-        }
-        out.push(')');
-    }
-    out
-}
-
-/// Inserts `rows` (each `columns` values, flattened) into `head` (`INSERT INTO t (…)`), as many
-/// rows per statement as the parameter limit allows; `tail` follows each `VALUES` list.
-fn insert_many(
-    c: &Connection,
-    head: &str,
-    tail: &str,
-    columns: usize,
-    values: &[ToSqlOutput<'_>],
-) -> StoreResult<()> {
-    assert_eq!(values.len() % columns, 0, "whole rows only");
-    let rows_per_statement = PARAMS_PER_STATEMENT_MAX / columns;
-    for chunk in values.chunks(rows_per_statement * columns) {
-        let n_rows = chunk.len() / columns;
-        let sql = format!("{head} VALUES {}{tail}", value_rows(n_rows, columns));
-        let refs: Vec<&dyn ToSql> = chunk.iter().map(|v| v as &dyn ToSql).collect();
-        // Full chunks repeat one text: prepared once per connection.
-        c.prepare_cached(&sql)?.execute(refs.as_slice())?;
-    }
-    Ok(())
 }
 
 pub fn insert_payments(c: &Connection, rows: &[PaymentRow]) -> StoreResult<()> {
@@ -326,51 +285,13 @@ pub fn post_entries(c: &Connection, entries: &[NewEntry]) -> StoreResult<Vec<i64
         .map(|id| id.expect("every entry got an id"))
         .collect();
     // Postings of the bulk-inserted entries, and their balance moves summed per account.
-    let mut postings: Vec<ToSqlOutput<'_>> = Vec::new();
-    let mut deltas: BTreeMap<&str, (&str, i64)> = BTreeMap::new();
+    let mut moves = LedgerMoves::default();
     for (e, id) in entries.iter().zip(&ids) {
-        if e.payment_id.is_none() {
-            continue;
-        }
-        for (idx, p) in e.entry.postings().iter().enumerate() {
-            let amount = p.amount();
-            postings.extend([
-                int(*id),
-                int(idx as i64),
-                text(p.account()),
-                text(p.side().as_str()),
-                int(amount.amount_minor()),
-                text(amount.currency().code()),
-            ]);
-            let delta = match p.side() {
-                Side::Debit => amount.amount_minor(),
-                Side::Credit => -amount.amount_minor(),
-            };
-            deltas
-                .entry(p.account())
-                .or_insert((amount.currency().code(), 0))
-                .1 += delta;
+        if e.payment_id.is_some() {
+            moves.add(*id, &e.entry);
         }
     }
-    insert_many(
-        c,
-        "INSERT INTO postings (entry_id, idx, account, side, amount_minor, currency)",
-        "",
-        6,
-        &postings,
-    )?;
-    let balances: Vec<ToSqlOutput<'_>> = deltas
-        .iter()
-        .flat_map(|(account, (currency, delta))| [text(account), text(currency), int(*delta)])
-        .collect();
-    insert_many(
-        c,
-        "INSERT INTO account_balances (account, currency, balance_minor)",
-        " ON CONFLICT (account) DO UPDATE SET \
-         balance_minor = account_balances.balance_minor + excluded.balance_minor",
-        3,
-        &balances,
-    )?;
+    moves.write(c)?;
     Ok(ids)
 }
 
