@@ -21,8 +21,8 @@ use paycode_core::guess::SourceLimit;
 use paycode_core::payment::{Effect, Outcome, PaymentEvent, PaymentState, RefundState, transition};
 use paycode_core::settlement::Movement;
 use paycode_core::{Currency, Money, ResultCode};
+use paycode_db::Db;
 use paycode_db::sql::{Connection, Engine};
-use paycode_db::{Db, DbConfig, Location};
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,121 +36,18 @@ const CLIENT: &str = "client-1";
 
 // ------------------------------------------------------------------------------- harness
 
-/// One engine's store, with as many handles as the test asked for.
-struct Store {
-    label: &'static str,
-    dbs: Vec<Db>,
-    _dir: tempfile::TempDir,
-}
-
-impl Store {
-    fn db(&self) -> &Db {
-        &self.dbs[0]
-    }
-
-    fn engine(&self) -> Engine {
-        self.db().engine()
-    }
-
-    /// Runs a write unit and expects it to succeed.
-    fn w<R, F>(&self, f: F) -> R
-    where
-        R: Send + 'static,
-        F: Fn(&Connection<'_>) -> StoreResult<R> + Send + 'static,
-    {
-        self.try_w(f)
-            .unwrap_or_else(|e| panic!("{}: write failed: {e:?}", self.label))
-    }
-
-    fn try_w<R, F>(&self, f: F) -> StoreResult<R>
-    where
-        R: Send + 'static,
-        F: Fn(&Connection<'_>) -> StoreResult<R> + Send + 'static,
-    {
-        self.db().write_blocking(f)
-    }
-
-    /// Runs a read and expects it to succeed.
-    fn r<R, F>(&self, f: F) -> R
-    where
-        F: Fn(&Connection<'_>) -> StoreResult<R>,
-    {
-        self.try_r(f)
-            .unwrap_or_else(|e| panic!("{}: read failed: {e:?}", self.label))
-    }
-
-    fn try_r<R, F>(&self, f: F) -> StoreResult<R>
-    where
-        F: Fn(&Connection<'_>) -> StoreResult<R>,
-    {
-        self.db().read_blocking(f)
-    }
-
-    /// Runs raw SQL (a test's way to write what the service never writes).
-    fn sql(&self, sql: &str) {
-        let sql = sql.to_string();
-        self.w(move |c| Ok(c.execute_batch(&sql)?));
-    }
-}
-
-fn open(label: &'static str, location: &Location, group_commit: bool, n: usize) -> Vec<Db> {
-    let config = DbConfig {
-        pg_group_commit: group_commit,
-        ..DbConfig::default()
-    };
-    (0..n)
-        .map(|_| {
-            Db::open_at(location, &store::migrations(), config.clone())
-                .unwrap_or_else(|e| panic!("{label}: the store opens: {e}"))
-        })
-        .collect()
-}
+use paycode_db::testing::TestStore as Store;
 
 /// A fresh store on SQLite and, when configured, on PostgreSQL: for tests of one function at
 /// a time.
 fn stores(name: &str) -> Vec<Store> {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let file = Location::File(dir.path().join(format!("{name}.db")));
-    let mut out = vec![Store {
-        label: "sqlite",
-        dbs: open("sqlite", &file, true, 1),
-        _dir: dir,
-    }];
-    if let Some(t) = paycode_db::test_pg_target(name) {
-        out.push(Store {
-            label: "postgres",
-            dbs: open("postgres", &Location::Postgres(t), true, 1),
-            _dir: tempfile::tempdir().expect("a temporary folder"),
-        });
-    }
-    out
+    paycode_db::testing::stores(name, &store::migrations())
 }
 
-/// For the races: SQLite (one handle, which serialises); and PostgreSQL on two handles of one
-/// schema, which stand for two processes sharing the store, both with group commit (each
-/// process's units batched) and with one transaction per unit.
+/// SQLite, and two PostgreSQL handles of one schema standing for two processes, with and
+/// without group commit: for the races.
 fn racing_stores(name: &str) -> Vec<Store> {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let file = Location::File(dir.path().join(format!("{name}.db")));
-    let db = open("sqlite", &file, true, 1).remove(0);
-    let mut out = vec![Store {
-        label: "sqlite",
-        dbs: vec![db.clone(), db],
-        _dir: dir,
-    }];
-    for (label, group_commit, handles) in [
-        ("postgres group commit", true, 2),
-        ("postgres per unit", false, 2),
-    ] {
-        if let Some(t) = paycode_db::test_pg_target(name) {
-            out.push(Store {
-                label,
-                dbs: open(label, &Location::Postgres(t), group_commit, handles),
-                _dir: tempfile::tempdir().expect("a temporary folder"),
-            });
-        }
-    }
-    out
+    paycode_db::testing::racing_stores(name, &store::migrations())
 }
 
 /// Both values print the same (the rows have no `PartialEq`; `Debug` shows every field).

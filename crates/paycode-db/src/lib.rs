@@ -33,6 +33,8 @@ pub mod guess_counters;
 pub mod migrate;
 pub mod pg;
 pub mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use failure::{Failure, failure_of};
 pub use migrate::Migration;

@@ -17,8 +17,8 @@ use crate::payment_state::PayState;
 use crate::{Inner, ManualClock, WalletConfig};
 use paycode_core::guess::SourceLimit;
 use paycode_core::{Currency, ResultCode};
+use paycode_db::Db;
 use paycode_db::sql::{Connection, Engine};
-use paycode_db::{Db, DbConfig, Location};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -31,112 +31,17 @@ const DAY0: i64 = 20_600 * DAY_MS;
 
 // ------------------------------------------------------------------------------- harness
 
-struct Store {
-    label: &'static str,
-    dbs: Vec<Db>,
-    _dir: tempfile::TempDir,
-}
-
-impl Store {
-    fn db(&self) -> &Db {
-        &self.dbs[0]
-    }
-
-    fn w<R, F>(&self, f: F) -> R
-    where
-        R: Send + 'static,
-        F: Fn(&Connection<'_>) -> StoreResult<R> + Send + 'static,
-    {
-        self.try_w(f)
-            .unwrap_or_else(|e| panic!("{}: write failed: {e:?}", self.label))
-    }
-
-    fn try_w<R, F>(&self, f: F) -> StoreResult<R>
-    where
-        R: Send + 'static,
-        F: Fn(&Connection<'_>) -> StoreResult<R> + Send + 'static,
-    {
-        self.db().write_blocking(f)
-    }
-
-    fn r<R, F>(&self, f: F) -> R
-    where
-        F: Fn(&Connection<'_>) -> StoreResult<R>,
-    {
-        self.try_r(f)
-            .unwrap_or_else(|e| panic!("{}: read failed: {e:?}", self.label))
-    }
-
-    fn try_r<R, F>(&self, f: F) -> StoreResult<R>
-    where
-        F: Fn(&Connection<'_>) -> StoreResult<R>,
-    {
-        self.db().read_blocking(f)
-    }
-
-    fn sql(&self, sql: &str) {
-        let sql = sql.to_string();
-        self.w(move |c| Ok(c.execute_batch(&sql)?));
-    }
-}
-
-fn open(label: &str, location: &Location, group_commit: bool, n: usize) -> Vec<Db> {
-    let config = DbConfig {
-        pg_group_commit: group_commit,
-        ..DbConfig::default()
-    };
-    (0..n)
-        .map(|_| {
-            Db::open_at(location, &super::migrations(), config.clone())
-                .unwrap_or_else(|e| panic!("{label}: the store opens: {e}"))
-        })
-        .collect()
-}
+use paycode_db::testing::TestStore as Store;
 
 /// A fresh store on SQLite and, when configured, on PostgreSQL.
 fn stores(name: &str) -> Vec<Store> {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let file = Location::File(dir.path().join(format!("{name}.db")));
-    let mut out = vec![Store {
-        label: "sqlite",
-        dbs: open("sqlite", &file, true, 1),
-        _dir: dir,
-    }];
-    if let Some(t) = paycode_db::test_pg_target(name) {
-        out.push(Store {
-            label: "postgres",
-            dbs: open("postgres", &Location::Postgres(t), true, 1),
-            _dir: tempfile::tempdir().expect("a temporary folder"),
-        });
-    }
-    out
+    paycode_db::testing::stores(name, &super::migrations())
 }
 
-/// SQLite with one handle (it serialises); PostgreSQL with group commit (one handle: the units
-/// of one process, batched); and PostgreSQL with one transaction per unit on two handles of one
-/// schema, which stand for two processes sharing the store.
+/// SQLite, and two PostgreSQL handles of one schema standing for two wallet processes, with
+/// and without group commit: for the races.
 fn racing_stores(name: &str) -> Vec<Store> {
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let file = Location::File(dir.path().join(format!("{name}.db")));
-    let db = open("sqlite", &file, true, 1).remove(0);
-    let mut out = vec![Store {
-        label: "sqlite",
-        dbs: vec![db.clone(), db],
-        _dir: dir,
-    }];
-    for (label, group_commit, handles) in [
-        ("postgres group commit", true, 2),
-        ("postgres per unit", false, 2),
-    ] {
-        if let Some(t) = paycode_db::test_pg_target(name) {
-            out.push(Store {
-                label,
-                dbs: open(label, &Location::Postgres(t), group_commit, handles),
-                _dir: tempfile::tempdir().expect("a temporary folder"),
-            });
-        }
-    }
-    out
+    paycode_db::testing::racing_stores(name, &super::migrations())
 }
 
 /// A wallet's use-case state over `db`, as `Wallet::open` builds it; `n` keeps the ids of two
