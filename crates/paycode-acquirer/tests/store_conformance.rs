@@ -814,6 +814,53 @@ fn refunds_read_back_with_every_field_and_list_in_order() {
     }
 }
 
+/// The reconciler's claim of a refund is a compare-and-set on the check time it saw: won once,
+/// and lost when another process finished the refund meanwhile, which is then left as it is
+/// (a stale copy written back would put a paid refund back to PROCESSING and pay it twice).
+#[test]
+fn a_refund_check_is_claimed_once_and_never_over_a_finished_refund() {
+    for s in stores("refund_claim") {
+        let r1 = RefundRow {
+            next_check_ms: Some(T0 + 20_000),
+            ..refund("R1", "P1", 100)
+        };
+        let row = r1.clone();
+        s.w(move |c| {
+            store::insert_payment(c, &paid("P1", T0))?;
+            store::insert_refund(c, &row)
+        });
+        let claim =
+            |seen: i64, until: i64| s.w(move |c| store::claim_refund_check(c, "R1", seen, until));
+        assert!(claim(T0 + 20_000, T0 + 50_000), "{}", s.label);
+        assert!(!claim(T0 + 20_000, T0 + 50_000), "{}: one winner", s.label);
+        assert!(!s.w(|c| store::claim_refund_check(c, "R9", T0, T0 + 1)));
+        let leased = s.r(|c| store::refund_by_id(c, "R1")).expect("R1 exists");
+        assert_eq!(leased.next_check_ms, Some(T0 + 50_000), "{}", s.label);
+        assert_eq!(
+            leased.state, r1.state,
+            "{}: a claim changes no state",
+            s.label
+        );
+        // Another process records the wallet's success meanwhile.
+        let done = RefundRow {
+            state: RefundState::Success,
+            result_code: ResultCode::SUCCESS,
+            refunded_ms: Some(T0 + 30_000),
+            next_check_ms: None,
+            ..leased
+        };
+        let d = done.clone();
+        s.w(move |c| store::update_refund(c, &d));
+        assert!(
+            !claim(T0 + 50_000, T0 + 80_000),
+            "{}: a finished refund cannot be claimed",
+            s.label
+        );
+        same(s.label, &s.r(|c| store::refund_by_id(c, "R1")), &Some(done));
+        assert!(s.r(|c| store::refunds_due(c, T0 + 90_000, 10)).is_empty());
+    }
+}
+
 #[test]
 fn a_refund_value_the_acquirer_never_writes_is_corrupt() {
     for s in stores("refund_corrupt") {
