@@ -10,13 +10,7 @@ use common::*;
 fn settle_and_audit_work_with_serve_running_and_without_it() {
     let mut serve = Serve::start();
     let user = serve.user("everyday").0;
-    let out = serve
-        .cmd()
-        .args(["wallet", "code", "--user", &user, "--digits"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let code = text(&out.stdout).trim().to_string();
+    let code = serve.code_digits(&user);
     let currency = serve.demo["currency"].as_str().unwrap().to_string();
     let out = serve
         .cmd()

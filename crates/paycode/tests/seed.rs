@@ -83,13 +83,7 @@ fn a_seeded_store_audits_clean_answers_inquiries_and_still_pays() {
 
     // A live payment after seeding pays, and the books still balance.
     let user = serve.user("everyday").0;
-    let out = serve
-        .cmd()
-        .args(["wallet", "code", "--user", &user, "--digits"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let code = text(&out.stdout).trim().to_string();
+    let code = serve.code_digits(&user);
     let out = serve
         .cmd()
         .args(["pos", "charge", "7.25", &serve.currency(), "--code", &code])

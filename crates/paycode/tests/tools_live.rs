@@ -17,23 +17,6 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn code_digits(serve: &Serve, user: &str) -> String {
-    let out = serve
-        .cmd()
-        .args(["wallet", "code", "--user", user, "--digits"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wallet code failed: {}",
-        stderr_of(&out)
-    );
-    let digits = stdout_of(&out).trim().to_string();
-    assert_eq!(digits.len(), 24, "{digits:?}");
-    assert!(digits.bytes().all(|b| b.is_ascii_digit()));
-    digits
-}
-
 fn balance_line(serve: &Serve, user: &str) -> String {
     let out = serve
         .cmd()
@@ -97,7 +80,7 @@ fn scanned_png_code_is_paid_and_codes_work_with_the_wallet_down() {
 fn password_payment_is_confirmed_on_the_phone_while_the_pos_polls() {
     let serve = Serve::start();
     let (user, password) = serve.user("password");
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let mut pos = std::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(serve.data_dir())
@@ -155,7 +138,7 @@ fn unconfirmed_payment_is_cancelled_by_the_pos_after_the_inquiry_schedule() {
     let serve = Serve::start();
     let (user, _) = serve.user("password");
     let before = balance_line(&serve, &user);
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let out = serve
         .cmd()
         .args([
@@ -212,7 +195,7 @@ fn unconfirmed_payment_is_cancelled_by_the_pos_after_the_inquiry_schedule() {
 fn partial_refund_and_status_of_a_paid_payment() {
     let serve = Serve::start();
     let (user, _) = serve.user("everyday");
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let cur = serve.currency();
     serve
         .cmd()
@@ -497,7 +480,7 @@ fn cancel_of_a_paid_payment_reverses_it_in_full() {
     let serve = Serve::start();
     let (user, _) = serve.user("everyday");
     let before = balance_line(&serve, &user);
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let cur = serve.currency();
     serve
         .cmd()
@@ -545,7 +528,7 @@ fn cancel_of_a_paid_payment_reverses_it_in_full() {
 fn declined_checkout_fails_the_charge_and_history_lists_the_payments() {
     let serve = Serve::start();
     let (user, _) = serve.user("password");
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let mut pos = std::process::Command::new(BIN)
         .arg("--data-dir")
         .arg(serve.data_dir())
@@ -614,7 +597,7 @@ fn pos_names_the_wallet_before_paying_and_masks_the_code() {
     let serve = Serve::start();
     let (user, _) = serve.user("everyday");
     let before = balance_line(&serve, &user);
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let out = serve
         .cmd()
         .args([
@@ -775,7 +758,7 @@ fn pos_charges_anyway_when_the_wallet_look_up_gets_no_answer() {
     let serve = Serve::start();
     let (user, _) = serve.user("everyday");
     let before = balance_line(&serve, &user);
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     // The same merchant, reaching the acquirer through a link that loses the look-up.
     let proxy = CuttingProxy::start(
         serve.demo["acquirerUrl"].as_str().unwrap(),
@@ -878,7 +861,7 @@ fn a_retried_charge_follows_the_first_attempt_even_after_its_wallet_is_disabled(
             .output()
             .unwrap()
     };
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let first = charge(&digits, "TEST-RETRY-1");
     assert_eq!(first.status.code(), Some(0), "{}", stderr_of(&first));
     let after_first = balance_line(&serve, &user);
@@ -893,7 +876,7 @@ fn a_retried_charge_follows_the_first_attempt_even_after_its_wallet_is_disabled(
     assert_eq!(balance_line(&serve, &user), after_first, "charged once");
 
     // A new charge from the disabled wallet is turned away before pay.
-    let digits = code_digits(&serve, &user);
+    let digits = serve.code_digits(&user);
     let refused = charge(&digits, "TEST-RETRY-2");
     let progress = stderr_of(&refused);
     assert_eq!(refused.status.code(), Some(2), "{progress}");

@@ -135,6 +135,24 @@ impl Serve {
         )
     }
 
+    /// A fresh payment code of `user`, from the customer's app (`wallet code --digits`).
+    pub fn code_digits(&self, user: &str) -> String {
+        let out = self
+            .cmd()
+            .args(["wallet", "code", "--user", user, "--digits"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wallet code failed: {}",
+            text(&out.stderr)
+        );
+        let digits = text(&out.stdout).trim().to_string();
+        assert_eq!(digits.len(), 24, "{digits:?}");
+        assert!(digits.bytes().all(|b| b.is_ascii_digit()));
+        digits
+    }
+
     /// SIGTERM, as an operator stopping the service; returns how the process ended.
     pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
