@@ -158,8 +158,23 @@ struct MerchantBody {
     time_zone: String,
     #[serde(default)]
     cutoff_minutes: u32,
+    /// ISO 3166 alpha-2 (the country risk rule).
+    #[serde(default)]
+    country: Option<String>,
     #[serde(default)]
     stores: Vec<StoreBody>,
+}
+
+/// An ISO 3166 alpha-2 country code: two capital letters.
+fn country(field: &str, c: &str) -> Result<String, ApiError> {
+    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(c.to_string())
+    } else {
+        Err(ApiError::param(
+            field,
+            format!("{c:?} is not an ISO 3166 alpha-2 country code (two capital letters)"),
+        ))
+    }
 }
 
 fn utc() -> String {
@@ -201,6 +216,9 @@ pub async fn put_merchant(State(acq): State<Acquirer>, headers: HeaderMap, raw: 
         if b.max_amount_minor.is_some_and(|m| m <= 0) {
             return Err(ApiError::param("maxAmountMinor", "must be positive"));
         }
+        if let Some(c) = &b.country {
+            country("country", c)?;
+        }
         Ok((list, settle[0].clone()))
     })();
     let (list, settle) = match checked {
@@ -224,6 +242,12 @@ pub async fn put_merchant(State(acq): State<Acquirer>, headers: HeaderMap, raw: 
                 time_zone: &b.time_zone,
                 cutoff_minutes: b.cutoff_minutes,
             },
+        )?;
+        registry::set_merchant_country(
+            c,
+            &b.client_id,
+            &b.reference_merchant_id,
+            b.country.as_deref(),
         )?;
         for s in &b.stores {
             registry::upsert_store(
@@ -267,6 +291,12 @@ struct WalletBody {
     currencies: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    /// Home countries, ISO 3166 alpha-2 (the country risk rule).
+    #[serde(default)]
+    countries: Vec<String>,
+    /// Transaction currencies the wallet is contracted for; empty: any.
+    #[serde(default)]
+    transaction_currencies: Vec<String>,
     #[serde(default)]
     routes: Vec<RouteBody>,
 }
@@ -283,6 +313,12 @@ pub async fn put_wallet(State(acq): State<Acquirer>, headers: HeaderMap, raw: By
     let checked = (|| {
         let key = PublicKey::parse(&b.public_key).map_err(|e| ApiError::param("publicKey", e))?;
         let list = currencies("currencies", &b.currencies)?;
+        for (i, c) in b.countries.iter().enumerate() {
+            country(&format!("countries[{i}]"), c)?;
+        }
+        if !b.transaction_currencies.is_empty() {
+            currencies("transactionCurrencies", &b.transaction_currencies)?;
+        }
         if !(b.base_url.starts_with("http://") || b.base_url.starts_with("https://")) {
             return Err(ApiError::param("baseUrl", "must be an http(s) URL"));
         }
@@ -325,6 +361,7 @@ pub async fn put_wallet(State(acq): State<Acquirer>, headers: HeaderMap, raw: By
                 enabled: b.enabled,
             },
         )?;
+        registry::set_wallet_contract(c, &b.name, &b.countries, &b.transaction_currencies)?;
         for r in &b.routes {
             registry::upsert_route(c, &r.kind, &r.pattern, &b.name, r.priority)?;
         }
@@ -381,38 +418,4 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
         .collect();
     Json(serde_json::json!({"clients": clients, "merchants": merchants, "wallets": wallets, "routes": routes}))
         .into_response()
-}
-
-/// The risk rules as stored (JSON list; see `risk`).
-pub async fn get_risk_rules(State(acq): State<Acquirer>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin_allowed(&acq, &headers) {
-        return *r;
-    }
-    match acq.risk_rules_json().await {
-        Ok(text) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            text,
-        )
-            .into_response(),
-        Err(e) => admin_error(e),
-    }
-}
-
-/// Replaces the risk rules; the whole list is validated first (errors name the rule and field).
-pub async fn put_risk_rules(
-    State(acq): State<Acquirer>,
-    headers: HeaderMap,
-    raw: Bytes,
-) -> Response {
-    if let Err(r) = admin_allowed(&acq, &headers) {
-        return *r;
-    }
-    let text = match String::from_utf8(raw.to_vec()) {
-        Ok(t) => t,
-        Err(_) => return admin_error(ApiError::param("body", "is not UTF-8")),
-    };
-    match acq.set_risk_rules(text).await {
-        Ok(()) => Json(serde_json::json!({"result": "SUCCESS"})).into_response(),
-        Err(e) => admin_error(e),
-    }
 }

@@ -711,8 +711,14 @@ pub async fn admin_payment(
             let postings = postings_of_payment(c, &id)?;
             let refunds = refunds_of_payment(c, &id)?;
             let notes = notifications_of_payment(c, &id)?;
+            let risk = risk::decision(c, &id)?.map(|d| {
+                let list = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap_or_default();
+                serde_json::json!({"rulesVersion": d.rules_version, "verdict": d.verdict,
+                                   "hits": list(&d.hits), "shadow": list(&d.shadow)})
+            });
             Ok::<_, ApiError>(serde_json::json!({
                 "payment": wire::inquiry_response(&p, &refunds),
+                "customerId": p.psp_customer_id, "buyer": p.buyer, "risk": risk,
                 "merchant": {"clientId": p.client_id, "referenceMerchantId": p.reference_merchant_id,
                              "referenceStoreId": p.reference_store_id, "terminalId": p.terminal_id},
                 "wallet": p.wallet, "code": p.code_masked,

@@ -47,6 +47,9 @@ impl Acquirer {
                     if let Err(e) = acq.registry().reload(acq.db()).await {
                         tracing::error!(error = %e, "reloading reference data failed");
                     }
+                    if let Err(e) = acq.reload_risk_rules().await {
+                        tracing::error!(error = %e.message, "reloading risk rules failed");
+                    }
                     if let Ok(depth) = acq.db().read(store::count_outbox_pending).await {
                         metrics::gauge!("paycode_outbox_pending").set(depth as f64);
                     }
@@ -341,20 +344,22 @@ impl Acquirer {
         .max()
         .unwrap_or(0);
         let counters_before_ms = now - longest_ms;
-        let (codes_due, counters_due) = self
+        let (codes_due, counters_due, buyers_due) = self
             .db()
             .read(move |c| {
                 Ok::<_, ApiError>((
                     store::risk::any_stale_seen_codes(c, now)?,
                     store::guesses::any_older_than(c, counters_before_ms)?,
+                    store::risk::any_stale_buyer_data(c, now)?,
                 ))
             })
             .await?;
-        if codes_due || counters_due {
+        if codes_due || counters_due || buyers_due {
             self.db()
                 .write(move |c| {
                     store::risk::prune_seen_codes(c, now, batch)?;
                     store::guesses::prune(c, counters_before_ms, batch)?;
+                    store::risk::prune_buyer_data(c, now, batch)?;
                     Ok::<_, ApiError>(())
                 })
                 .await?;

@@ -358,6 +358,9 @@ impl DayBuilder<'_> {
             updated_ms: answered_ms,
             next_check_ms: None,
             n_checks: 0,
+            buyer: paycode_core::code::PaymentCode::parse(&code)
+                .ok()
+                .and_then(|c| crate::risk::buyer_key(&c)),
         };
         let merchant_key = format!("{}/{}", m.client_id, m.reference_merchant_id);
         let counter = unit

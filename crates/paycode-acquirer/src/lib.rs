@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod admin_money;
+pub mod admin_risk;
 pub mod api;
 pub mod audit;
 pub mod background;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod history;
 pub mod registry;
 pub mod risk;
+pub mod risk_try;
 pub mod service;
 pub mod settlement;
 pub mod store;
@@ -30,7 +32,7 @@ pub use service::{Acquirer, ApiError, Clock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -61,8 +63,18 @@ pub fn router(acq: Acquirer) -> Router {
         .route("/admin/v1/registry", get(admin::get_registry))
         .route(
             "/admin/v1/risk/rules",
-            get(admin::get_risk_rules).post(admin::put_risk_rules),
+            get(admin_risk::get_rules).post(admin_risk::put_rules),
         )
+        .route("/admin/v1/risk/try", post(admin_risk::try_rules))
+        .route(
+            "/admin/v1/risk/blocked-customers",
+            get(admin_risk::list_blocked).post(admin_risk::block),
+        )
+        .route(
+            "/admin/v1/risk/blocked-customers/{wallet}/{customer}",
+            delete(admin_risk::unblock),
+        )
+        .route("/admin/v1/risk/decisions", get(admin_risk::decisions))
         .route("/admin/v1/clients", post(admin::put_client))
         .route("/admin/v1/clients/{id}/keys", post(admin::put_client_key))
         .route("/admin/v1/merchants", post(admin::put_merchant))

@@ -39,6 +39,8 @@ pub struct Merchant {
     pub time_zone: String,
     /// Local cut-off time, minutes after midnight.
     pub cutoff_minutes: u32,
+    /// ISO 3166 alpha-2, when given (the country rule).
+    pub country: Option<String>,
     pub stores: HashMap<String, Store>,
 }
 
@@ -57,6 +59,10 @@ pub struct Wallet {
     pub public_key: PublicKey,
     pub currencies: Vec<String>,
     pub enabled: bool,
+    /// Home countries (ISO 3166 alpha-2), when given (the country rule).
+    pub countries: Vec<String>,
+    /// Transaction currencies the wallet is contracted for; empty: any.
+    pub transaction_currencies: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +181,7 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
                 fee_bps: m.fee_bps,
                 time_zone: m.time_zone,
                 cutoff_minutes: m.cutoff_minutes,
+                country: m.country,
                 stores: HashMap::new(),
             },
         );
@@ -201,6 +208,8 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
                 public_key,
                 currencies: split_list(&w.currencies),
                 enabled: w.enabled,
+                countries: split_list(&w.countries),
+                transaction_currencies: split_list(&w.transaction_currencies),
             },
         );
     }
@@ -232,6 +241,7 @@ fn load(c: &Connection) -> StoreResult<Snapshot> {
 
 // The admin API writes through the storage layer; these names stay where callers know them.
 pub use crate::store::registry::{
-    NewClient, NewMerchant, NewWallet, set_client_status, upsert_client, upsert_client_key,
-    upsert_merchant, upsert_route, upsert_store, upsert_wallet,
+    NewClient, NewMerchant, NewWallet, set_client_status, set_merchant_country,
+    set_wallet_contract, upsert_client, upsert_client_key, upsert_merchant, upsert_route,
+    upsert_store, upsert_wallet,
 };

@@ -18,6 +18,7 @@ use paycode_core::ledger::JournalEntry;
 use paycode_core::payment::{
     self, CancelDecision, Effect, Outcome, PaymentEvent, PaymentState, RefundEvent, RefundState,
 };
+use paycode_core::risk::{RuleSet, Verdict};
 use paycode_core::settlement::Movement;
 use paycode_core::{Currency, Money, ResultCode};
 use paycode_db::{Db, DbError};
@@ -157,6 +158,8 @@ struct Prepared {
     wallet: Wallet,
     merchant_mcc: String,
     store_mcc: Option<String>,
+    merchant_country: Option<String>,
+    merchant_time_zone: String,
 }
 
 /// Amounts of a payment in the wallet's and the settlement currency.
@@ -177,7 +180,7 @@ pub(crate) struct Inner {
     pub notifier: SignedClient,
     pub clock: Clock,
     pub rates: RwLock<Arc<RateTable>>,
-    pub risk_rules: RwLock<Arc<Vec<paycode_core::risk::Rule>>>,
+    pub risk_rules: RwLock<Arc<RuleSet>>,
     ids: IdGen,
 }
 
@@ -313,9 +316,13 @@ impl Acquirer {
             .await
             .map_err(|e| anyhow::anyhow!("reading the risk rules: {e}"))?;
         let risk_rules = match rules_text {
-            Some(text) => crate::risk::parse_rules(&text)
-                .map_err(|e| anyhow::anyhow!("the stored risk rules are invalid: {}", e.message))?,
-            None => Vec::new(),
+            Some((text, version)) => RuleSet {
+                version,
+                rules: crate::risk::parse_rules(&text).map_err(|e| {
+                    anyhow::anyhow!("the stored risk rules are invalid: {}", e.message)
+                })?,
+            },
+            None => RuleSet::default(),
         };
         let notifier = SignedClient::new(
             &config.client_id_at_wallets,
@@ -397,25 +404,64 @@ impl Acquirer {
         Ok(())
     }
 
-    /// Replaces the risk rules (validated first), durably.
-    pub async fn set_risk_rules(&self, json: String) -> Result<(), ApiError> {
+    /// Replaces the risk rules (validated first), durably; returns the rule set's version
+    /// (unchanged when the list is the same text).
+    pub async fn set_risk_rules(&self, json: String) -> Result<i64, ApiError> {
         let rules = crate::risk::parse_rules(&json)?;
         let now = self.now_ms();
-        self.inner
+        let version = self
+            .inner
             .db
             .write(move |c| store::risk::store_rules(c, &json, now).map_err(ApiError::from))
             .await?;
-        *self.inner.risk_rules.write().expect("risk lock poisoned") = Arc::new(rules);
+        *self.inner.risk_rules.write().expect("risk lock poisoned") =
+            Arc::new(RuleSet { version, rules });
+        Ok(version)
+    }
+
+    /// The rule set in force in this process.
+    pub fn risk_rules(&self) -> Arc<RuleSet> {
+        self.inner
+            .risk_rules
+            .read()
+            .expect("risk lock poisoned")
+            .clone()
+    }
+
+    /// Picks up rules another process stored (one indexed read when nothing changed).
+    pub async fn reload_risk_rules(&self) -> Result<(), ApiError> {
+        let current = self.risk_rules().version;
+        let stored = self
+            .inner
+            .db
+            .read(|c| store::risk::rules_version(c).map_err(ApiError::from))
+            .await?;
+        if stored == current {
+            return Ok(());
+        }
+        let Some((text, version)) = self
+            .inner
+            .db
+            .read(|c| store::risk::stored_rules(c).map_err(ApiError::from))
+            .await?
+        else {
+            return Ok(());
+        };
+        let rules = crate::risk::parse_rules(&text)?;
+        tracing::info!(version, "risk rules changed by another process; reloaded");
+        *self.inner.risk_rules.write().expect("risk lock poisoned") =
+            Arc::new(RuleSet { version, rules });
         Ok(())
     }
 
-    pub async fn risk_rules_json(&self) -> Result<String, ApiError> {
+    /// The stored rule list and its version.
+    pub async fn risk_rules_json(&self) -> Result<(String, i64), ApiError> {
         Ok(self
             .inner
             .db
             .read(|c| store::risk::stored_rules(c).map_err(ApiError::from))
             .await?
-            .unwrap_or_else(|| "[]".to_string()))
+            .unwrap_or_else(|| ("[]".to_string(), 0)))
     }
 
     /// A fresh quote id.
@@ -629,6 +675,7 @@ impl Acquirer {
             // If we crash during the wallet call, the reconciler takes over after this.
             next_check_ms: Some(now + limits.wallet_pay_timeout_ms as i64 + 2_000),
             n_checks: 0,
+            buyer: crate::risk::buyer_key(&input.code),
         };
         let store_mcc = m.store.as_ref().and_then(|s| {
             s.store_mcc.clone().or_else(|| {
@@ -644,6 +691,8 @@ impl Acquirer {
             wallet: wallet.clone(),
             merchant_mcc: merchant.mcc.clone(),
             store_mcc,
+            merchant_country: merchant.country.clone(),
+            merchant_time_zone: merchant.time_zone.clone(),
         })
     }
 
@@ -684,14 +733,15 @@ impl Acquirer {
             wallet,
             merchant_mcc,
             store_mcc,
+            merchant_country,
+            merchant_time_zone,
         } = prepared;
         let wallet = &wallet;
-        let rules = self
-            .inner
-            .risk_rules
-            .read()
-            .expect("risk lock poisoned")
-            .clone();
+        let rules = self.risk_rules();
+        let wallet_facts = (
+            wallet.countries.clone(),
+            wallet.transaction_currencies.clone(),
+        );
         let code_key = crate::risk::code_key(input.code.expose_digits());
         let amount = input.amount;
         let guess_limits = GuessLimits::of(&self.inner.config.limits);
@@ -708,40 +758,55 @@ impl Acquirer {
                     if let Some(p) =
                         store::payment_by_request_id(c, &row.client_id, &row.payment_request_id)?
                     {
-                        return Ok(Inserted::Existing(p));
+                        return Ok(Inserted::Existing((p, None)));
                     }
                     // Over a guessing limit: refused before anything is stored or routed.
                     if let Some(why) = guess_refusal(c, &guess_limits, &row)? {
                         tracing::warn!(client_id = %row.client_id, code = %row.code_masked, "{why}");
                         return Err(ApiError::new(ResultCode::REQUEST_TRAFFIC_EXCEED_LIMIT, why));
                     }
-                    // Risk: decided in this job, so counters, decision and row are atomic.
+                    // Risk: decided in this unit, so counters, decision and row are atomic.
                     let merchant = merchant_key(&row);
                     let now = row.created_ms;
-                    // The attempt is counted first: its upsert locks the merchant's row of the
-                    // day, so concurrent payments of one merchant decide one after the other on
-                    // every engine. The rules see the day before this attempt.
-                    store::risk::count_attempt(c, &merchant, &row.currency, row.amount_minor, now)?;
-                    let (with_this_minor, with_this_count) =
-                        store::risk::merchant_today(c, &merchant, &row.currency, now)?;
-                    let (today_minor, today_count) =
-                        (with_this_minor - row.amount_minor, with_this_count - 1);
-                    let decision = paycode_core::risk::evaluate(
+                    let decision = crate::risk::decide(
+                        c,
                         &rules,
-                        &paycode_core::risk::Facts {
+                        &crate::risk::PaymentContext {
                             merchant: &merchant,
                             merchant_mcc: &merchant_mcc,
                             store_mcc: store_mcc.as_deref(),
+                            merchant_country: merchant_country.as_deref(),
+                            merchant_time_zone: &merchant_time_zone,
+                            wallet: &row.wallet,
+                            wallet_countries: &wallet_facts.0,
+                            wallet_transaction_currencies: &wallet_facts.1,
                             amount,
-                            merchant_today_minor: today_minor,
-                            merchant_today_count: today_count,
-                            code_seen: store::risk::code_seen(c, &code_key, now)?,
+                            code_key: &code_key,
+                            buyer: row.buyer.as_deref(),
+                            now_ms: now,
                         },
-                    );
-                    if let paycode_core::risk::Decision::Reject { code, reason, .. } = &decision {
+                    )?;
+                    if decision.anything_fired() {
+                        store::risk::insert_decision(
+                            c,
+                            &store::risk::DecisionRow {
+                                payment_id: row.payment_id.clone(),
+                                created_ms: now,
+                                rules_version: decision.version,
+                                verdict: decision.verdict.as_str().to_string(),
+                                hits: crate::risk::hits_json(&decision.hits),
+                                shadow: crate::risk::hits_json(&decision.shadow),
+                            },
+                        )?;
+                    }
+                    if let Verdict::Reject(code) = decision.verdict {
+                        let reason = decision
+                            .deciding_hit()
+                            .map(|h| h.reason.clone())
+                            .unwrap_or_default();
                         // Through the transition table like every other state change: the
                         // row is written once, already failed, with the table's effects.
-                        let event = PaymentEvent::RiskRejected(*code);
+                        let event = PaymentEvent::RiskRejected(code);
                         let Outcome::Applied { next, effects } =
                             payment::transition(row.state, event)
                         else {
@@ -752,14 +817,16 @@ impl Acquirer {
                         };
                         row.state = next;
                         row.result_code = next.result_code();
-                        row.result_message = reason.clone();
+                        row.result_message = reason;
                         row.next_check_ms = None;
                         store::insert_payment(c, &row)?;
                         store::add_event(c, &row.payment_id, "RISK", &decision.describe(), now)?;
                         write_effects(c, &row, effects, now)?;
-                        return Ok(Inserted::Rejected(row));
+                        return Ok(Inserted::Rejected((row, Some(decision))));
                     }
-                    store::risk::remember_code(c, &code_key, &row.payment_id, now)?;
+                    if rules.needs().code_seen {
+                        store::risk::remember_code(c, &code_key, &row.payment_id, now)?;
+                    }
                     store::insert_payment(c, &row)?;
                     for (q, purpose) in &quotes {
                         if let Some((q, start, expiry)) = q {
@@ -780,18 +847,21 @@ impl Acquirer {
                         ),
                         now,
                     )?;
-                    Ok::<_, ApiError>(Inserted::Created(row))
+                    Ok::<_, ApiError>(Inserted::Created((row, Some(decision))))
                 })
                 .await?
         };
-        let row = match inserted {
-            Inserted::Existing(p) => return replay(p, &hash),
-            Inserted::Rejected(p) => {
+        let (row, decision) = match inserted {
+            Inserted::Existing((p, _)) => return replay(p, &hash),
+            Inserted::Rejected((p, decision)) => {
+                count_risk_hits(decision.as_ref());
                 tracing::info!(payment_id = %p.payment_id, code = %p.result_code, "payment refused by risk rules");
                 return Ok(p);
             }
-            Inserted::Created(r) => r,
+            Inserted::Created((r, decision)) => (r, decision),
         };
+        count_risk_hits(decision.as_ref());
+        let challenge = decision.is_some_and(|d| d.verdict == Verdict::Challenge);
         tracing::info!(payment_id = %row.payment_id, wallet = %row.wallet, code = %row.code_masked, "payment created");
 
         let req = mpp::PayRequest {
@@ -817,8 +887,10 @@ impl Acquirer {
                 self.inner.config.public_url.trim_end_matches('/'),
                 mpp::NOTIFY_PATH
             )),
-            payment_factor: Some(merchant::PaymentFactor {
+            payment_factor: Some(mpp::PaymentFactor {
+                is_in_store_payment: Some(true),
                 in_store_payment_scenario: Some("PaymentCode".into()),
+                user_verification_required: challenge.then_some(true),
             }),
         };
         let answer = self.inner.wallets.pay(wallet, &req).await;
@@ -938,6 +1010,18 @@ impl Acquirer {
         let now = self.now_ms();
         let (id, source) = (payment_id.to_string(), source.to_string());
         let guess_limits = GuessLimits::of(&self.inner.config.limits);
+        let rules = self.risk_rules();
+        let snap = self.snapshot();
+        let mcc_of = move |p: &PaymentRow| -> String {
+            snap.merchant(&p.client_id, &p.reference_merchant_id)
+                .map(|m| {
+                    p.reference_store_id
+                        .as_ref()
+                        .and_then(|s| m.stores.get(s))
+                        .map_or_else(|| m.mcc.clone(), |s| s.mcc.clone())
+                })
+                .unwrap_or_default()
+        };
         let result = self
             .inner
             .db
@@ -945,6 +1029,7 @@ impl Acquirer {
                 let mut p = store::payment_by_id(c, &id)?
                     .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
                 let state = p.state;
+                let mcc = mcc_of(&p);
                 match payment::transition(state, event) {
                     Outcome::Applied { next, effects } => {
                         p.state = next;
@@ -971,6 +1056,14 @@ impl Acquirer {
                         p.next_check_ms = None;
                         p.updated_ms = now;
                         store::update_payment(c, &p)?;
+                        crate::risk::learn_from_answer(
+                            c,
+                            &rules,
+                            &p,
+                            &mcc,
+                            next == PaymentState::Success,
+                            now,
+                        )?;
                         if next == PaymentState::Fail(ResultCode::INVALID_CODE) {
                             count_guess(c, &guess_limits, &p)?;
                         }
@@ -1700,6 +1793,21 @@ fn count_guess(
         store::guesses::count_failure(c, &src.key(), limit, p.updated_ms)?;
     }
     Ok(())
+}
+
+/// Per-rule hit counts in `/metrics` (after the unit committed, so a re-run counts once).
+fn count_risk_hits(decision: Option<&paycode_core::risk::Decision>) {
+    let Some(d) = decision else { return };
+    for (hits, mode) in [(&d.hits, "enforce"), (&d.shadow, "shadow")] {
+        for h in hits.iter() {
+            let action = match h.action {
+                paycode_core::risk::Action::Challenge => "challenge",
+                paycode_core::risk::Action::Reject(_) => "reject",
+            };
+            metrics::counter!("paycode_risk_rule_hits_total", "rule" => h.rule_id.clone(), "action" => action, "mode" => mode)
+                .increment(1);
+        }
+    }
 }
 
 fn replay(p: PaymentRow, hash: &str) -> Result<PaymentRow, ApiError> {

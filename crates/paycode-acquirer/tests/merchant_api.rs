@@ -541,29 +541,9 @@ async fn password_payment_completes_by_wallet_notification() {
     body["paymentNotifyUrl"] = json!(rx.url);
     let r = h.call("pay", body).await;
     assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS");
-    let list: Value = reqwest::Client::new()
-        .get(format!("{}/customer/v1/challenges", h.wallet_url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = h.challenges(&token).await;
     let id = list["challenges"][0]["challengeId"].as_str().unwrap();
-    let ok: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/customer/v1/challenges/{id}/confirm",
-            h.wallet_url
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"password": "123456"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ok = h.confirm(&token, id).await;
     assert_eq!(ok["paymentStatus"], "SUCCESS", "{ok}");
     h.drain().await;
     let inq = h
@@ -1136,7 +1116,12 @@ async fn risk_rules_are_data_and_every_decision_is_recorded_with_its_rule() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    assert!(bad.text().await.unwrap().contains("[0].maxMinor"));
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains(r#"rules[0] (\"m\").maxMinor"#)
+    );
     let rules = r#"[
         {"id": "replay", "kind": "CODE_REPLAY", "code": "EXPIRED_CODE"},
         {"id": "max-sgd", "kind": "MAX_AMOUNT", "currency": "SGD", "maxMinor": 5000, "code": "PAYMENT_AMOUNT_EXCEED_LIMIT"},
@@ -1156,7 +1141,7 @@ async fn risk_rules_are_data_and_every_decision_is_recorded_with_its_rule() {
         .await;
     let created = t["timeline"][0]["detail"].as_str().unwrap();
     assert!(
-        created.contains("allow (rules checked: replay, max-sgd, velocity)"),
+        created.contains("allow (rule set v1, 3 rules checked)"),
         "{created}"
     );
 
@@ -1171,7 +1156,7 @@ async fn risk_rules_are_data_and_every_decision_is_recorded_with_its_rule() {
         t["timeline"][0]["detail"]
             .as_str()
             .unwrap()
-            .contains("rule max-sgd")
+            .contains("by rule set v1: max-sgd (")
     );
     let inq = h.call("inquiryPayment", json!({"paymentId": pid})).await;
     assert_eq!(inq["paymentStatus"], "FAIL");
@@ -1633,4 +1618,353 @@ async fn a_request_with_oversized_headers_gets_a_signed_param_illegal_and_pays_n
     let (status, _, v) = raw(&h, path, &refs, &body).await;
     assert_eq!((status, code_of(&v)), (200, "SUCCESS"), "{v}");
     assert_eq!(h.balance("alice").await, before - 1250);
+}
+
+// ------------------------------------------------------------------------------- buyer risk
+
+/// Replaces the acquirer's rules through the admin API; returns the new version.
+async fn put_rules(h: &Harness, rules: &str) -> i64 {
+    let r: Value = reqwest::Client::new()
+        .post(format!("{}/admin/v1/risk/rules", h.url))
+        .bearer_auth("admin-secret")
+        .body(rules.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"], "SUCCESS", "{r}");
+    r["version"].as_i64().unwrap()
+}
+
+async fn admin_post(h: &Harness, path: &str, body: String) -> Value {
+    reqwest::Client::new()
+        .post(format!("{}{path}", h.url))
+        .bearer_auth("admin-secret")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The other client's merchant `O1`.
+fn pay_body_at_o1(h: &Harness, request_id: &str, value: i64, code: &str) -> Value {
+    let mut body = h.pay_body(request_id, value, code);
+    body["order"]["merchant"] = json!({"referenceMerchantId": "O1", "merchantName": "Other Shop",
+                                        "merchantMCC": "5812"});
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_over_its_velocity_is_rejected_at_a_second_merchant() {
+    let h = Harness::new().await;
+    put_rules(
+        &h,
+        r#"[{"id": "buyer-burst", "kind": "CUSTOMER_VELOCITY", "windowMinutes": 10, "max": 2,
+             "code": "PAYMENT_COUNT_EXCEED_LIMIT"}]"#,
+    )
+    .await;
+    let before = h.balance("alice").await;
+    let (codes, _) = h.device_codes("alice", 3).await;
+    let first = h.call("pay", h.pay_body("v-1", 300, &codes[0])).await;
+    assert_eq!(code_of(&first), "SUCCESS", "{first}");
+    let second = h
+        .call_as(&h.other, "pay", pay_body_at_o1(&h, "v-2", 400, &codes[1]))
+        .await;
+    assert_eq!(code_of(&second), "SUCCESS", "{second}");
+    // Third attempt within ten minutes, at the first merchant again, on another client.
+    let third = h.call("pay", h.pay_body("v-3", 500, &codes[2])).await;
+    assert_eq!(code_of(&third), "PAYMENT_COUNT_EXCEED_LIMIT", "{third}");
+    assert_eq!(h.balance("alice").await, before - 700, "two debits only");
+    let pid = third["paymentId"].as_str().unwrap();
+    let view = h.admin_get(&format!("/admin/v1/payments/{pid}")).await;
+    assert_eq!(view["risk"]["verdict"], "REJECT", "{view}");
+    assert_eq!(view["risk"]["hits"][0]["ruleId"], "buyer-burst");
+    assert_eq!(view["risk"]["rulesVersion"], 1);
+    assert!(
+        view["postings"].as_array().unwrap().is_empty(),
+        "a refused payment books nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_challenged_small_payment_waits_for_the_password_and_succeeds_after_it() {
+    let h = Harness::new().await;
+    put_rules(
+        &h,
+        r#"[{"id": "cafe-check", "kind": "HIGH_RISK_MCC", "mccs": ["5812"], "currency": "SGD",
+             "minMinor": 200, "action": "CHALLENGE"}]"#,
+    )
+    .await;
+    let before = h.balance("alice").await;
+    // Alice pays up to 500.00 without a password; the rule asks for it at 2.00.
+    let (codes, token) = h.device_codes("alice", 2).await;
+    let small = h.call("pay", h.pay_body("ch-0", 150, &codes[0])).await;
+    assert_eq!(
+        code_of(&small),
+        "SUCCESS",
+        "under the threshold: no challenge"
+    );
+    let r = h.call("pay", h.pay_body("ch-1", 250, &codes[1])).await;
+    assert_eq!(code_of(&r), "PAYMENT_IN_PROCESS", "{r}");
+    assert_eq!(h.balance("alice").await, before - 150, "nothing taken yet");
+    let list = h.challenges(&token).await;
+    let challenge = &list["challenges"][0];
+    assert!(
+        challenge["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("risk check"),
+        "{list}"
+    );
+    let ok = h
+        .confirm(&token, challenge["challengeId"].as_str().unwrap())
+        .await;
+    assert_eq!(ok["paymentStatus"], "SUCCESS", "{ok}");
+    h.drain().await;
+    let inq = h
+        .call("inquiryPayment", json!({"paymentRequestId": "ch-1"}))
+        .await;
+    assert_eq!(inq["paymentStatus"], "SUCCESS", "{inq}");
+    assert_eq!(h.balance("alice").await, before - 400);
+    let view = h
+        .admin_get(&format!(
+            "/admin/v1/payments/{}",
+            inq["paymentId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(view["risk"]["verdict"], "CHALLENGE", "{view}");
+    let credited: i64 = view["postings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["side"] == "C" && p["account"] == "merchant_payable:TEST_MERCHANT_CLIENT/M1:SGD"
+        })
+        .map(|p| p["amountMinor"].as_i64().unwrap())
+        .sum();
+    assert_eq!(credited, 250, "the payment is booked once: {view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_customer_is_rejected_before_any_wallet_call() {
+    let h = Harness::new().await;
+    put_rules(&h, r#"[{"id": "blocked", "kind": "BLOCKED_CUSTOMER"}]"#).await;
+    let (codes, _) = h.device_codes("alice", 2).await;
+    let first = h.call("pay", h.pay_body("b-1", 300, &codes[0])).await;
+    assert_eq!(code_of(&first), "SUCCESS");
+    let view = h
+        .admin_get(&format!(
+            "/admin/v1/payments/{}",
+            first["paymentId"].as_str().unwrap()
+        ))
+        .await;
+    let customer = view["customerId"]
+        .as_str()
+        .expect("the wallet named its customer");
+    // A mistake is named; nothing is blocked.
+    let bad = admin_post(
+        &h,
+        "/admin/v1/risk/blocked-customers",
+        json!({"wallet": "nopay", "customerId": customer, "reason": "x"}).to_string(),
+    )
+    .await;
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no wallet"),
+        "{bad}"
+    );
+    let ok = admin_post(
+        &h,
+        "/admin/v1/risk/blocked-customers",
+        json!({"wallet": "sgpay", "customerId": customer, "reason": "chargebacks"}).to_string(),
+    )
+    .await;
+    assert_eq!(ok["added"], true, "{ok}");
+    let before = h.balance("alice").await;
+    let second = h.call("pay", h.pay_body("b-2", 300, &codes[1])).await;
+    assert_eq!(code_of(&second), "RISK_REJECT", "{second}");
+    assert_eq!(h.balance("alice").await, before);
+    let pid = second["paymentId"].as_str().unwrap();
+    let view = h.admin_get(&format!("/admin/v1/payments/{pid}")).await;
+    let kinds: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["RISK"], "no wallet call: {view}");
+    let list = h.admin_get("/admin/v1/risk/blocked-customers").await;
+    assert_eq!(list["blockedCustomers"][0]["source"], "operator", "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shadow_rule_records_without_enforcing_and_counts_in_metrics() {
+    let h = Harness::new().await;
+    let v = put_rules(
+        &h,
+        r#"[{"id": "watch-big", "kind": "MAX_AMOUNT", "currency": "SGD", "maxMinor": 100,
+             "mode": "SHADOW"}]"#,
+    )
+    .await;
+    let before = h.balance("alice").await;
+    let code = h.code_for("alice").await;
+    let r = h.call("pay", h.pay_body("s-1", 500, &code)).await;
+    assert_eq!(code_of(&r), "SUCCESS", "{r}");
+    assert_eq!(h.balance("alice").await, before - 500);
+    let decisions = h.admin_get("/admin/v1/risk/decisions").await;
+    let d = &decisions["decisions"][0];
+    assert_eq!(d["paymentId"], r["paymentId"], "{decisions}");
+    assert_eq!(d["verdict"], "ALLOW");
+    assert_eq!(d["rulesVersion"], v);
+    assert_eq!(d["shadow"][0]["ruleId"], "watch-big");
+    assert_eq!(decisions["hitsPerRule"][0]["shadow"], 1);
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("paycode_risk_rule_hits_total")
+                && l.contains("rule=\"watch-big\"")
+                && l.contains("mode=\"shadow\"")),
+        "{metrics}"
+    );
+    // Switched on, the same rule enforces.
+    put_rules(
+        &h,
+        r#"[{"id": "watch-big", "kind": "MAX_AMOUNT", "currency": "SGD", "maxMinor": 100}]"#,
+    )
+    .await;
+    let code = h.code_for("alice").await;
+    let r = h.call("pay", h.pay_body("s-2", 500, &code)).await;
+    assert_eq!(code_of(&r), "RISK_REJECT", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dry_run_reports_exact_counts_and_changes_nothing() {
+    let h = Harness::new().await;
+    let v = put_rules(&h, "[]").await;
+    // One device of alice pays five times; the fourth payment is refunded.
+    let (codes, _) = h.device_codes("alice", 5).await;
+    let mut ids = Vec::new();
+    for (i, amount) in [100, 200, 300, 6_000, 7_000].iter().enumerate() {
+        let r = h
+            .call("pay", h.pay_body(&format!("d-{i}"), *amount, &codes[i]))
+            .await;
+        assert_eq!(code_of(&r), "SUCCESS", "{r}");
+        ids.push(r["paymentId"].as_str().unwrap().to_string());
+    }
+    let refund = h
+        .call(
+            "refund",
+            json!({"refundRequestId": "d-r", "paymentId": ids[3],
+                   "refundAmount": {"currency": "SGD", "value": "6000"}}),
+        )
+        .await;
+    assert_eq!(code_of(&refund), "SUCCESS", "{refund}");
+    // Bob once, at the other merchant.
+    let bob = h.code_for("bob").await;
+    let r = h
+        .call_as(&h.other, "pay", pay_body_at_o1(&h, "d-bob", 5_500, &bob))
+        .await;
+    assert!(
+        ["SUCCESS", "PAYMENT_IN_PROCESS"].contains(&code_of(&r)),
+        "{r}"
+    );
+    let payments_before = h
+        .sql_i64("SELECT COUNT(*) FROM payments WHERE ?1 = ?1", String::new())
+        .await;
+
+    let candidate = r#"[
+        {"id": "ceiling", "kind": "MAX_AMOUNT", "currency": "SGD", "maxMinor": 5000},
+        {"id": "burst", "kind": "CUSTOMER_VELOCITY", "windowMinutes": 60, "max": 3, "action": "CHALLENGE"},
+        {"id": "replay", "kind": "CODE_REPLAY"},
+        {"id": "o1-only", "kind": "BLOCKED_MERCHANT", "merchant": "TEST_OTHER_CLIENT/O1", "mode": "SHADOW"}
+    ]"#;
+    let report = admin_post(&h, "/admin/v1/risk/try?since=1h", candidate.to_string()).await;
+    assert_eq!(report["payments"], 6, "{report}");
+    let rule = |id: &str| {
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["ruleId"] == id)
+            .unwrap()
+            .clone()
+    };
+    let ceiling = rule("ceiling");
+    assert_eq!(ceiling["wouldReject"], 3, "{ceiling}");
+    assert_eq!(ceiling["ofWhichRefunded"], 1, "{ceiling}");
+    let burst = rule("burst");
+    assert_eq!(burst["wouldChallenge"], 2, "{burst}");
+    assert_eq!(burst["ofWhichPaid"], 2);
+    assert_eq!(burst["ofWhichRefunded"], 1);
+    assert_eq!(rule("replay")["evaluable"], false);
+    assert_eq!(rule("o1-only")["wouldReject"], 1);
+    assert_eq!(rule("o1-only")["mode"], "SHADOW");
+    assert_eq!(report["wouldReject"], 3);
+    assert_eq!(
+        report["wouldChallenge"], 0,
+        "every challenged one is rejected too"
+    );
+    assert_eq!(report["wouldAllow"], 3);
+
+    // Nothing changed: the rules in force and the stored payments.
+    let stored = reqwest::Client::new()
+        .get(format!("{}/admin/v1/risk/rules", h.url))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.headers()["rules-version"], v.to_string().as_str());
+    assert_eq!(stored.text().await.unwrap(), "[]");
+    assert_eq!(
+        h.sql_i64("SELECT COUNT(*) FROM payments WHERE ?1 = ?1", String::new())
+            .await,
+        payments_before
+    );
+    // A candidate with a mistake is refused, naming the rule.
+    let bad = admin_post(
+        &h,
+        "/admin/v1/risk/try?since=1h",
+        r#"[{"id": "x", "kind": "CUSTOMER_VELOCITY", "max": 3}]"#.to_string(),
+    )
+    .await;
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(r#"rules[0] ("x").windowMinutes"#),
+        "{bad}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rules_replaced_on_one_process_reach_another() {
+    let h = Harness::new().await;
+    let other = paycode_acquirer::Acquirer::open(h.acq.config().clone())
+        .await
+        .unwrap();
+    let v = put_rules(&h, r#"[{"id": "c", "kind": "CODE_REPLAY"}]"#).await;
+    assert_ne!(other.risk_rules().version, v);
+    other.reload_risk_rules().await.unwrap();
+    assert_eq!(other.risk_rules().version, v);
+    assert_eq!(other.risk_rules().rules[0].id, "c");
+    // The same list again keeps its version.
+    assert_eq!(
+        put_rules(&h, r#"[{"id": "c", "kind": "CODE_REPLAY"}]"#).await,
+        v
+    );
 }

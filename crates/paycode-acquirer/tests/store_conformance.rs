@@ -116,6 +116,7 @@ fn payment(id: &str) -> PaymentRow {
         updated_ms: T0,
         next_check_ms: Some(T0 + 5_000),
         n_checks: 0,
+        buyer: Some("28101212345678".to_string()),
     }
 }
 
@@ -1513,9 +1514,20 @@ fn the_registry_rows_read_back_and_an_upsert_replaces_them() {
 fn the_risk_rules_counters_and_seen_codes_are_kept_per_day() {
     for s in stores("risk") {
         assert_eq!(s.r(risk::stored_rules), None);
-        s.w(|c| risk::store_rules(c, r#"{"rules":[]}"#, T0));
-        s.w(|c| risk::store_rules(c, r#"{"rules":[1]}"#, T0 + 1));
-        assert_eq!(s.r(risk::stored_rules).as_deref(), Some(r#"{"rules":[1]}"#));
+        assert_eq!(s.r(risk::rules_version), 0);
+        assert_eq!(s.w(|c| risk::store_rules(c, r#"{"rules":[]}"#, T0)), 1);
+        assert_eq!(s.w(|c| risk::store_rules(c, r#"{"rules":[1]}"#, T0 + 1)), 2);
+        assert_eq!(
+            s.w(|c| risk::store_rules(c, r#"{"rules":[1]}"#, T0 + 2)),
+            2,
+            "{}: the same text keeps its version",
+            s.label
+        );
+        assert_eq!(
+            s.r(risk::stored_rules),
+            Some((r#"{"rules":[1]}"#.to_string(), 2))
+        );
+        assert_eq!(s.r(risk::rules_version), 2);
 
         let day = T0 - T0.rem_euclid(DAY_MS);
         s.w(move |c| {
@@ -2531,6 +2543,287 @@ fn concurrent_guess_failures_all_count() {
             .expect("a counter");
         assert_eq!(counter.failures, 36, "{}", s.label);
         assert!(counter.window_start_ms >= T0 && counter.window_start_ms < T0 + 36);
+    }
+}
+
+// ------------------------------------------------------------------------------- buyer risk
+
+#[test]
+fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer() {
+    for s in stores("buyer_attempts") {
+        let minute = |m: i64| T0 - T0.rem_euclid(60_000) + m * 60_000;
+        s.w(move |c| {
+            risk::count_buyer_attempt(c, "B1", "SGD", 100, minute(0))?;
+            risk::count_buyer_attempt(c, "B1", "SGD", 50, minute(0) + 59_999)?;
+            risk::count_buyer_attempt(c, "B1", "USD", 7, minute(1))?;
+            risk::count_buyer_attempt(c, "B2", "SGD", 1_000, minute(2))?;
+            risk::count_buyer_attempt(c, "B3", "SGD", 9, minute(2))
+        });
+        let seen = |buyer: &'static str, since: i64| {
+            let mut v: Vec<(i64, String, i64, i64)> = s
+                .r(move |c| risk::buyer_attempts(c, buyer, since))
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.minute - minute(0) / 60_000,
+                        a.currency.code().to_string(),
+                        a.amount_minor,
+                        a.n_attempts,
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let s1 = |m, c: &str, a, n| (m, c.to_string(), a, n);
+        assert_eq!(
+            seen("B1", minute(0)),
+            [s1(0, "SGD", 150, 2), s1(1, "USD", 7, 1)],
+            "{}",
+            s.label
+        );
+        assert_eq!(seen("B1", minute(1)), [s1(1, "USD", 7, 1)], "{}", s.label);
+        assert!(seen("B9", minute(0)).is_empty());
+
+        // Once B1 and B2 are known to be one customer (a rotated slot), each sees both.
+        assert_eq!(s.r(|c| risk::buyer_customer(c, "B1")), None);
+        s.w(|c| {
+            risk::link_buyer(c, "B1", "walleta", "CUST-1", T0)?;
+            risk::link_buyer(c, "B2", "walleta", "CUST-1", T0)?;
+            // The same customer id at another wallet is another customer.
+            risk::link_buyer(c, "B3", "walletb", "CUST-1", T0)
+        });
+        let b2 = seen("B2", minute(0));
+        assert_eq!(
+            b2,
+            [
+                s1(0, "SGD", 150, 2),
+                s1(1, "USD", 7, 1),
+                s1(2, "SGD", 1_000, 1)
+            ],
+            "{}",
+            s.label
+        );
+        assert_eq!(seen("B3", minute(0)), [s1(2, "SGD", 9, 1)], "{}", s.label);
+        assert_eq!(
+            s.r(|c| risk::buyer_customer(c, "B1")),
+            Some(("walleta".to_string(), "CUST-1".to_string(), false))
+        );
+
+        // Blocking the customer shows on every key linked to it, and only there.
+        let row = |wallet: &str, id: &str| risk::BlockedCustomer {
+            wallet: wallet.to_string(),
+            customer_id: id.to_string(),
+            reason: "chargebacks".to_string(),
+            source: "operator".to_string(),
+            created_ms: T0,
+        };
+        let (a, b) = (row("walleta", "CUST-1"), row("walleta", "CUST-1"));
+        assert!(s.w(move |c| risk::block_customer(c, &a)));
+        assert!(!s.w(move |c| risk::block_customer(c, &b)), "blocked once");
+        assert!(s.r(|c| risk::buyer_customer(c, "B2")).unwrap().2);
+        assert!(!s.r(|c| risk::buyer_customer(c, "B3")).unwrap().2);
+        same(
+            s.label,
+            &s.r(risk::blocked_customers),
+            &vec![row("walleta", "CUST-1")],
+        );
+        assert!(s.w(|c| risk::unblock_customer(c, "walleta", "CUST-1")));
+        assert!(!s.w(|c| risk::unblock_customer(c, "walleta", "CUST-1")));
+        assert!(!s.r(|c| risk::buyer_customer(c, "B2")).unwrap().2);
+    }
+}
+
+#[test]
+fn a_customers_history_counts_paid_amounts_per_scope_and_halves_when_long() {
+    use paycode_core::risk::AmountHistory;
+    for s in stores("buyer_history") {
+        let scopes = ["M:client-1/M1", "MCC:5812"];
+        s.w(move |c| {
+            risk::record_paid(c, "walleta/CUST-1", scopes[0], "SGD", 1_000, T0)?;
+            risk::record_paid(c, "walleta/CUST-1", scopes[0], "SGD", 3_000, T0)?;
+            risk::record_paid(c, "walleta/CUST-1", scopes[1], "SGD", 500, T0)?;
+            risk::record_paid(c, "walleta/CUST-1", scopes[0], "USD", 9, T0)
+        });
+        let h = |n, t| AmountHistory {
+            n_payments: n,
+            total_minor: t,
+        };
+        assert_eq!(
+            s.r(move |c| risk::buyer_history(c, "walleta/CUST-1", "SGD", scopes)),
+            [h(2, 4_000), h(1, 500)],
+            "{}",
+            s.label
+        );
+        assert_eq!(
+            s.r(move |c| risk::buyer_history(c, "walleta/CUST-2", "SGD", scopes)),
+            [h(0, 0), h(0, 0)]
+        );
+        // The stored history follows the core's bounded statistic exactly.
+        let mut model = AmountHistory::default();
+        for i in 0..(AmountHistory::HALVE_AT + 5) {
+            let amount = 100 + i % 7;
+            model = model.with_payment(amount);
+            s.w(move |c| risk::record_paid(c, "B9", "M:x", "SGD", amount, T0));
+        }
+        assert_eq!(
+            s.r(|c| risk::buyer_history(c, "B9", "SGD", ["M:x", "MCC:x"]))[0],
+            model,
+            "{}",
+            s.label
+        );
+    }
+}
+
+#[test]
+fn decisions_are_kept_per_payment_newest_first_and_old_buyer_data_is_pruned() {
+    for s in stores("decisions") {
+        let d = |id: &str, at: i64| risk::DecisionRow {
+            payment_id: id.to_string(),
+            created_ms: at,
+            rules_version: 3,
+            verdict: "CHALLENGE".to_string(),
+            hits: r#"[{"ruleId":"a"}]"#.to_string(),
+            shadow: "[]".to_string(),
+        };
+        let (a, b) = (d("P1", T0), d("P2", T0 + 1));
+        s.w(move |c| {
+            risk::insert_decision(c, &a)?;
+            risk::insert_decision(c, &b)
+        });
+        same(
+            s.label,
+            &s.r(|c| risk::decision(c, "P1")),
+            &Some(d("P1", T0)),
+        );
+        assert_eq!(s.r(|c| risk::decision(c, "P9")), None);
+        let recent: Vec<String> = s
+            .r(|c| risk::recent_decisions(c, 10))
+            .into_iter()
+            .map(|d| d.payment_id)
+            .collect();
+        assert_eq!(recent, ["P2", "P1"], "{}", s.label);
+        assert_eq!(s.r(|c| risk::recent_decisions(c, 1)).len(), 1);
+        let again = d("P1", T0);
+        unique(
+            s.label,
+            s.try_w(move |c| risk::insert_decision(c, &again)),
+            "risk_decisions.payment_id",
+        );
+
+        s.w(|c| {
+            risk::count_buyer_attempt(c, "OLD", "SGD", 1, T0 - 3 * DAY_MS)?;
+            risk::count_buyer_attempt(c, "NEW", "SGD", 1, T0)?;
+            risk::link_buyer(c, "OLD", "w", "C", T0 - 31 * DAY_MS)?;
+            risk::link_buyer(c, "NEW", "w", "C", T0)?;
+            risk::record_paid(c, "OLD", "M:x", "SGD", 1, T0 - 181 * DAY_MS)?;
+            risk::record_paid(c, "NEW", "M:x", "SGD", 1, T0)
+        });
+        assert!(s.r(|c| risk::any_stale_buyer_data(c, T0)));
+        assert_eq!(s.w(|c| risk::prune_buyer_data(c, T0, 100)), 3);
+        assert!(!s.r(|c| risk::any_stale_buyer_data(c, T0)));
+        assert_eq!(
+            s.r(|c| risk::buyer_attempts(c, "NEW", T0 - DAY_MS)).len(),
+            1
+        );
+        assert!(s.r(|c| risk::buyer_customer(c, "NEW")).is_some());
+        assert!(s.r(|c| risk::buyer_customer(c, "OLD")).is_none());
+    }
+}
+
+#[test]
+fn replay_rows_page_through_a_period_oldest_first_with_paid_and_refunded() {
+    for s in stores("replay_rows") {
+        s.w(|c| {
+            let mut p1 = paid("P1", T0 + 10);
+            p1.created_ms = T0;
+            store::insert_payment(c, &p1)?;
+            let mut p2 = payment("P2");
+            p2.created_ms = T0;
+            store::insert_payment(c, &p2)?;
+            let mut p3 = payment("P3");
+            p3.created_ms = T0 + 5;
+            store::insert_payment(c, &p3)?;
+            let mut r = refund("R1", "P1", 100);
+            r.state = paycode_core::payment::RefundState::Success;
+            r.refunded_ms = Some(T0 + 20);
+            store::insert_refund(c, &r)
+        });
+        let page = |after: Option<(i64, &'static str)>, limit| {
+            s.r(move |c| risk::replay_rows(c, T0, T0 + 5, after, limit))
+                .into_iter()
+                .map(|r| (r.payment_id, r.paid, r.refunded))
+                .collect::<Vec<_>>()
+        };
+        let p = |id: &str, paid, refunded| (id.to_string(), paid, refunded);
+        assert_eq!(
+            page(None, 10),
+            [p("P1", true, true), p("P2", false, false)],
+            "{}",
+            s.label
+        );
+        assert_eq!(page(None, 1), [p("P1", true, true)]);
+        assert_eq!(page(Some((T0, "P1")), 10), [p("P2", false, false)]);
+        assert_eq!(page(Some((T0, "P2")), 10), []);
+        let row = s.r(|c| risk::replay_rows(c, T0, T0 + 1, None, 1)).remove(0);
+        assert_eq!(row.buyer.as_deref(), Some("28101212345678"));
+        assert_eq!(row.psp_customer_id.as_deref(), Some("CUST-1"));
+    }
+}
+
+/// Payments of one device at several merchants at once: a velocity rule lets exactly `max`
+/// through, on every engine and across two processes.
+#[test]
+fn concurrent_payments_of_one_buyer_never_pass_its_velocity_limit() {
+    use paycode_acquirer::risk::{PaymentContext, decide};
+    use paycode_core::risk::{Action, Mode, Rule, RuleKind, RuleSet, Verdict};
+    let set = RuleSet {
+        version: 1,
+        rules: vec![Rule {
+            id: "burst".to_string(),
+            kind: RuleKind::CustomerVelocity {
+                window_minutes: 10,
+                max: 3,
+            },
+            action: Action::Reject(ResultCode::PAYMENT_COUNT_EXCEED_LIMIT),
+            mode: Mode::Enforce,
+        }],
+    };
+    for s in racing_stores("race_velocity") {
+        let verdicts = race(&s, 10, |i, db| {
+            let set = set.clone();
+            db.write_blocking(move |c| {
+                let merchant = format!("client-1/M{i}");
+                decide(
+                    c,
+                    &set,
+                    &PaymentContext {
+                        merchant: &merchant,
+                        merchant_mcc: "5812",
+                        store_mcc: None,
+                        merchant_country: None,
+                        merchant_time_zone: "UTC",
+                        wallet: "walleta",
+                        wallet_countries: &[],
+                        wallet_transaction_currencies: &[],
+                        amount: money(100, "SGD"),
+                        code_key: &[0; 16],
+                        buyer: Some("28101212345678"),
+                        now_ms: T0,
+                    },
+                )
+                .map(|d| d.verdict)
+            })
+            .unwrap_or_else(|e| panic!("{}: decide: {e:?}", s.label))
+        });
+        let allowed = verdicts.iter().filter(|v| **v == Verdict::Allow).count();
+        assert_eq!(allowed, 3, "{}: {verdicts:?}", s.label);
+        let counted: i64 = s
+            .r(|c| risk::buyer_attempts(c, "28101212345678", T0 - 60_000))
+            .iter()
+            .map(|a| a.n_attempts)
+            .sum();
+        assert_eq!(counted, 10, "{}: every attempt counts", s.label);
     }
 }
 

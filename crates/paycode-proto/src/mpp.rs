@@ -56,7 +56,23 @@ pub struct PayRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_notify_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_factor: Option<crate::merchant::PaymentFactor>,
+    pub payment_factor: Option<PaymentFactor>,
+}
+
+/// How the payment was made, and what the acquirer's risk check asks of the wallet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentFactor {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_in_store_payment: Option<bool>,
+    /// `PaymentCode` for user-presented mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_store_payment_scenario: Option<String>,
+    /// A paycode extension: `true` when the acquirer's risk rules challenged the payment, so
+    /// the wallet must ask the user for the password even under the password-free limits. A
+    /// wallet that does not know the field ignores it (and so does not challenge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_verification_required: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

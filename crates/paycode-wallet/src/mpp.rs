@@ -191,6 +191,11 @@ fn pay_input(r: &PayRequest, acquirer: &str) -> Result<payments::PayInput, Resul
         store_name,
         expiry_ms: expiry.timestamp_millis(),
         notify_url: r.payment_notify_url.clone().filter(|u| !u.is_empty()),
+        verification_required: r
+            .payment_factor
+            .as_ref()
+            .and_then(|f| f.user_verification_required)
+            .unwrap_or(false),
         source: CodeSource {
             acquirer: acquirer.to_string(),
             merchant: merchant.reference_merchant_id.clone(),

@@ -296,6 +296,8 @@ pub(crate) struct PayInput {
     pub store_name: Option<String>,
     pub expiry_ms: i64,
     pub notify_url: Option<String>,
+    /// The acquirer's risk check asks for the password even under the password-free limits.
+    pub verification_required: bool,
     /// Who sent it, for the guessing limits.
     pub source: CodeSource,
 }
@@ -370,6 +372,12 @@ fn decide_pay(
     if hit.suspect && decision == Decision::PayNow {
         decision = Decision::Challenge {
             reason: "wrong payment codes were tried for this phone; confirm with your password"
+                .to_string(),
+        };
+    }
+    if input.verification_required && decision == Decision::PayNow {
+        decision = Decision::Challenge {
+            reason: "the payment network's risk check asks you to confirm with your password"
                 .to_string(),
         };
     }

@@ -15,6 +15,7 @@
 //! tls_cert = "tls/cert.pem"                      # optional
 //! tls_key = "tls/key.pem"
 //! rate_file = "rates.txt"                        # optional; loaded at start
+//! risk_rules = "risk.toml"                       # optional; loaded at start (see risk_file)
 //! [acquirer.limits]
 //! notify_schedule_s = [0, 120, 600]
 //! request_time_window_s = 300                    # Request-Time freshness, ± seconds
@@ -120,6 +121,7 @@ pub struct AcquirerSection {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub rate_file: Option<PathBuf>,
+    pub risk_rules: Option<PathBuf>,
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default = "default_grace")]
@@ -272,6 +274,7 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 pub async fn run(
     path: &Path,
     database_url: Option<&str>,
+    risk_rules: Option<&Path>,
     http_overrides: &HttpArgs,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -418,6 +421,12 @@ pub async fn run(
             acq.set_rate_file(read(&base, rates, "rate file")?)
                 .await
                 .map_err(|e| anyhow::anyhow!("rate file: {}", e.message))?;
+        }
+        let rules_file = risk_rules
+            .map(Path::to_path_buf)
+            .or_else(|| a.risk_rules.as_ref().map(|p| base.join(p)));
+        if let Some(path) = rules_file {
+            crate::serve::load_risk_rules(&acq, &path).await?;
         }
         println!("  acquirer        {public_url}");
         let options = ServeOptions {

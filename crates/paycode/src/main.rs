@@ -7,6 +7,7 @@
 //!
 //! Every error reaches the user as one line (what, why, what to do); nothing panics.
 
+mod admin_cmd;
 mod app;
 mod app_device;
 mod bench;
@@ -18,6 +19,7 @@ mod pos;
 mod pos_receipt;
 mod pos_schedule;
 mod render;
+mod risk_file;
 mod seed;
 mod serve;
 mod tools_common;
@@ -73,6 +75,8 @@ enum Command {
     Audit(money_cmd::AuditArgs),
     /// Write past payments with their whole history into the store (stop `serve` first).
     Seed(seed::SeedArgs),
+    /// Operator commands over a running acquirer's admin API (risk rules, dry runs, blocks).
+    Admin(admin_cmd::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,9 @@ fn main() -> ExitCode {
             Command::Settle(args) => money_cmd::settle(&cli.data_dir, database_url, args).await,
             Command::Audit(args) => money_cmd::audit(&cli.data_dir, database_url, args).await,
             Command::Seed(args) => seed::run(&cli.data_dir, database_url, args).await,
+            Command::Admin(args) => admin_cmd::run(&cli.data_dir, args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

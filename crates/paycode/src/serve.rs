@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Run only what this TOML file configures (no demo data); see `config_file`.
     #[arg(long, env = "PAYCODE_CONFIG")]
     config: Option<PathBuf>,
+    /// Load the acquirer's risk rules from this TOML or JSON file at start (replacing the
+    /// stored ones; see `risk_file`).
+    #[arg(long, env = "PAYCODE_RISK_RULES")]
+    risk_rules: Option<PathBuf>,
     /// How long (seconds) to let in-flight requests finish on shutdown.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_s: u64,
@@ -332,6 +336,7 @@ async fn seed_acquirer(
         .risk_rules_json()
         .await
         .map_err(|e| anyhow::anyhow!("reading risk rules: {}", e.message))?
+        .0
         == "[]"
     {
         acq.set_risk_rules(DEMO_RISK_RULES.to_string())
@@ -359,6 +364,17 @@ fn demo_rate_file() -> anyhow::Result<String> {
         ecb.date(),
         table.to_rate_file()
     ))
+}
+
+/// Replaces the acquirer's risk rules with those of a rules file.
+pub async fn load_risk_rules(acq: &Acquirer, path: &std::path::Path) -> anyhow::Result<()> {
+    let json = crate::risk_file::rules_json(path)?;
+    let version = acq
+        .set_risk_rules(json)
+        .await
+        .map_err(|e| anyhow::anyhow!("risk rules file {}: {}", path.display(), e.message))?;
+    println!("  risk rules      {} (version {version})", path.display());
+    Ok(())
 }
 
 /// Demo risk rules: code replay, a single-payment ceiling per currency, and merchant velocity.
@@ -428,7 +444,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     init_logging();
     if let Some(path) = &args.config {
-        return crate::config_file::run(path, database_url, &args.http, shutdown_signal()).await;
+        return crate::config_file::run(
+            path,
+            database_url,
+            args.risk_rules.as_deref(),
+            &args.http,
+            shutdown_signal(),
+        )
+        .await;
     }
     let http_limits = args.http.apply(ServerLimits::default())?;
     let grace = Duration::from_secs(args.shutdown_grace_s);
@@ -554,6 +577,9 @@ pub async fn run(
             demo_wallets_out.clone()
         };
         seed_acquirer(&acq, &merchant_key, &wallets_for_registry).await?;
+        if let Some(path) = &args.risk_rules {
+            load_risk_rules(&acq, path).await?;
+        }
         let demo = DemoFile {
             acquirer_url: public_url.clone(),
             client_id: DEMO_CLIENT_ID.into(),

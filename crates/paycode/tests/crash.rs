@@ -226,6 +226,13 @@ fn sqlite_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// What version 2 of the acquirer's schema added, taken away again.
+const ACQUIRER_V2_UNDONE: &str = "DROP TABLE buyer_attempts; DROP TABLE buyer_customers; \
+    DROP TABLE buyer_history; DROP TABLE blocked_customers; DROP TABLE risk_decisions; \
+    ALTER TABLE risk_rules DROP COLUMN version; ALTER TABLE payments DROP COLUMN buyer; \
+    ALTER TABLE merchants DROP COLUMN country; ALTER TABLE wallets DROP COLUMN countries; \
+    ALTER TABLE wallets DROP COLUMN transaction_currencies;";
+
 /// The previous release kept no migration record: its files are this release's version-1
 /// tables without `schema_migrations`. Such a store opens, is recorded at version 1 with its
 /// rows untouched, audits clean, and its payments answer as before.
@@ -260,7 +267,16 @@ async fn a_store_of_the_previous_release_opens_upgrades_and_audits_clean() {
     let mut payments_before = Vec::new();
     for f in &files {
         let c = paycode_db::rusqlite::Connection::open(f).unwrap();
+        // Back to the first release's schema: no migration record, and on the acquirer's
+        // store none of what version 2 added.
         c.execute_batch("DROP TABLE schema_migrations").unwrap();
+        if count_of(
+            &c,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'risk_decisions'",
+        ) == 1
+        {
+            c.execute_batch(ACQUIRER_V2_UNDONE).unwrap();
+        }
         payments_before.push(count_of(&c, "SELECT COUNT(*) FROM payments"));
     }
     let serve = Serve::start_in(dir.path(), &[]);
@@ -277,6 +293,19 @@ async fn a_store_of_the_previous_release_opens_upgrades_and_audits_clean() {
             f.display()
         );
         assert_eq!(count_of(&c, "SELECT COUNT(*) FROM payments"), *before);
+        let acquirer = count_of(
+            &c,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'risk_rules'",
+        ) == 1;
+        assert_eq!(
+            count_of(
+                &c,
+                "SELECT COUNT(*) FROM schema_migrations WHERE version = 2"
+            ),
+            i64::from(acquirer),
+            "{}: the acquirer's store is upgraded to version 2",
+            f.display()
+        );
     }
     let r: Value = client
         .post(

@@ -889,3 +889,69 @@ fn a_retried_charge_follows_the_first_attempt_even_after_its_wallet_is_disabled(
         &["no such payment"],
     );
 }
+
+/// `paycode admin risk`: a rules file with a mistake is refused naming the rule and field and
+/// nothing changes; a good one is put in force with a new version; a dry run prints per rule.
+#[test]
+fn admin_risk_sets_rules_from_a_file_refuses_mistakes_and_dry_runs() {
+    let serve = Serve::start();
+    let (user, _) = serve.user("everyday");
+    let digits = serve.code_digits(&user);
+    serve
+        .cmd()
+        .args([
+            "pos",
+            "charge",
+            "12.50",
+            &serve.currency(),
+            "--code",
+            &digits,
+        ])
+        .assert()
+        .code(0);
+    let dir = serve.data_dir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\nid = \"a\"\nkind = \"CODE_REPLAY\"\n\n[[rule]]\nid = \"burst\"\nkind = \"CUSTOMER_VELOCITY\"\nmax = 3\n",
+    )
+    .unwrap();
+    let out = serve
+        .cmd()
+        .args(["admin", "risk", "set"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains(r#"rules[1] ("burst").windowMinutes"#), "{err}");
+    let get = serve.cmd().args(["admin", "risk", "get"]).output().unwrap();
+    let before = stdout_of(&get);
+    assert!(before.starts_with("rule set version 1"), "{before}");
+
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[rule]]\nid = \"ceiling\"\nkind = \"MAX_AMOUNT\"\ncurrency = \"SGD\"\nmaxMinor = 1000\n\n\
+         [[rule]]\nid = \"burst\"\nkind = \"CUSTOMER_VELOCITY\"\nwindowMinutes = 10\nmax = 3\nmode = \"SHADOW\"\n",
+    )
+    .unwrap();
+    let tried = serve
+        .cmd()
+        .args(["admin", "risk", "try", "--since", "1h"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(tried.status.success(), "{}", stderr_of(&tried));
+    let report = stdout_of(&tried);
+    assert!(report.starts_with("1 payments: would allow"), "{report}");
+    assert!(report.contains("ceiling"), "{report}");
+    let set = serve
+        .cmd()
+        .args(["admin", "risk", "set"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{}", stderr_of(&set));
+    assert!(stdout_of(&set).contains("version 2"), "{}", stdout_of(&set));
+}

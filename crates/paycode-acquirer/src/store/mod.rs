@@ -39,9 +39,9 @@ pub fn ping(c: &paycode_db::sql::Connection) -> StoreResult<()> {
     Ok(())
 }
 
-/// Every table the acquirer opens: its own, its risk counters and the guessing counters it
+/// The first release's tables: its own, its risk counters and the guessing counters it
 /// shares with the wallet.
-pub fn full_schema() -> String {
+fn schema_v1() -> String {
     format!(
         "{SCHEMA}{}{}",
         risk::RISK_SCHEMA,
@@ -49,15 +49,23 @@ pub fn full_schema() -> String {
     )
 }
 
+/// Every table of the current version, in order (for in-memory test stores).
+pub fn full_schema() -> String {
+    format!("{}{}", schema_v1(), risk::BUYER_RISK_SCHEMA)
+}
+
 /// The acquirer's schema versions. Version 1 is the schema of the first releases, written with
 /// `IF NOT EXISTS` throughout, so that a store they created opens and is recorded at version 1
 /// unchanged; later versions append here.
 pub fn migrations() -> Vec<paycode_db::Migration> {
-    vec![paycode_db::Migration::new(
-        1,
-        "the first release's tables",
-        full_schema(),
-    )]
+    vec![
+        paycode_db::Migration::new(1, "the first release's tables", schema_v1()),
+        paycode_db::Migration::new(
+            2,
+            "buyer and transaction risk: customers, versions, decisions",
+            risk::BUYER_RISK_SCHEMA,
+        ),
+    ]
 }
 
 pub use paycode_db::StoreError;
@@ -204,6 +212,7 @@ pub(crate) mod test_support {
             updated_ms: 1_780_000_000_000,
             next_check_ms: Some(1_780_000_005_000),
             n_checks: 0,
+            buyer: None,
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct PaymentRow {
     pub updated_ms: i64,
     pub next_check_ms: Option<i64>,
     pub n_checks: i64,
+    /// The buyer key of the code (CII and device slot, `risk::buyer_key`); `None` for a
+    /// legacy code. What the buyer rules count by, and what links the code's device to the
+    /// wallet's `customerId` once an answer reveals it.
+    pub buyer: Option<String>,
 }
 
 pub(super) const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request_id, request_hash, \
@@ -53,7 +57,7 @@ pub(super) const PAYMENT_COLUMNS: &str = "payment_id, client_id, payment_request
     amount_minor, currency, wallet, psp_name, code_masked, pay_to_minor, pay_to_currency, \
     payment_quote, settle_minor, settle_currency, settlement_quote, status, result_code, \
     result_message, wallet_payment_id, psp_customer_id, notify_url, created_ms, expires_ms, \
-    paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms, fee_minor";
+    paid_ms, cancelled_ms, updated_ms, next_check_ms, n_checks, cancel_requested_ms, fee_minor, buyer";
 
 fn payment_from_row(r: &Row<'_>) -> sql::Result<PaymentRow> {
     let payment_id: String = r.get(0)?;
@@ -98,6 +102,7 @@ fn payment_from_row(r: &Row<'_>) -> sql::Result<PaymentRow> {
         next_check_ms: r.get(31)?,
         n_checks: r.get(32)?,
         fee_minor: r.get(34)?,
+        buyer: r.get(35)?,
     })
 }
 
@@ -105,7 +110,7 @@ pub fn insert_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
     c.prepare_cached(&format!(
         "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, \
-         ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35)"
+         ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)"
     ))?
     .execute(params![
         p.payment_id,
@@ -143,6 +148,7 @@ pub fn insert_payment(c: &Connection, p: &PaymentRow) -> StoreResult<()> {
         p.n_checks,
         p.cancel_requested_ms,
         p.fee_minor,
+        p.buyer,
     ])?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The reference tables: `clients`, `client_keys`, `merchants`, `stores`, `wallets` and
 //! `routes`. Read whole into the registry's snapshot; written one row at a time by the admin API.
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 use paycode_db::sql::{Connection, params};
 use paycode_sign::PublicKey;
 
@@ -62,13 +62,15 @@ pub struct MerchantRow {
     pub fee_bps: u32,
     pub time_zone: String,
     pub cutoff_minutes: u32,
+    /// ISO 3166 alpha-2, for the country rule; `None` when not given.
+    pub country: Option<String>,
 }
 
 pub fn merchants(c: &Connection) -> StoreResult<Vec<MerchantRow>> {
     Ok(c.query_all_cached(
         "SELECT client_id, reference_merchant_id, name, mcc, status, currencies, \
-         settlement_currency, max_amount_minor, notify_url, fee_bps, time_zone, cutoff_minutes \
-         FROM merchants",
+         settlement_currency, max_amount_minor, notify_url, fee_bps, time_zone, cutoff_minutes, \
+         country FROM merchants",
         [],
         |r| {
             Ok(MerchantRow {
@@ -84,6 +86,7 @@ pub fn merchants(c: &Connection) -> StoreResult<Vec<MerchantRow>> {
                 fee_bps: r.get(9)?,
                 time_zone: r.get(10)?,
                 cutoff_minutes: r.get(11)?,
+                country: r.get(12)?,
             })
         },
     )?)
@@ -116,11 +119,16 @@ pub struct WalletRow {
     pub public_key: String,
     pub currencies: String,
     pub enabled: bool,
+    /// Comma-separated ISO 3166 alpha-2 home countries (empty: not given).
+    pub countries: String,
+    /// Comma-separated transaction currencies the wallet is contracted for (empty: any).
+    pub transaction_currencies: String,
 }
 
 pub fn wallets(c: &Connection) -> StoreResult<Vec<WalletRow>> {
     Ok(c.query_all_cached(
-        "SELECT name, psp_name, base_url, public_key, currencies, enabled FROM wallets",
+        "SELECT name, psp_name, base_url, public_key, currencies, enabled, countries, \
+         transaction_currencies FROM wallets",
         [],
         |r| {
             Ok(WalletRow {
@@ -130,6 +138,8 @@ pub fn wallets(c: &Connection) -> StoreResult<Vec<WalletRow>> {
                 public_key: r.get(3)?,
                 currencies: r.get(4)?,
                 enabled: r.get::<_, i64>(5)? != 0,
+                countries: r.get(6)?,
+                transaction_currencies: r.get(7)?,
             })
         },
     )?)
@@ -284,6 +294,47 @@ pub fn upsert_wallet(c: &Connection, w: &NewWallet<'_>) -> StoreResult<()> {
             w.enabled as i64
         ],
     )?;
+    Ok(())
+}
+
+/// Sets the merchant's country (the country rule's fact); `NotFound` for an unknown merchant.
+pub fn set_merchant_country(
+    c: &Connection,
+    client_id: &str,
+    reference_merchant_id: &str,
+    country: Option<&str>,
+) -> StoreResult<()> {
+    let n = c.execute(
+        "UPDATE merchants SET country = ?3 WHERE client_id = ?1 AND reference_merchant_id = ?2",
+        params![client_id, reference_merchant_id, country],
+    )?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!(
+            "merchant {client_id}/{reference_merchant_id}"
+        )));
+    }
+    Ok(())
+}
+
+/// Sets the wallet's home countries and contracted transaction currencies (the transaction
+/// rules' facts); `NotFound` for an unknown wallet.
+pub fn set_wallet_contract(
+    c: &Connection,
+    wallet: &str,
+    countries: &[String],
+    transaction_currencies: &[String],
+) -> StoreResult<()> {
+    let n = c.execute(
+        "UPDATE wallets SET countries = ?2, transaction_currencies = ?3 WHERE name = ?1",
+        params![
+            wallet,
+            countries.join(","),
+            transaction_currencies.join(",")
+        ],
+    )?;
+    if n != 1 {
+        return Err(StoreError::NotFound(format!("wallet {wallet}")));
+    }
     Ok(())
 }
 

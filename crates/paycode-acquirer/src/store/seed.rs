@@ -31,7 +31,7 @@ fn opt_int(n: Option<i64>) -> ToSqlOutput<'static> {
 }
 
 pub fn insert_payments(c: &Connection, rows: &[PaymentRow]) -> StoreResult<()> {
-    let mut v: Vec<ToSqlOutput<'_>> = Vec::with_capacity(rows.len() * 35);
+    let mut v: Vec<ToSqlOutput<'_>> = Vec::with_capacity(rows.len() * 36);
     for p in rows {
         v.extend([
             text(&p.payment_id),
@@ -69,6 +69,7 @@ pub fn insert_payments(c: &Connection, rows: &[PaymentRow]) -> StoreResult<()> {
             int(p.n_checks),
             opt_int(p.cancel_requested_ms),
             int(p.fee_minor),
+            opt_text(p.buyer.as_deref()),
         ]);
     }
     insert_many(
@@ -78,7 +79,7 @@ pub fn insert_payments(c: &Connection, rows: &[PaymentRow]) -> StoreResult<()> {
             super::payments::PAYMENT_COLUMNS
         ),
         "",
-        35,
+        36,
         &v,
     )
 }

@@ -529,6 +529,55 @@ impl Harness {
         first_code(&material, (self.acq.clock().now_ms() / 1000) as u64)
     }
 
+    /// `n` fresh codes shown one after the other by one new device of a real wallet user, and
+    /// the device's bearer token.
+    pub async fn device_codes(&self, user: &str, n: usize) -> (Vec<String>, String) {
+        let m = self.register(user).await;
+        let material = CodeMaterial::from_device_material(&m).unwrap();
+        let now_s = (self.acq.clock().now_ms() / 1000) as u64;
+        let mut display = CodeDisplay::default();
+        let codes = (0..n)
+            .map(|_| {
+                let (shown, next) = display
+                    .next(&material, now_s)
+                    .expect("a phone shows up to twenty codes a step");
+                display = next;
+                shown.digits
+            })
+            .collect();
+        (codes, m.device_token.unwrap())
+    }
+
+    /// The device's pending challenges (`GET /customer/v1/challenges`).
+    pub async fn challenges(&self, token: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/customer/v1/challenges", self.wallet_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Confirms a challenge with the user's password; the wallet's answer.
+    pub async fn confirm(&self, token: &str, challenge_id: &str) -> Value {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/customer/v1/challenges/{challenge_id}/confirm",
+                self.wallet_url
+            ))
+            .bearer_auth(token)
+            .json(&json!({"password": "123456"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Registers a device and returns its bearer token (for the customer API).
     pub async fn device_token(&self, user: &str) -> String {
         self.register(user).await.device_token.unwrap()
