@@ -556,4 +556,98 @@ mod tests {
         let legacy = paycode_core::code::PaymentCode::parse("28123456789012345").unwrap();
         assert_eq!(buyer_key(&legacy), None);
     }
+
+    /// One step of a random history: an attempt by a buyer at a merchant, or a wallet answer
+    /// linking a buyer key to a customer.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Attempt {
+            buyer: usize,
+            merchant: usize,
+            usd: bool,
+            amount_minor: i64,
+            after_s: i64,
+        },
+        Link {
+            buyer: usize,
+            customer: usize,
+        },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..4usize, 0..3usize, any::<bool>(), 1..10_000i64, 0..900i64).prop_map(
+                |(buyer, merchant, usd, amount_minor, after_s)| Step::Attempt {
+                    buyer,
+                    merchant,
+                    usd,
+                    amount_minor,
+                    after_s,
+                }
+            ),
+            1 => (0..4usize, 0..2usize).prop_map(|(buyer, customer)| Step::Link { buyer, customer }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The stored counters (merchant days, buyer minutes summed over every key of a
+        /// customer) never drift from a naive model that keeps every attempt in a list.
+        #[test]
+        fn counters_agree_with_a_naive_model(steps in proptest::collection::vec(step(), 1..60)) {
+            use crate::store::risk as db;
+            let c = crate::store::test_support::conn();
+            // 2026-12-01 23:40 UTC: histories cross midnight.
+            let mut now_ms = 1_796_168_400_000i64;
+            let mut attempts: Vec<(usize, usize, &str, i64, i64)> = Vec::new();
+            let mut links: std::collections::HashMap<usize, usize> = Default::default();
+            let key = |b: usize| format!("2810120000000{b}");
+            for s in &steps {
+                match s {
+                    Step::Attempt { buyer, merchant, usd, amount_minor, after_s } => {
+                        now_ms += after_s * 1000;
+                        let cur = if *usd { "USD" } else { "SGD" };
+                        let m = format!("C/M{merchant}");
+                        db::count_attempt(&c, &m, cur, *amount_minor, now_ms).unwrap();
+                        db::count_buyer_attempt(&c, &key(*buyer), cur, *amount_minor, now_ms).unwrap();
+                        attempts.push((*buyer, *merchant, cur, *amount_minor, now_ms));
+                    }
+                    Step::Link { buyer, customer } => {
+                        db::link_buyer(&c, &key(*buyer), "w", &format!("CUST{customer}"), now_ms).unwrap();
+                        links.insert(*buyer, *customer);
+                    }
+                }
+                // Check every buyer and merchant after every step.
+                let day = now_ms.div_euclid(86_400_000);
+                for m in 0..3 {
+                    for cur in ["SGD", "USD"] {
+                        let want_amount: i64 = attempts.iter()
+                            .filter(|a| a.1 == m && a.2 == cur && a.4.div_euclid(86_400_000) == day)
+                            .map(|a| a.3).sum();
+                        let want_count = attempts.iter()
+                            .filter(|a| a.1 == m && a.4.div_euclid(86_400_000) == day).count() as i64;
+                        let got = db::merchant_today(&c, &format!("C/M{m}"), cur, now_ms).unwrap();
+                        proptest::prop_assert_eq!(got, (want_amount, want_count));
+                    }
+                }
+                let since_ms = now_ms - 600_000;
+                for b in 0..4 {
+                    let same = |other: usize| other == b
+                        || links.get(&b).is_some_and(|c| links.get(&other) == Some(c));
+                    let mut want: std::collections::BTreeMap<(i64, String), (i64, i64)> = Default::default();
+                    for a in attempts.iter().filter(|a| same(a.0) && a.4.div_euclid(60_000) >= since_ms.div_euclid(60_000)) {
+                        let e = want.entry((a.4.div_euclid(60_000), a.2.to_string())).or_default();
+                        e.0 += a.3;
+                        e.1 += 1;
+                    }
+                    let got: std::collections::BTreeMap<(i64, String), (i64, i64)> =
+                        db::buyer_attempts(&c, &key(b), since_ms).unwrap().into_iter()
+                            .map(|a| ((a.minute, a.currency.code().to_string()), (a.amount_minor, a.n_attempts)))
+                            .collect();
+                    proptest::prop_assert_eq!(got, want, "buyer {}", b);
+                }
+            }
+        }
+    }
 }

@@ -955,3 +955,49 @@ fn admin_risk_sets_rules_from_a_file_refuses_mistakes_and_dry_runs() {
     assert!(set.status.success(), "{}", stderr_of(&set));
     assert!(stdout_of(&set).contains("version 2"), "{}", stdout_of(&set));
 }
+
+/// `serve --risk-rules FILE` puts the file's rules in force at start; a file with a mistake
+/// stops the start with one line naming the rule and field.
+#[test]
+fn serve_loads_a_rules_file_at_start_and_refuses_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"id": "late", "kind": "OPENING_HOURS", "open": "25:00", "close": "06:00"}]"#,
+    )
+    .unwrap();
+    let out = paycode(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--wallet-port-base",
+            "0",
+        ])
+        .arg("--risk-rules")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains(r#"rules[0] ("late").open"#), "{err}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[rule]]\nid = \"night\"\nkind = \"OPENING_HOURS\"\nopen = \"06:00\"\nclose = \"05:59\"\n",
+    )
+    .unwrap();
+    let serve = Serve::start_in(
+        dir.path(),
+        &[("PAYCODE_RISK_RULES", good.to_str().unwrap())],
+    );
+    let get = serve
+        .cmd()
+        .args(["admin", "risk", "get", "--json"])
+        .output()
+        .unwrap();
+    let text = stdout_of(&get);
+    assert!(text.contains("\"night\""), "{text}{}", stderr_of(&get));
+}
