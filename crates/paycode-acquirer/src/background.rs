@@ -50,6 +50,9 @@ impl Acquirer {
                     if let Err(e) = acq.reload_risk_rules().await {
                         tracing::error!(error = %e.message, "reloading risk rules failed");
                     }
+                    if let Err(e) = acq.reload_rates().await {
+                        tracing::error!(error = %e.message, "reloading exchange rates failed");
+                    }
                     if let Ok(depth) = acq.db().read(store::count_outbox_pending).await {
                         metrics::gauge!("paycode_outbox_pending").set(depth as f64);
                     }

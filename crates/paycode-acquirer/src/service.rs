@@ -180,6 +180,8 @@ pub(crate) struct Inner {
     pub notifier: SignedClient,
     pub clock: Clock,
     pub rates: RwLock<Arc<RateTable>>,
+    /// The stored rate file's `updated_ms` this process last loaded (0: none).
+    rates_loaded_ms: AtomicI64,
     pub risk_rules: RwLock<Arc<RuleSet>>,
     ids: IdGen,
 }
@@ -302,6 +304,11 @@ impl Acquirer {
             Duration::from_millis(config.limits.wallet_call_timeout_ms),
             clock.now_fn(),
         );
+        let rates_loaded_ms = db
+            .read(|c| store::rate_file_updated_ms(c).map_err(ApiError::from))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the rate table: {}", e.message))?
+            .unwrap_or(0);
         let rate_text = db
             .read(|c| store::rate_file(c).map_err(ApiError::from))
             .await
@@ -340,6 +347,7 @@ impl Acquirer {
                 notifier,
                 clock,
                 rates: RwLock::new(Arc::new(rates)),
+                rates_loaded_ms: AtomicI64::new(rates_loaded_ms),
                 risk_rules: RwLock::new(Arc::new(risk_rules)),
                 ids: IdGen::new(),
             }),
@@ -401,6 +409,40 @@ impl Acquirer {
             .write(move |c| store::set_rate_file(c, &text, now).map_err(ApiError::from))
             .await?;
         *self.inner.rates.write().expect("rate lock poisoned") = Arc::new(table);
+        self.inner.rates_loaded_ms.store(now, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Picks up a rate file another process stored (one indexed read when nothing changed).
+    pub async fn reload_rates(&self) -> Result<(), ApiError> {
+        let stored = self
+            .inner
+            .db
+            .read(|c| store::rate_file_updated_ms(c).map_err(ApiError::from))
+            .await?;
+        let Some(updated_ms) = stored else {
+            return Ok(());
+        };
+        if updated_ms == self.inner.rates_loaded_ms.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let text = self
+            .inner
+            .db
+            .read(|c| store::rate_file(c).map_err(ApiError::from))
+            .await?
+            .unwrap_or_default();
+        let table = paycode_core::fx::parse_rate_file(&text).map_err(|e| {
+            ApiError::new(
+                ResultCode::UNKNOWN_EXCEPTION,
+                format!("the stored rate table is invalid: {e}"),
+            )
+        })?;
+        tracing::info!("exchange rates changed by another process; reloaded");
+        *self.inner.rates.write().expect("rate lock poisoned") = Arc::new(table);
+        self.inner
+            .rates_loaded_ms
+            .store(updated_ms, Ordering::SeqCst);
         Ok(())
     }
 

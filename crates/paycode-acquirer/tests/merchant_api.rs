@@ -1952,7 +1952,7 @@ async fn a_dry_run_reports_exact_counts_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rules_replaced_on_one_process_reach_another() {
+async fn rules_and_rates_replaced_on_one_process_reach_another() {
     let h = Harness::new().await;
     let other = paycode_acquirer::Acquirer::open(h.acq.config().clone())
         .await
@@ -1967,4 +1967,12 @@ async fn rules_replaced_on_one_process_reach_another() {
         put_rules(&h, r#"[{"id": "c", "kind": "CODE_REPLAY"}]"#).await,
         v
     );
+    // Rates replaced on one process reach the other the same way.
+    let mids =
+        |a: &paycode_acquirer::Acquirer| format!("{:?}", a.rates().mids().collect::<Vec<_>>());
+    let rates = "mid USD/SGD 1.2500\nmid EUR/SGD 1.4500\n";
+    h.acq.set_rate_file(rates.to_string()).await.unwrap();
+    assert_ne!(mids(&other), mids(&h.acq));
+    other.reload_rates().await.unwrap();
+    assert_eq!(mids(&other), mids(&h.acq));
 }

@@ -27,6 +27,16 @@ pub fn rate_file(c: &Connection) -> StoreResult<Option<String>> {
     )
 }
 
+/// When the stored rate file was last replaced (`None`: never), for other processes to notice.
+pub fn rate_file_updated_ms(c: &Connection) -> StoreResult<Option<i64>> {
+    Ok(
+        c.query_row("SELECT updated_ms FROM fx_rates WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?,
+    )
+}
+
 pub fn set_rate_file(c: &Connection, text: &str, now_ms: i64) -> StoreResult<()> {
     c.execute(
         "INSERT INTO fx_rates (id, rate_file, updated_ms) VALUES (1, ?1, ?2) \
