@@ -597,6 +597,48 @@ pub async fn wallet_notify(
 }
 
 async fn handle_wallet_notify(acq: &Acquirer, req: &SignedRequest) -> Result<(), ApiError> {
+    let wallet = verified_wallet(acq, req)?;
+    let n: mpp::NotifyPayment = parse_json(&req.body)?;
+    acq.wallet_notified(&wallet.name, n).await
+}
+
+/// A wallet's customer risk report (`BLOCKED` or `CLEARED`), signed like its notifications.
+pub async fn wallet_customer_risk(
+    State(acq): State<Acquirer>,
+    req: Result<SignedRequest, RequestRejection>,
+) -> Response {
+    let (path, client_id, outcome) = match req {
+        Err(rej) => {
+            let e = unread_error(&acq, &rej);
+            (rej.path, rej.client_id.unwrap_or_default(), Err(e))
+        }
+        Ok(req) => {
+            let outcome = async {
+                let wallet = verified_wallet(&acq, &req)?;
+                let r: mpp::CustomerRiskReport = parse_json(&req.body)?;
+                acq.wallet_reported_customer(&wallet.name, r).await
+            }
+            .await;
+            (req.path, req.client_id.unwrap_or_default(), outcome)
+        }
+    };
+    let body = match outcome {
+        Ok(()) => to_body(&merchant::NotifyAck {
+            result: ResultInfo::success(),
+        }),
+        Err(e) => {
+            tracing::warn!(wallet = %client_id, code = %e.code, message = %e.message, "customer risk report refused");
+            error_body(&e)
+        }
+    };
+    signed_response(&acq.config().signer, &path, &client_id, body).await
+}
+
+/// The registered wallet that signed `req`, or why not.
+fn verified_wallet(
+    acq: &Acquirer,
+    req: &SignedRequest,
+) -> Result<crate::registry::Wallet, ApiError> {
     let wallet_name = req.client_id.clone().unwrap_or_default();
     let wallet = acq
         .snapshot()
@@ -618,8 +660,7 @@ async fn handle_wallet_notify(acq: &Acquirer, req: &SignedRequest) -> Result<(),
     req.verify(&header, &wallet.public_key)
         .map_err(|_| ApiError::new(ResultCode::SIGNATURE_INVALID, "signature does not match"))?;
     check_fresh(acq, req, "wallet")?;
-    let n: mpp::NotifyPayment = parse_json(&req.body)?;
-    acq.wallet_notified(&wallet.name, n).await
+    Ok(wallet)
 }
 
 // ------------------------------------------------------------------ operator endpoints

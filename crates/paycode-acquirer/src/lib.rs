@@ -53,6 +53,10 @@ pub fn router(acq: Acquirer) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics_text))
         .route(paycode_proto::mpp::NOTIFY_PATH, post(api::wallet_notify))
+        .route(
+            paycode_proto::mpp::CUSTOMER_RISK_PATH,
+            post(api::wallet_customer_risk),
+        )
         .route("/admin/v1/payments/{id}", get(api::admin_payment))
         .route("/admin/v1/notifications", get(api::admin_notifications))
         .route(

@@ -195,6 +195,52 @@ impl Replay {
 }
 
 impl Acquirer {
+    /// A wallet reported one of its customers: `BLOCKED` adds a block with source
+    /// `wallet:NAME`, `CLEARED` removes the block that wallet reported (never an operator's).
+    pub async fn wallet_reported_customer(
+        &self,
+        wallet: &str,
+        r: paycode_proto::mpp::CustomerRiskReport,
+    ) -> Result<(), ApiError> {
+        if r.customer_id.trim().is_empty() {
+            return Err(ApiError::param("customerId", "is required"));
+        }
+        let source = format!("wallet:{wallet}");
+        let (wallet, now_ms) = (wallet.to_string(), self.now_ms());
+        match r.risk_status.as_str() {
+            "BLOCKED" => {
+                let row = crate::store::risk::BlockedCustomer {
+                    wallet,
+                    customer_id: r.customer_id,
+                    reason: r
+                        .reason
+                        .unwrap_or_else(|| "reported by the wallet".to_string()),
+                    source,
+                    created_ms: now_ms,
+                };
+                self.db()
+                    .write(move |c| store::risk::block_customer(c, &row).map_err(ApiError::from))
+                    .await?;
+            }
+            "CLEARED" => {
+                let id = r.customer_id;
+                self.db()
+                    .write(move |c| {
+                        store::risk::unblock_customer_from(c, &wallet, &id, &source)
+                            .map_err(ApiError::from)
+                    })
+                    .await?;
+            }
+            other => {
+                return Err(ApiError::param(
+                    "riskStatus",
+                    format!("{other:?} is not BLOCKED or CLEARED"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Evaluates `rules_json` against the payments created in `[since_ms, now)`; changes
     /// nothing.
     pub async fn try_risk_rules(

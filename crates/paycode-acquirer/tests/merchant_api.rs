@@ -1802,6 +1802,71 @@ async fn a_blocked_customer_is_rejected_before_any_wallet_call() {
     assert_eq!(kinds, ["RISK"], "no wallet call: {view}");
     let list = h.admin_get("/admin/v1/risk/blocked-customers").await;
     assert_eq!(list["blockedCustomers"][0]["source"], "operator", "{list}");
+
+    // A wallet reports one of its customers over a signed MPP call, and clears only its own.
+    let report = |status: &str, id: &str| {
+        let (wallet, body) = (
+            h.as_wallet("sgpay"),
+            json!({"customerId": id, "riskStatus": status, "reason": "account taken over"}),
+        );
+        let url = format!("{}{}", h.url, paycode_proto::mpp::CUSTOMER_RISK_PATH);
+        async move { wallet.post::<Value, Value>(&url, &body).await.unwrap() }
+    };
+    let blocked_sources = || async {
+        let l = h.admin_get("/admin/v1/risk/blocked-customers").await;
+        l["blockedCustomers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}={}",
+                    b["customerId"].as_str().unwrap(),
+                    b["source"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let r = report("BLOCKED", "SGPAY-OTHER").await;
+    assert_eq!(r["result"]["resultStatus"], "S", "{r}");
+    assert!(
+        blocked_sources()
+            .await
+            .contains(&"SGPAY-OTHER=wallet:sgpay".to_string())
+    );
+    let r = report("CLEARED", customer).await;
+    assert_eq!(r["result"]["resultStatus"], "S", "{r}");
+    assert!(
+        blocked_sources()
+            .await
+            .contains(&format!("{customer}=operator")),
+        "a wallet cannot clear an operator's block"
+    );
+    report("CLEARED", "SGPAY-OTHER").await;
+    assert!(
+        !blocked_sources()
+            .await
+            .iter()
+            .any(|b| b.starts_with("SGPAY-OTHER"))
+    );
+    let r = report("MAYBE", "X").await;
+    assert_eq!(r["result"]["resultCode"], "PARAM_ILLEGAL", "{r}");
+    // Signed with another key than the wallet's: refused, nothing blocked.
+    let forged = h.as_wallet_with_key("sgpay", "fakepay");
+    let r: Value = forged
+        .post(
+            &format!("{}{}", h.url, paycode_proto::mpp::CUSTOMER_RISK_PATH),
+            &json!({"customerId": "FORGED", "riskStatus": "BLOCKED"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["resultCode"], "SIGNATURE_INVALID", "{r}");
+    assert!(
+        !blocked_sources()
+            .await
+            .iter()
+            .any(|b| b.starts_with("FORGED"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,6 +9,7 @@
 //! | acquirer → wallet | `/aps/api/v1/payments/cancelPayment` | [`PaymentRef`] → [`CancelResponse`] |
 //! | acquirer → wallet | `/aps/api/v1/payments/refund` | [`RefundRequest`] → [`RefundResponse`] |
 //! | wallet → acquirer | `/aps/api/v1/payments/notifyPayment` | [`NotifyPayment`] → [`crate::merchant::NotifyAck`] |
+//! | wallet → acquirer | `/aps/api/v1/risk/reportCustomer` (paycode extension) | [`CustomerRiskReport`] → [`crate::merchant::NotifyAck`] |
 //!
 //! Semantics both sides rely on:
 //! - `paymentRequestId` is the acquirer's payment id; the wallet is idempotent on it. A repeat
@@ -35,6 +36,8 @@ pub const INQUIRY_PATH: &str = "/aps/api/v1/payments/inquiryPayment";
 pub const CANCEL_PATH: &str = "/aps/api/v1/payments/cancelPayment";
 pub const REFUND_PATH: &str = "/aps/api/v1/payments/refund";
 pub const NOTIFY_PATH: &str = "/aps/api/v1/payments/notifyPayment";
+/// A paycode extension: a wallet tells the acquirer to block (or clear) one of its customers.
+pub const CUSTOMER_RISK_PATH: &str = "/aps/api/v1/risk/reportCustomer";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,4 +161,16 @@ pub struct NotifyPayment {
     pub pay_to_amount: Amount,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_id: Option<String>,
+}
+
+/// A wallet's report about one of its customers: `BLOCKED` (the acquirer's `BLOCKED_CUSTOMER`
+/// rule refuses the customer's codes before any wallet call) or `CLEARED` (lifts a block this
+/// wallet reported; an operator's block stays). Idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerRiskReport {
+    pub customer_id: String,
+    pub risk_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -295,6 +295,20 @@ pub fn block_customer(c: &Connection, b: &BlockedCustomer) -> StoreResult<bool> 
     ])? == 1)
 }
 
+/// Lifts a block only if `source` set it (a wallet clears its own reports, not an operator's).
+pub fn unblock_customer_from(
+    c: &Connection,
+    wallet: &str,
+    customer_id: &str,
+    source: &str,
+) -> StoreResult<bool> {
+    Ok(c.prepare_cached(
+        "DELETE FROM blocked_customers WHERE wallet = ?1 AND customer_id = ?2 AND source = ?3",
+    )?
+    .execute(params![wallet, customer_id, source])?
+        == 1)
+}
+
 pub fn unblock_customer(c: &Connection, wallet: &str, customer_id: &str) -> StoreResult<bool> {
     Ok(
         c.prepare_cached("DELETE FROM blocked_customers WHERE wallet = ?1 AND customer_id = ?2")?

@@ -548,6 +548,22 @@ impl Harness {
         (codes, m.device_token.unwrap())
     }
 
+    /// A client signing as wallet `name` towards the acquirer (its MPP callbacks).
+    pub fn as_wallet(&self, name: &str) -> SignedClient {
+        self.as_wallet_with_key(name, name)
+    }
+
+    /// A client naming itself wallet `name` but signing with the key of `key_name`.
+    pub fn as_wallet_with_key(&self, name: &str, key_name: &str) -> SignedClient {
+        SignedClient::new(
+            name,
+            signer(key_name),
+            Some(key("acquirer").public_key()),
+            Duration::from_secs(15),
+        )
+        .with_clock(self.acq.clock().now_fn())
+    }
+
     /// The device's pending challenges (`GET /customer/v1/challenges`).
     pub async fn challenges(&self, token: &str) -> Value {
         reqwest::Client::new()
