@@ -72,6 +72,11 @@ impl From<rusqlite::Error> for DbError {
     }
 }
 
+/// Prepared statements kept per SQLite connection. A payment's units use a few dozen distinct
+/// statements on the writer; rusqlite's default of 16 made the least recent ones be parsed
+/// again on every payment once the risk rules added theirs.
+const STATEMENT_CACHE_CAPACITY: usize = 256;
+
 /// What a storage function of either service can fail with: the four cases its callers tell
 /// apart, read from the engine's failure ([`failure_of`]).
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +221,7 @@ impl Db {
         };
         let mut writer = rusqlite::Connection::open(path).map_err(open_err)?;
         configure(&writer, config.busy_timeout_ms).map_err(open_err)?;
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         {
             let tx = writer.transaction()?;
             migrate::apply(&Connection::sqlite(&tx), migrations)?;
@@ -230,6 +236,7 @@ impl Db {
             .map_err(open_err)?;
             r.busy_timeout(Duration::from_millis(config.busy_timeout_ms))?;
             r.execute_batch("PRAGMA cache_size=-16384;")?;
+            r.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
             readers.push(r);
         }
         let (tx, rx) = mpsc::channel::<Job>();
