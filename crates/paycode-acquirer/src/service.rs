@@ -286,7 +286,7 @@ impl Acquirer {
         let db = Db::open_at(
             &config.store_location(),
             &migrations,
-            paycode_db::DbConfig::default(),
+            paycode_db::DbConfig::from_env().map_err(|e| anyhow::anyhow!(e))?,
         )
         .with_context(|| format!("opening the acquirer store {}", config.store_name()))?;
         let registry = Registry::default();

@@ -2041,3 +2041,69 @@ async fn rules_and_rates_replaced_on_one_process_reach_another() {
     other.reload_rates().await.unwrap();
     assert_eq!(mids(&other), mids(&h.acq));
 }
+
+/// A merchant rotates its key while it keeps paying: version 2 is added beside version 1, the
+/// merchant moves to it, version 1 is retired. No payment signed with an active key is refused
+/// at any point; after the retirement a request signed with version 1 is `KEY_NOT_FOUND` and
+/// stores nothing; the wallet charged exactly the payments that succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merchant_key_is_rotated_while_the_merchant_keeps_paying() {
+    let h = Harness::new().await;
+    let v1 = h.merchant_with_key("merchant", 1);
+    let v2 = h.merchant_with_key("merchant-2027", 2);
+    let before = h.balance("alice").await;
+    let (codes, _) = h.device_codes("alice", 12).await;
+    let set_key = |version: u32, key_name: &str, active: bool| {
+        let body = json!({"keyVersion": version, "active": active,
+                          "publicKey": key(key_name).public_key().to_base64()});
+        let url = format!("{}/admin/v1/clients/{CLIENT}/keys", h.url);
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth("admin-secret")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    let pay = |client: &paycode_http::SignedClient, i: usize| {
+        let (client, body) = (
+            client.clone(),
+            h.pay_body(&format!("rot-{i}"), 100, &codes[i]),
+        );
+        let url = format!("{}/ams/api/v1/payments/pay", h.url);
+        async move { client.post::<Value, Value>(&url, &body).await.unwrap() }
+    };
+    let mut paid = 0;
+    for i in 0..12 {
+        match i {
+            3 => set_key(2, "merchant-2027", true).await,
+            9 => set_key(1, "merchant", false).await,
+            _ => {}
+        }
+        // Payments 0-5 are signed with version 1, 6-11 with version 2; from 3 to 8 both work.
+        let client = if i < 6 { &v1 } else { &v2 };
+        let r = pay(client, i).await;
+        assert_eq!(code_of(&r), "SUCCESS", "payment {i}: {r}");
+        paid += 100;
+    }
+    let (late, _) = h.device_codes("alice", 1).await;
+    let refused = v1
+        .post::<Value, Value>(
+            &format!("{}/ams/api/v1/payments/pay", h.url),
+            &h.pay_body("rot-late", 100, &late[0]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code_of(&refused), "KEY_NOT_FOUND", "{refused}");
+    let stored = h
+        .sql_i64(
+            "SELECT COUNT(*) FROM payments WHERE payment_request_id = ?1",
+            "rot-late".to_string(),
+        )
+        .await;
+    assert_eq!(stored, 0, "a refused request stores nothing");
+    assert_eq!(h.balance("alice").await, before - paid);
+}

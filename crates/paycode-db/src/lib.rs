@@ -146,6 +146,39 @@ impl Default for DbConfig {
     }
 }
 
+impl DbConfig {
+    /// The defaults with the PostgreSQL settings an operator may change from the environment:
+    /// `PAYCODE_PG_ISOLATION` (`read-committed`, the default, or `serializable`) and
+    /// `PAYCODE_PG_GROUP_COMMIT` (`1`, the default, or `0`: one transaction per unit, for a
+    /// database without advisory locks). Group commit applies at `read-committed` only.
+    pub fn from_env() -> Result<DbConfig, String> {
+        DbConfig::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<DbConfig, String> {
+        let mut c = DbConfig::default();
+        if let Some(v) = var("PAYCODE_PG_ISOLATION") {
+            c.pg_isolation = match v.as_str() {
+                "read-committed" => Isolation::ReadCommitted,
+                "serializable" => Isolation::Serializable,
+                other => {
+                    return Err(format!(
+                        "PAYCODE_PG_ISOLATION={other:?}: use read-committed or serializable"
+                    ));
+                }
+            };
+        }
+        if let Some(v) = var("PAYCODE_PG_GROUP_COMMIT") {
+            c.pg_group_commit = match v.as_str() {
+                "1" => true,
+                "0" => false,
+                other => return Err(format!("PAYCODE_PG_GROUP_COMMIT={other:?}: use 1 or 0")),
+            };
+        }
+        Ok(c)
+    }
+}
+
 /// Where a store lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -555,6 +588,36 @@ fn run_never(job: Job, conn: &rusqlite::Connection) -> Completer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn postgres_settings_come_from_the_environment_and_mistakes_are_named() {
+        let vars = |list: &'static [(&str, &str)]| {
+            move |k: &str| {
+                list.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let d = DbConfig::from_vars(vars(&[])).unwrap();
+        assert_eq!(
+            (d.pg_isolation, d.pg_group_commit),
+            (Isolation::ReadCommitted, true)
+        );
+        let c = DbConfig::from_vars(vars(&[
+            ("PAYCODE_PG_ISOLATION", "serializable"),
+            ("PAYCODE_PG_GROUP_COMMIT", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.pg_isolation, c.pg_group_commit),
+            (Isolation::Serializable, false)
+        );
+        let e = DbConfig::from_vars(vars(&[("PAYCODE_PG_ISOLATION", "snapshot")])).unwrap_err();
+        assert!(e.contains("use read-committed or serializable"), "{e}");
+        let e = DbConfig::from_vars(vars(&[("PAYCODE_PG_GROUP_COMMIT", "yes")])).unwrap_err();
+        assert!(e.contains("PAYCODE_PG_GROUP_COMMIT=\"yes\""), "{e}");
+    }
+
     use super::*;
 
     #[derive(Debug, thiserror::Error)]

@@ -358,7 +358,8 @@ impl Wallet {
             Some(t) => paycode_db::Location::Postgres(t.clone()),
             None => paycode_db::Location::File(config.db_path.clone()),
         };
-        let db = Db::open_at(&location, &store::migrations(), DbConfig::default())
+        let db_config = DbConfig::from_env().map_err(|e| anyhow::anyhow!(e))?;
+        let db = Db::open_at(&location, &store::migrations(), db_config)
             .with_context(|| format!("opening the store of wallet {}", config.name))?;
         let notify_client = SignedClient::new(
             &config.client_id,

@@ -553,6 +553,20 @@ impl Harness {
         self.as_wallet_with_key(name, name)
     }
 
+    /// The test merchant's client signing with key `key_name` as key version `version`.
+    pub fn merchant_with_key(&self, key_name: &str, version: u32) -> SignedClient {
+        SignedClient::new(
+            CLIENT,
+            Signer::new(
+                PrivateKey::parse(&key(key_name).to_pkcs8_base64()).unwrap(),
+                version,
+            ),
+            Some(key("acquirer").public_key()),
+            Duration::from_secs(15),
+        )
+        .with_clock(self.acq.clock().now_fn())
+    }
+
     /// A client naming itself wallet `name` but signing with the key of `key_name`.
     pub fn as_wallet_with_key(&self, name: &str, key_name: &str) -> SignedClient {
         SignedClient::new(
