@@ -15,12 +15,13 @@
 use crate::service::{Acquirer, ApiError, payment_entry, refund_entry, reversal_entry};
 use crate::settlement::{self, BatchRow, ClearingRow, ItemRow, PaymentFacts, SWEEP_LOOKBACK_MS};
 use crate::store::audit::{Line, SettledEvent};
-use crate::store::{self, PaymentRow, StoreError, StoreResult};
+use crate::store::{self, PaymentRow, RefundRow, StoreError, StoreResult};
 use paycode_core::ledger::JournalEntry;
 use paycode_core::payment::{PaymentState, RefundState};
 use paycode_core::settlement as core;
 use paycode_db::sql::Connection;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 
 /// Violations collected at most; the audit reports that it stopped.
@@ -116,8 +117,13 @@ struct StoredEntry {
 }
 
 fn entries_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<StoredEntry>> {
+    Ok(group_entries(store::postings_of_payment(c, payment_id)?))
+}
+
+/// One payment's posting rows, in entry and line order, as its entries.
+fn group_entries(rows: Vec<store::PostingRow>) -> Vec<StoredEntry> {
     let mut out: Vec<StoredEntry> = Vec::new();
-    for r in store::postings_of_payment(c, payment_id)? {
+    for r in rows {
         let line = (r.account, r.side, r.amount_minor, r.currency);
         match out.last_mut() {
             Some(e) if e.entry_id == r.entry_id => e.lines.push(line),
@@ -129,7 +135,7 @@ fn entries_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<Store
             }),
         }
     }
-    Ok(out)
+    out
 }
 
 /// Compares the stored entries of one owner with the expected ones, in order.
@@ -239,50 +245,102 @@ fn check_balances(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
     })
 }
 
+/// Payments read per chunk: three statements per chunk instead of three per payment.
+const AUDIT_CHUNK: usize = 1_000;
+
+/// Every payment, a chunk of ids at a time: the chunk's payments, refunds and postings in three
+/// range reads. A chunk with a row that cannot be read is checked again one payment at a time,
+/// so that the unreadable row is named and the others are still checked.
 fn check_payments(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
-    store::audit::each_payment_id(c, |id| check_payment(c, report, id))
+    let mut after = String::new();
+    loop {
+        let ids = store::audit::payment_ids_after(c, &after, AUDIT_CHUNK)?;
+        let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+            return Ok(());
+        };
+        let read = store::payments_in_range(c, first, last)
+            .and_then(|p| Ok((p, store::refunds_of_payments_in_range(c, first, last)?)));
+        match read {
+            Ok((payments, refunds)) => {
+                let mut refunds_of: HashMap<String, Vec<RefundRow>> = HashMap::new();
+                for r in refunds {
+                    refunds_of.entry(r.payment_id.clone()).or_default().push(r);
+                }
+                let mut postings_of: HashMap<String, Vec<store::PostingRow>> = HashMap::new();
+                for r in store::postings_of_payments_in_range(c, first, last)? {
+                    if let Some(id) = r.payment_id.clone() {
+                        postings_of.entry(id).or_default().push(r);
+                    }
+                }
+                for p in payments {
+                    let refunds = refunds_of.remove(&p.payment_id).unwrap_or_default();
+                    let entries =
+                        group_entries(postings_of.remove(&p.payment_id).unwrap_or_default());
+                    check_read_payment(report, &p, &refunds, &entries);
+                }
+            }
+            Err(StoreError::Corrupt(_)) => {
+                for id in &ids {
+                    check_payment(c, report, id.clone())?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if ids.len() < AUDIT_CHUNK {
+            return Ok(());
+        }
+        after = last.clone();
+    }
 }
 
 /// One payment's entries and its refunds'; a row that cannot be read is a violation, and the
 /// audit goes on with the next.
 fn check_payment(c: &Connection, report: &mut AuditReport, id: String) -> StoreResult<()> {
+    let read =
+        store::payment_by_id(c, &id).and_then(|p| Ok((p, store::refunds_of_payment(c, &id)?)));
+    let (p, refunds) = match read {
+        Ok((Some(p), refunds)) => (p, refunds),
+        Ok((None, _)) => return Ok(()),
+        Err(StoreError::Corrupt(why)) => {
+            report.flag("payments", &id, format!("cannot be read: {why}"));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let entries = entries_of_payment(c, &id)?;
+    check_read_payment(report, &p, &refunds, &entries);
+    Ok(())
+}
+
+/// Checks one payment's stored entries, and its refunds', against what their states call for.
+fn check_read_payment(
+    report: &mut AuditReport,
+    p: &PaymentRow,
+    refunds: &[RefundRow],
+    entries: &[StoredEntry],
+) {
+    let id = p.payment_id.as_str();
     {
-        let read =
-            store::payment_by_id(c, &id).and_then(|p| Ok((p, store::refunds_of_payment(c, &id)?)));
-        let (p, refunds) = match read {
-            Ok((Some(p), refunds)) => (p, refunds),
-            Ok((None, _)) => return Ok(()),
-            Err(StoreError::Corrupt(why)) => {
-                report.flag("payments", &id, format!("cannot be read: {why}"));
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
         report.n_payments += 1;
-        let entries = entries_of_payment(c, &id)?;
         // The payment's own entries.
         let own: Vec<&StoredEntry> = entries.iter().filter(|e| e.refund_id.is_none()).collect();
-        let expected = match expected_payment_entries(&p) {
+        let expected = match expected_payment_entries(p) {
             Ok(e) => e,
             Err(e) => {
-                report.flag(
-                    "payments",
-                    &id,
-                    format!("cannot recompute its entries: {e}"),
-                );
-                return Ok(());
+                report.flag("payments", id, format!("cannot recompute its entries: {e}"));
+                return;
             }
         };
-        compare_entries(report, "payments", &id, &own, &expected);
+        compare_entries(report, "payments", id, &own, &expected);
         // Each refund's entries.
-        for r in &refunds {
+        for r in refunds {
             report.n_refunds += 1;
             let stored: Vec<&StoredEntry> = entries
                 .iter()
                 .filter(|e| e.refund_id.as_deref() == Some(r.refund_id.as_str()))
                 .collect();
             let expected = if r.state == RefundState::Success {
-                match refund_entry(&p, r) {
+                match refund_entry(p, r) {
                     Ok(e) => vec![e],
                     Err(e) => {
                         report.flag(
@@ -298,7 +356,7 @@ fn check_payment(c: &Connection, report: &mut AuditReport, id: String) -> StoreR
             };
             compare_entries(report, "refunds", &r.refund_id, &stored, &expected);
         }
-        for e in &entries {
+        for e in entries {
             if let Some(rid) = &e.refund_id
                 && !refunds.iter().any(|r| &r.refund_id == rid)
             {
@@ -313,7 +371,6 @@ fn check_payment(c: &Connection, report: &mut AuditReport, id: String) -> StoreR
             }
         }
     }
-    Ok(())
 }
 
 /// The entries a payment's state calls for (its refunds aside).
@@ -326,29 +383,15 @@ fn expected_payment_entries(p: &PaymentRow) -> Result<Vec<JournalEntry>, StoreEr
 }
 
 fn check_items(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
+    let mut chunk: Vec<ItemRow> = Vec::with_capacity(AUDIT_CHUNK);
     store::audit::each_item(c, |item| {
-        report.n_items += 1;
-        let id = format!("{} {}", item.kind, item.transaction_id);
-        match expected_item(c, &item)? {
-            Err(problem) => report.flag("settlement_items", &id, problem),
-            Ok(expected) if expected != item.facts() => report.flag(
-                "settlement_items",
-                &id,
-                format!(
-                    "does not match its {}: stored {:?}, expected {:?}",
-                    if item.kind == "REFUND" {
-                        "refund"
-                    } else {
-                        "payment"
-                    },
-                    item.facts(),
-                    expected
-                ),
-            ),
-            Ok(_) => {}
+        chunk.push(item);
+        if chunk.len() == AUDIT_CHUNK {
+            check_item_chunk(c, report, std::mem::take(&mut chunk))?;
         }
         Ok(())
     })?;
+    check_item_chunk(c, report, chunk)?;
     // Items in batches or clearings that do not exist.
     store::audit::each_dangling_item(c, |(kind, tx, batch, clearing)| {
         report.flag(
@@ -377,6 +420,75 @@ fn check_items(c: &Connection, report: &mut AuditReport) -> StoreResult<()> {
     Ok(())
 }
 
+/// Items against their payments and refunds, read for the whole chunk in two statements; a
+/// chunk with a row that cannot be read is checked again one item at a time.
+fn check_item_chunk(
+    c: &Connection,
+    report: &mut AuditReport,
+    items: Vec<ItemRow>,
+) -> StoreResult<()> {
+    let payment_ids: Vec<&str> = items.iter().map(|i| i.payment_id.as_str()).collect();
+    let refund_ids: Vec<&str> = items
+        .iter()
+        .filter(|i| i.kind == "REFUND")
+        .map(|i| i.transaction_id.as_str())
+        .collect();
+    let read = store::payments_by_ids(c, &payment_ids)
+        .and_then(|p| Ok((p, store::refunds_by_ids(c, &refund_ids)?)));
+    let (payments, refunds) = match read {
+        Ok((p, r)) => (p, r),
+        Err(StoreError::Corrupt(_)) => {
+            for item in &items {
+                let expected = expected_item(c, item)?;
+                judge_item(report, item, expected);
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let payments: HashMap<&str, &PaymentRow> = payments
+        .iter()
+        .map(|p| (p.payment_id.as_str(), p))
+        .collect();
+    let refunds: HashMap<&str, &RefundRow> =
+        refunds.iter().map(|r| (r.refund_id.as_str(), r)).collect();
+    for item in &items {
+        let expected = match payments.get(item.payment_id.as_str()) {
+            None => Err(format!("payment {} does not exist", item.payment_id)),
+            Some(p) => expected_item_of(
+                p,
+                item,
+                Ok(refunds.get(item.transaction_id.as_str()).copied()),
+            )?,
+        };
+        judge_item(report, item, expected);
+    }
+    Ok(())
+}
+
+fn judge_item(report: &mut AuditReport, item: &ItemRow, expected: Result<ItemRow, String>) {
+    report.n_items += 1;
+    let id = format!("{} {}", item.kind, item.transaction_id);
+    match expected {
+        Err(problem) => report.flag("settlement_items", &id, problem),
+        Ok(expected) if expected != item.facts() => report.flag(
+            "settlement_items",
+            &id,
+            format!(
+                "does not match its {}: stored {:?}, expected {:?}",
+                if item.kind == "REFUND" {
+                    "refund"
+                } else {
+                    "payment"
+                },
+                item.facts(),
+                expected
+            ),
+        ),
+        Ok(_) => {}
+    }
+}
+
 /// The facts an item should hold, from its payment or refund; `Err` names why there is none.
 fn expected_item(c: &Connection, item: &ItemRow) -> StoreResult<Result<ItemRow, String>> {
     let p = match store::payment_by_id(c, &item.payment_id) {
@@ -385,7 +497,29 @@ fn expected_item(c: &Connection, item: &ItemRow) -> StoreResult<Result<ItemRow, 
         Err(StoreError::Corrupt(why)) => return Ok(Err(format!("payment cannot be read: {why}"))),
         Err(e) => return Err(e),
     };
-    let facts = PaymentFacts::of(&p);
+    let refund = if item.kind == "REFUND" {
+        match store::refund_by_id(c, &item.transaction_id) {
+            Err(StoreError::Corrupt(why)) => Err(format!("refund cannot be read: {why}")),
+            Err(e) => return Err(e),
+            Ok(r) => Ok(r),
+        }
+    } else {
+        Ok(None)
+    };
+    expected_item_of(
+        &p,
+        item,
+        refund.as_ref().map(Option::as_ref).map_err(Clone::clone),
+    )
+}
+
+/// The facts an item should hold given its payment and (for a refund item) its refund as read.
+fn expected_item_of(
+    p: &PaymentRow,
+    item: &ItemRow,
+    refund: Result<Option<&RefundRow>, String>,
+) -> StoreResult<Result<ItemRow, String>> {
+    let facts = PaymentFacts::of(p);
     Ok(match item.kind.as_str() {
         "PAYMENT" => match p.paid_ms {
             Some(_) => Ok(facts.payment_item()?),
@@ -401,12 +535,11 @@ fn expected_item(c: &Connection, item: &ItemRow) -> StoreResult<Result<ItemRow, 
                 state.status_str()
             )),
         },
-        "REFUND" => match store::refund_by_id(c, &item.transaction_id) {
-            Err(StoreError::Corrupt(why)) => Err(format!("refund cannot be read: {why}")),
-            Err(e) => return Err(e),
+        "REFUND" => match refund {
+            Err(why) => Err(why),
             Ok(None) => Err("refund does not exist".to_string()),
             Ok(Some(r)) if r.state == RefundState::Success && r.payment_id == p.payment_id => {
-                Ok(facts.refund_item(&r)?)
+                Ok(facts.refund_item(r)?)
             }
             Ok(Some(r)) => Err(format!(
                 "refund is {} of payment {}, not a successful refund of {}",

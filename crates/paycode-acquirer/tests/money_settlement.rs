@@ -985,6 +985,32 @@ async fn a_day_of_mixed_traffic_settles_into_reports_that_match_and_an_audit_tha
         violations.iter().any(|v| v.table == "settlement_batches"),
         "{violations:#?}"
     );
+    // A payment row that cannot be read is named, and every other payment is still checked
+    // (the audit reads payments a chunk at a time and reads that chunk again one by one).
+    let report_before = env.acq.audit_report().await.unwrap();
+    let sql: &'static str = Box::leak(
+        format!("UPDATE payments SET status = 'BOGUS' WHERE payment_id = '{mo_b}'")
+            .into_boxed_str(),
+    );
+    assert_eq!(env.exec(sql).await, 1);
+    let report = env.acq.audit_report().await.unwrap();
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.table == "payments" && v.id == mo_b && v.problem.contains("cannot be read")),
+        "{:#?}",
+        report.violations
+    );
+    assert_eq!(report.n_payments, report_before.n_payments - 1);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.table == "settlement_items" && v.problem.contains("payment cannot be read")),
+        "its item is named too: {:#?}",
+        report.violations
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,6 +190,15 @@ pub fn each_balance_without_postings(
 }
 
 /// Every payment id, in order.
+/// Up to `limit` payment ids after `after`, in order (the audit's chunks).
+pub fn payment_ids_after(c: &Connection, after: &str, limit: usize) -> StoreResult<Vec<String>> {
+    Ok(c.query_all_cached(
+        "SELECT payment_id FROM payments WHERE payment_id > ?1 ORDER BY payment_id LIMIT ?2",
+        paycode_db::params![after, limit as i64],
+        |r| r.get(0),
+    )?)
+}
+
 pub fn each_payment_id(
     c: &Connection,
     f: impl FnMut(String) -> StoreResult<()>,

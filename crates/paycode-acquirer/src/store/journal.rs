@@ -128,6 +128,33 @@ pub fn postings_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<
     Ok(rows)
 }
 
+/// The postings of the payments with ids in `[first, last]`, by payment, entry and line.
+pub fn postings_of_payments_in_range(
+    c: &Connection,
+    first: &str,
+    last: &str,
+) -> StoreResult<Vec<PostingRow>> {
+    let rows = c.query_all_cached(
+        "SELECT e.entry_id, e.kind, e.payment_id, e.refund_id, p.account, p.side, p.amount_minor, \
+         p.currency FROM journal_entries e JOIN postings p ON p.entry_id = e.entry_id \
+         WHERE e.payment_id BETWEEN ?1 AND ?2 ORDER BY e.payment_id, e.entry_id, p.idx",
+        [first, last],
+        |r| {
+            Ok(PostingRow {
+                entry_id: r.get(0)?,
+                kind: r.get(1)?,
+                payment_id: r.get(2)?,
+                refund_id: r.get(3)?,
+                account: r.get(4)?,
+                side: r.get(5)?,
+                amount_minor: r.get(6)?,
+                currency: r.get(7)?,
+            })
+        },
+    )?;
+    Ok(rows)
+}
+
 pub fn account_balance(c: &Connection, account: &str) -> StoreResult<i64> {
     Ok(c.query_row(
         "SELECT balance_minor FROM account_balances WHERE account = ?1",

@@ -378,6 +378,75 @@ pub fn refund_by_request_id(
     )
 }
 
+/// The payments with ids in `[first, last]`, by id (the audit reads them a chunk at a time).
+pub fn payments_in_range(c: &Connection, first: &str, last: &str) -> StoreResult<Vec<PaymentRow>> {
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id BETWEEN ?1 AND ?2 ORDER BY payment_id"
+        ),
+        [first, last],
+        payment_from_row,
+    )?;
+    Ok(rows)
+}
+
+/// The payments with these ids (any order).
+pub fn payments_by_ids(c: &Connection, ids: &[&str]) -> StoreResult<Vec<PaymentRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id IN ({})",
+            marks.join(", ")
+        ),
+        ids.iter()
+            .map(|id| id as &dyn paycode_db::sql::types::ToSql)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        payment_from_row,
+    )?;
+    Ok(rows)
+}
+
+/// The refunds of the payments with ids in `[first, last]`, by payment, then as listed for one.
+pub fn refunds_of_payments_in_range(
+    c: &Connection,
+    first: &str,
+    last: &str,
+) -> StoreResult<Vec<RefundRow>> {
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id BETWEEN ?1 AND ?2 \
+         ORDER BY payment_id, created_ms, refund_id"
+        ),
+        [first, last],
+        refund_from_row,
+    )?;
+    Ok(rows)
+}
+
+/// The refunds with these ids (any order).
+pub fn refunds_by_ids(c: &Connection, ids: &[&str]) -> StoreResult<Vec<RefundRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+    let rows = c.query_all_cached(
+        &format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE refund_id IN ({})",
+            marks.join(", ")
+        ),
+        ids.iter()
+            .map(|id| id as &dyn paycode_db::sql::types::ToSql)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        refund_from_row,
+    )?;
+    Ok(rows)
+}
+
 pub fn refunds_of_payment(c: &Connection, payment_id: &str) -> StoreResult<Vec<RefundRow>> {
     let rows = c.query_all_cached(&format!(
         "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY created_ms, refund_id"
