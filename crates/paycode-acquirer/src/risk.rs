@@ -364,10 +364,20 @@ pub fn decide(
     let mut buyer_facts = None;
     if let Some(buyer) = p.buyer {
         let mut facts = BuyerFacts::default();
-        if needs.buyer_minutes > 0 {
+        let wants_attempts = needs.buyer_minutes > 0;
+        if wants_attempts {
             db::count_buyer_attempt(c, buyer, currency, amount_minor, p.now_ms)?;
-            let since_ms = p.now_ms - needs.buyer_minutes * 60_000;
-            attempts = db::buyer_attempts(c, buyer, since_ms)?;
+        }
+        if wants_attempts || needs.buyer_blocked || needs.history {
+            let [m, mcc] = history_scopes(p.merchant, p.mcc());
+            let read = db::buyer_read(
+                c,
+                buyer,
+                wants_attempts.then(|| p.now_ms - needs.buyer_minutes * 60_000),
+                currency,
+                needs.history.then_some([m.as_str(), mcc.as_str()]),
+            )?;
+            attempts = read.attempts;
             // This attempt is in the current minute's row: the rules see the ones before it.
             let this_minute = p.now_ms.div_euclid(60_000);
             if let Some(a) = attempts
@@ -377,19 +387,8 @@ pub fn decide(
                 a.n_attempts -= 1;
                 a.amount_minor -= amount_minor;
             }
-        }
-        if needs.buyer_blocked || needs.history {
-            let link = db::buyer_customer(c, buyer)?;
-            facts.blocked = link.as_ref().is_some_and(|l| l.2);
-            if needs.history {
-                let key = customer_key(
-                    buyer,
-                    link.as_ref().map(|(w, id, _)| (w.as_str(), id.as_str())),
-                );
-                let [m, mcc] = history_scopes(p.merchant, p.mcc());
-                [facts.history_merchant, facts.history_mcc] =
-                    db::buyer_history(c, &key, currency, [&m, &mcc])?;
-            }
+            facts.blocked = read.blocked;
+            [facts.history_merchant, facts.history_mcc] = read.history;
         }
         buyer_facts = Some(facts);
     }
@@ -451,9 +450,8 @@ pub fn learn_from_answer(
                 .map(|id| (p.wallet.as_str(), id)),
         );
         let merchant = format!("{}/{}", p.client_id, p.reference_merchant_id);
-        for scope in history_scopes(&merchant, mcc) {
-            db::record_paid(c, &key, &scope, &p.currency, p.amount_minor, now_ms)?;
-        }
+        let [m, mcc] = history_scopes(&merchant, mcc);
+        db::record_paid_at(c, &key, [&m, &mcc], &p.currency, p.amount_minor, now_ms)?;
     }
     Ok(())
 }

@@ -2771,6 +2771,65 @@ fn replay_rows_page_through_a_period_oldest_first_with_paid_and_refunded() {
     }
 }
 
+/// The one-statement read the pay unit uses agrees with its three parts, linked or not,
+/// blocked or not, and the two-scope history write with two single writes.
+#[test]
+fn the_buyer_read_in_one_statement_agrees_with_its_parts() {
+    for s in stores("buyer_read") {
+        let scopes = ["M:client-1/M1", "MCC:5812"];
+        let minute0 = T0 - T0.rem_euclid(60_000);
+        s.w(move |c| {
+            risk::count_buyer_attempt(c, "B1", "SGD", 100, minute0)?;
+            risk::count_buyer_attempt(c, "B2", "SGD", 70, minute0 + 60_000)?;
+            risk::count_buyer_attempt(c, "B2", "USD", 5, minute0 + 60_000)?;
+            // The unlinked key's history is under the key itself.
+            risk::record_paid_at(c, "B3", scopes, "SGD", 400, T0)?;
+            risk::record_paid_at(c, "walleta/CUST-1", scopes, "SGD", 900, T0)?;
+            risk::record_paid(c, "walleta/CUST-1", scopes[0], "SGD", 100, T0)
+        });
+        let check = |buyer: &'static str, label: &str| {
+            let read = s.r(move |c| risk::buyer_read(c, buyer, Some(minute0), "SGD", Some(scopes)));
+            let mut got = read.attempts.clone();
+            let mut want = s.r(move |c| risk::buyer_attempts(c, buyer, minute0));
+            got.sort_by_key(|a| (a.minute, a.currency.code().to_string()));
+            want.sort_by_key(|a| (a.minute, a.currency.code().to_string()));
+            assert_eq!(got, want, "{}: {label}: attempts", s.label);
+            let link = s.r(move |c| risk::buyer_customer(c, buyer));
+            assert_eq!(read.blocked, link.as_ref().is_some_and(|l| l.2), "{label}");
+            let key = link.map_or(buyer.to_string(), |(w, id, _)| format!("{w}/{id}"));
+            let history = s.r(move |c| risk::buyer_history(c, &key, "SGD", scopes));
+            assert_eq!(read.history, history, "{}: {label}: history", s.label);
+            read
+        };
+        let unlinked = check("B3", "unlinked");
+        assert_eq!(unlinked.history[0].total_minor, 400);
+        s.w(|c| {
+            risk::link_buyer(c, "B1", "walleta", "CUST-1", T0)?;
+            risk::link_buyer(c, "B2", "walleta", "CUST-1", T0)
+        });
+        let linked = check("B1", "linked");
+        assert_eq!(linked.attempts.len(), 3, "both keys' minutes");
+        assert_eq!(
+            (linked.history[0].n_payments, linked.history[0].total_minor),
+            (2, 1_000)
+        );
+        assert_eq!(linked.history[1].total_minor, 900);
+        let row = risk::BlockedCustomer {
+            wallet: "walleta".to_string(),
+            customer_id: "CUST-1".to_string(),
+            reason: "x".to_string(),
+            source: "operator".to_string(),
+            created_ms: T0,
+        };
+        s.w(move |c| risk::block_customer(c, &row));
+        assert!(check("B2", "blocked").blocked);
+        // Nothing asked for, nothing read but the block.
+        let bare = s.r(|c| risk::buyer_read(c, "B2", None, "SGD", None));
+        assert!(bare.attempts.is_empty() && bare.blocked);
+        assert_eq!(bare.history, [Default::default(); 2]);
+    }
+}
+
 /// Payments of one device at several merchants at once: a velocity rule lets exactly `max`
 /// through, on every engine and across two processes.
 #[test]

@@ -197,6 +197,106 @@ pub fn buyer_customer(c: &Connection, buyer: &str) -> StoreResult<Option<(String
     .optional()?)
 }
 
+/// What the buyer rules read about one buyer, in one statement: its customer's attempts
+/// since `since_ms` (as [`buyer_attempts`], when `attempts` is asked for), whether the customer
+/// is blocked (as [`buyer_customer`]), and its paid history in `currency` at `scopes` under its
+/// customer key (as [`buyer_history`], when asked for).
+pub struct BuyerRead {
+    pub attempts: Vec<MinuteAttempts>,
+    pub blocked: bool,
+    pub history: [AmountHistory; 2],
+}
+
+pub fn buyer_read(
+    c: &Connection,
+    buyer: &str,
+    since_ms: Option<i64>,
+    currency: &str,
+    scopes: Option<[&str; 2]>,
+) -> StoreResult<BuyerRead> {
+    let [scope_m, scope_mcc] = scopes.unwrap_or(["", ""]);
+    let rows: Vec<(String, i64, String, i64, i64)> = c.query_all_cached(
+        "WITH link AS (SELECT wallet, customer_id FROM buyer_customers WHERE buyer = ?1) \
+         SELECT 'A', a.minute, a.currency, SUM(a.amount_minor), SUM(a.n_attempts) \
+         FROM buyer_attempts a WHERE CAST(?6 AS BIGINT) = 1 AND a.minute >= ?2 AND a.buyer IN \
+         (SELECT ?1 UNION SELECT b.buyer FROM buyer_customers b JOIN link l \
+         ON b.wallet = l.wallet AND b.customer_id = l.customer_id) GROUP BY a.minute, a.currency \
+         UNION ALL SELECT 'L', 0, l.wallet, CASE WHEN EXISTS (SELECT 1 FROM blocked_customers x \
+         WHERE x.wallet = l.wallet AND x.customer_id = l.customer_id) THEN 1 ELSE 0 END, 0 FROM link l \
+         UNION ALL SELECT 'H', h.n_payments, h.scope, h.total_minor, 0 FROM buyer_history h \
+         WHERE CAST(?7 AS BIGINT) = 1 AND h.customer = COALESCE((SELECT wallet || '/' || customer_id \
+         FROM link), ?1) AND h.currency = ?3 AND h.scope IN (?4, ?5)",
+        params![
+            buyer,
+            minute_of(since_ms.unwrap_or(0)),
+            currency,
+            scope_m,
+            scope_mcc,
+            i64::from(since_ms.is_some()),
+            i64::from(scopes.is_some())
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let mut out = BuyerRead {
+        attempts: Vec::new(),
+        blocked: false,
+        history: [AmountHistory::default(); 2],
+    };
+    for (kind, a, text, b, n) in rows {
+        match kind.as_str() {
+            "A" => out.attempts.push(MinuteAttempts {
+                minute: a,
+                currency: paycode_core::Currency::parse(&text).map_err(|e| {
+                    StoreError::Corrupt(format!("buyer_attempts of {buyer}: currency: {e}"))
+                })?,
+                amount_minor: b,
+                n_attempts: n,
+            }),
+            "L" => out.blocked = b != 0,
+            _ => {
+                let i = usize::from(text != scope_m);
+                out.history[i] = AmountHistory {
+                    n_payments: a,
+                    total_minor: b,
+                };
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds one paid payment to the customer's history at both scopes in one statement, halving
+/// as [`AmountHistory::with_payment`] says (as [`record_paid`] twice).
+pub fn record_paid_at(
+    c: &Connection,
+    customer: &str,
+    scopes: [&str; 2],
+    currency: &str,
+    amount_minor: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let rows: Vec<(String, i64, i64)> = c.query_all_cached(
+        "INSERT INTO buyer_history (customer, scope, currency, n_payments, total_minor, updated_ms) \
+         VALUES (?1, ?2, ?4, 1, ?5, ?6), (?1, ?3, ?4, 1, ?5, ?6) \
+         ON CONFLICT (customer, scope, currency) DO UPDATE SET \
+         n_payments = buyer_history.n_payments + 1, \
+         total_minor = buyer_history.total_minor + excluded.total_minor, \
+         updated_ms = excluded.updated_ms RETURNING scope, n_payments, total_minor",
+        params![customer, scopes[0], scopes[1], currency, amount_minor, now_ms],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    for (scope, n, total) in rows {
+        if n >= AmountHistory::HALVE_AT {
+            c.prepare_cached(
+                "UPDATE buyer_history SET n_payments = ?4, total_minor = ?5 \
+                 WHERE customer = ?1 AND scope = ?2 AND currency = ?3",
+            )?
+            .execute(params![customer, scope, currency, n / 2, total / 2])?;
+        }
+    }
+    Ok(())
+}
+
 /// Links a buyer key to the wallet's customer (a wallet answer named it).
 pub fn link_buyer(
     c: &Connection,
