@@ -419,3 +419,90 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
     Json(serde_json::json!({"clients": clients, "merchants": merchants, "wallets": wallets, "routes": routes}))
         .into_response()
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AgentTokenBody {
+    integrator_client_id: String,
+    client_id: String,
+    reference_merchant_id: String,
+    scope: Vec<String>,
+    #[serde(default = "day_s")]
+    expires_in_s: i64,
+}
+
+fn day_s() -> i64 {
+    86_400
+}
+
+fn agent_token_json(t: &crate::store::agents::AgentTokenRow) -> serde_json::Value {
+    serde_json::json!({
+        "tokenId": t.token_id, "integratorClientId": t.integrator_client_id,
+        "clientId": t.client_id, "referenceMerchantId": t.reference_merchant_id,
+        "scope": t.scope, "createdTime": crate::wire::iso(t.created_ms),
+        "expiresTime": crate::wire::iso(t.expires_ms),
+        "revokedTime": t.revoked_ms.map(crate::wire::iso),
+    })
+}
+
+/// Grants an integrator an `Agent-Token` for one merchant; the token is in this answer only.
+pub async fn issue_agent_token(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let result = async {
+        let b: AgentTokenBody = body(&raw)?;
+        acq.issue_agent_token(
+            &b.integrator_client_id,
+            &b.client_id,
+            &b.reference_merchant_id,
+            b.scope,
+            b.expires_in_s,
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(issued) => {
+            let mut v = agent_token_json(&issued.row);
+            v["agentToken"] = serde_json::Value::String(issued.token);
+            Json(v).into_response()
+        }
+        Err(e) => admin_error(e),
+    }
+}
+
+pub async fn list_agent_tokens(State(acq): State<Acquirer>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    match acq.agent_tokens().await {
+        Ok(list) => Json(serde_json::json!({
+            "agentTokens": list.iter().map(agent_token_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
+pub async fn revoke_agent_token(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    match acq.revoke_agent_token(&id).await {
+        Ok(true) => Json(serde_json::json!({"result": "SUCCESS"})).into_response(),
+        Ok(false) => admin_error(ApiError::new(
+            ResultCode::ORDER_NOT_EXIST,
+            format!("no unrevoked agent token {id}"),
+        )),
+        Err(e) => admin_error(e),
+    }
+}

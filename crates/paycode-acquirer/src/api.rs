@@ -206,10 +206,40 @@ async fn handle_merchant(
             format!("no API at {}", req.path.split('?').next().unwrap_or("")),
         )
     })?;
-    let client_id = authenticate(acq, req)?;
+    let signer = authenticate(acq, req)?;
+    // With an Agent-Token the signer is an integrator acting as the merchant's client, for one
+    // merchant; without one the signer acts for itself.
+    let (client_id, grant) = match req.agent_token.as_deref().filter(|t| !t.is_empty()) {
+        None => (signer, None),
+        Some(token) => {
+            let g = acq.agent_grant(token, &signer, op).await?;
+            (g.client_id.clone(), Some(g))
+        }
+    };
+    // A payment of another merchant is answered as one that does not exist (SPEC §11).
+    let serves = |merchant: &str| -> Result<(), ApiError> {
+        match &grant {
+            Some(g) if g.reference_merchant_id != merchant => Err(ApiError::new(
+                ResultCode::ORDER_NOT_EXIST,
+                ResultCode::ORDER_NOT_EXIST.default_message(),
+            )),
+            _ => Ok(()),
+        }
+    };
     match op {
         "pay" => {
             let wire: merchant::PayRequest = parse_json(&req.body)?;
+            if let Some(g) = &grant
+                && wire.order.merchant.reference_merchant_id != g.reference_merchant_id
+            {
+                return Err(ApiError::new(
+                    ResultCode::ACCESS_DENIED,
+                    format!(
+                        "the Agent-Token acts for merchant {} only",
+                        g.reference_merchant_id
+                    ),
+                ));
+            }
             let input = pay_input(client_id, wire)?;
             let p = acq.pay(input).await?;
             Ok(answer(&wire::pay_response(&p), &wire::payment_result(&p)))
@@ -223,6 +253,7 @@ async fn handle_merchant(
                     wire.payment_request_id.as_deref(),
                 )
                 .await?;
+            serves(&p.reference_merchant_id)?;
             let refunds = acq.refunds_of(&p.payment_id).await?;
             Ok((
                 to_body(&wire::inquiry_response(&p, &refunds)),
@@ -238,6 +269,7 @@ async fn handle_merchant(
                     wire.payment_request_id.as_deref(),
                 )
                 .await?;
+            serves(&p.reference_merchant_id)?;
             let (p, at) = acq.cancel(p).await?;
             let resp = merchant::CancelResponse {
                 result: Some(wire::result(ResultCode::SUCCESS, "")),
@@ -250,6 +282,12 @@ async fn handle_merchant(
         "refund" => {
             let wire: merchant::RefundRequest = parse_json(&req.body)?;
             let input = refund_input(client_id, wire)?;
+            if grant.is_some() {
+                let p = acq
+                    .find_payment(&input.client_id, Some(&input.payment_id), None)
+                    .await?;
+                serves(&p.reference_merchant_id)?;
+            }
             let r = acq.refund(input).await?;
             let resp = wire::refund_response(&r);
             let result = resp.result.clone().unwrap_or_else(ResultInfo::success);
@@ -264,6 +302,12 @@ async fn handle_merchant(
                     wire.refund_request_id.as_deref(),
                 )
                 .await?;
+            if grant.is_some() {
+                let p = acq
+                    .find_payment(&client_id, Some(&r.payment_id), None)
+                    .await?;
+                serves(&p.reference_merchant_id)?;
+            }
             Ok((
                 to_body(&wire::refund_inquiry_response(&r)),
                 "SUCCESS".into(),

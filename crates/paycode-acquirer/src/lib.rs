@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod admin_money;
 pub mod admin_risk;
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod background;
@@ -79,6 +80,14 @@ pub fn router(acq: Acquirer) -> Router {
             delete(admin_risk::unblock),
         )
         .route("/admin/v1/risk/decisions", get(admin_risk::decisions))
+        .route(
+            "/admin/v1/agent-tokens",
+            get(admin::list_agent_tokens).post(admin::issue_agent_token),
+        )
+        .route(
+            "/admin/v1/agent-tokens/{id}",
+            delete(admin::revoke_agent_token),
+        )
         .route("/admin/v1/clients", post(admin::put_client))
         .route("/admin/v1/clients/{id}/keys", post(admin::put_client_key))
         .route("/admin/v1/merchants", post(admin::put_merchant))

@@ -2107,3 +2107,151 @@ async fn a_merchant_key_is_rotated_while_the_merchant_keeps_paying() {
     assert_eq!(stored, 0, "a refused request stores nothing");
     assert_eq!(h.balance("alice").await, before - paid);
 }
+
+/// System-integrator mode: the other client, holding an `Agent-Token` for merchant M1, pays and
+/// inquires as M1's client within the token's scope; outside it (another operation, another
+/// merchant, the token used by another client, revoked, expired) the answer is `ACCESS_DENIED`
+/// and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_integrator_acts_for_one_merchant_with_an_agent_token_within_its_grant() {
+    let h = Harness::new().await;
+    let issue = |scope: Value, life_s: i64| {
+        let body = json!({"integratorClientId": OTHER_CLIENT, "clientId": CLIENT,
+                          "referenceMerchantId": MERCHANT, "scope": scope, "expiresInS": life_s});
+        admin_post(&h, "/admin/v1/agent-tokens", body.to_string())
+    };
+    let bad = issue(json!(["pay", "fly"]), 3600).await;
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"fly\" is not one of"),
+        "{bad}"
+    );
+    let grant = issue(json!(["pay", "inquiryPayment", "refund"]), 3600).await;
+    let token = grant["agentToken"]
+        .as_str()
+        .expect("the token, once")
+        .to_string();
+    let token_id = grant["tokenId"].as_str().unwrap().to_string();
+    let listed = h.admin_get("/admin/v1/agent-tokens").await;
+    assert!(
+        !listed.to_string().contains(&token),
+        "the secret is never listed"
+    );
+    let agent = h.other.with_agent_token(&token);
+    let stored = |rid: &'static str| {
+        h.sql_i64(
+            "SELECT COUNT(*) FROM payments WHERE payment_request_id = ?1",
+            rid.to_string(),
+        )
+    };
+
+    // Within the grant: the payment is M1's, under M1's client.
+    let before = h.balance("alice").await;
+    let (codes, _) = h.device_codes("alice", 4).await;
+    let paid = h
+        .call_as(&agent, "pay", h.pay_body("ag-1", 640, &codes[0]))
+        .await;
+    assert_eq!(code_of(&paid), "SUCCESS", "{paid}");
+    assert_eq!(h.balance("alice").await, before - 640);
+    let own = h
+        .call("inquiryPayment", json!({"paymentRequestId": "ag-1"}))
+        .await;
+    assert_eq!(
+        own["paymentStatus"], "SUCCESS",
+        "the merchant sees it as its own: {own}"
+    );
+    let via = h
+        .call_as(
+            &agent,
+            "inquiryPayment",
+            json!({"paymentRequestId": "ag-1"}),
+        )
+        .await;
+    assert_eq!(via["paymentStatus"], "SUCCESS", "{via}");
+    let bare = h
+        .call_as(
+            &h.other,
+            "inquiryPayment",
+            json!({"paymentRequestId": "ag-1"}),
+        )
+        .await;
+    assert_eq!(
+        code_of(&bare),
+        "ORDER_NOT_EXIST",
+        "without the token it is not the other's"
+    );
+
+    // Outside the grant: nothing is written.
+    let cancel = h
+        .call_as(&agent, "cancel", json!({"paymentRequestId": "ag-1"}))
+        .await;
+    assert_eq!(code_of(&cancel), "ACCESS_DENIED", "{cancel}");
+    let mut elsewhere = h.pay_body("ag-2", 100, &codes[1]);
+    elsewhere["order"]["merchant"]["referenceMerchantId"] = json!("SUSPENDED");
+    let r = h.call_as(&agent, "pay", elsewhere).await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED", "{r}");
+    assert_eq!(stored("ag-2").await, 0);
+    let stolen = h.merchant.with_agent_token(&token);
+    let r = h
+        .call_as(&stolen, "pay", h.pay_body("ag-3", 100, &codes[2]))
+        .await;
+    assert_eq!(
+        code_of(&r),
+        "ACCESS_DENIED",
+        "a token works for its integrator only: {r}"
+    );
+    assert_eq!(stored("ag-3").await, 0);
+    let forged = h.other.with_agent_token("0000");
+    let r = h
+        .call_as(&forged, "pay", h.pay_body("ag-4", 100, &codes[2]))
+        .await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED", "{r}");
+    assert_eq!(stored("ag-4").await, 0);
+
+    // Revoked, and expired: refused, nothing written, the customer not charged.
+    let revoked: Value = reqwest::Client::new()
+        .delete(format!("{}/admin/v1/agent-tokens/{token_id}", h.url))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["result"], "SUCCESS", "{revoked}");
+    let r = h
+        .call_as(&agent, "pay", h.pay_body("ag-5", 100, &codes[2]))
+        .await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED", "{r}");
+    assert!(
+        r["result"]["resultMessage"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{r}"
+    );
+    let short = issue(json!(["pay"]), 1).await;
+    let short_agent = h
+        .other
+        .with_agent_token(short["agentToken"].as_str().unwrap());
+    h.acq.clock().advance_ms(2_000);
+    let r = h
+        .call_as(&short_agent, "pay", h.pay_body("ag-6", 100, &codes[3]))
+        .await;
+    assert_eq!(code_of(&r), "ACCESS_DENIED", "{r}");
+    assert!(
+        r["result"]["resultMessage"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{r}"
+    );
+    assert_eq!(stored("ag-5").await + stored("ag-6").await, 0);
+    assert_eq!(
+        h.balance("alice").await,
+        before - 640,
+        "only the granted payment was charged"
+    );
+}

@@ -308,6 +308,8 @@ pub struct SignedClient {
     signer: Signer,
     peer_key: Option<PublicKey>,
     now_ms: NowMs,
+    /// Sent as `Agent-Token` (an integrator acting for a merchant).
+    agent_token: Option<String>,
 }
 
 impl std::fmt::Debug for SignedClient {
@@ -346,7 +348,15 @@ impl SignedClient {
             signer,
             peer_key,
             now_ms: system_now_ms(),
+            agent_token: None,
         }
+    }
+
+    /// The same client sending `Agent-Token: token` with every request.
+    pub fn with_agent_token(&self, token: &str) -> SignedClient {
+        let mut c = self.clone();
+        c.agent_token = Some(token.to_string());
+        c
     }
 
     /// The same client stamping `Request-Time` with `now_ms` instead of the system clock.
@@ -402,23 +412,23 @@ impl SignedClient {
             )
             .await
             .map_err(|e| CallError::NotDelivered(format!("cannot sign: {e}")))?;
-        let resp = self
+        let mut request = self
             .http
             .post(parsed)
             .header("Content-Type", "application/json; charset=UTF-8")
             .header("Client-Id", &self.client_id)
             .header("Request-Time", &time)
-            .header("Signature", signature)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() || e.is_builder() {
-                    CallError::NotDelivered(e.to_string())
-                } else {
-                    CallError::Unknown(e.to_string())
-                }
-            })?;
+            .header("Signature", signature);
+        if let Some(token) = &self.agent_token {
+            request = request.header("Agent-Token", token);
+        }
+        let resp = request.body(body).send().await.map_err(|e| {
+            if e.is_connect() || e.is_builder() {
+                CallError::NotDelivered(e.to_string())
+            } else {
+                CallError::Unknown(e.to_string())
+            }
+        })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp

@@ -15,6 +15,7 @@ use paycode_core::ResultCode;
 use paycode_db::sql::types::Type;
 use paycode_db::sql::{self, Row};
 
+pub mod agents;
 pub mod audit;
 pub mod guesses;
 mod journal;
@@ -49,9 +50,13 @@ fn schema_v1() -> String {
     )
 }
 
+fn schema_v2() -> String {
+    format!("{}{}", risk::BUYER_RISK_SCHEMA, agents::AGENT_SCHEMA)
+}
+
 /// Every table of the current version, in order (for in-memory test stores).
 pub fn full_schema() -> String {
-    format!("{}{}", schema_v1(), risk::BUYER_RISK_SCHEMA)
+    format!("{}{}", schema_v1(), schema_v2())
 }
 
 /// The acquirer's schema versions. Version 1 is the schema of the first releases, written with
@@ -62,8 +67,8 @@ pub fn migrations() -> Vec<paycode_db::Migration> {
         paycode_db::Migration::new(1, "the first release's tables", schema_v1()),
         paycode_db::Migration::new(
             2,
-            "buyer and transaction risk: customers, versions, decisions",
-            risk::BUYER_RISK_SCHEMA,
+            "buyer and transaction risk (customers, versions, decisions); agent tokens",
+            schema_v2(),
         ),
     ]
 }
