@@ -382,7 +382,7 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
         .map(|c| {
             let mut versions: Vec<_> = c.keys.keys().copied().collect();
             versions.sort();
-            serde_json::json!({"clientId": c.client_id, "name": c.name, "active": c.active, "keyVersions": versions})
+            serde_json::json!({"clientId": c.client_id, "name": c.name, "active": c.active, "notifyUrl": c.notify_url, "keyVersions": versions})
         })
         .collect();
     clients.sort_by_key(|v| v["clientId"].as_str().unwrap_or("").to_string());
@@ -394,6 +394,7 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
                 "clientId": m.client_id, "referenceMerchantId": m.reference_merchant_id, "name": m.name,
                 "currencies": m.currencies, "settlementCurrency": m.settlement_currency, "feeBps": m.fee_bps,
                 "timeZone": m.time_zone, "cutoffMinutes": m.cutoff_minutes, "active": m.active,
+                "country": m.country,
                 "stores": m.stores.keys().collect::<Vec<_>>(),
             })
         })
@@ -402,7 +403,7 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
     let mut wallets: Vec<_> = snap
         .wallets
         .values()
-        .map(|w| serde_json::json!({"name": w.name, "pspName": w.psp_name, "baseUrl": w.base_url, "currencies": w.currencies, "enabled": w.enabled}))
+        .map(|w| serde_json::json!({"name": w.name, "pspName": w.psp_name, "baseUrl": w.base_url, "currencies": w.currencies, "enabled": w.enabled, "countries": w.countries, "transactionCurrencies": w.transaction_currencies}))
         .collect();
     wallets.sort_by_key(|v| v["name"].as_str().unwrap_or("").to_string());
     let routes: Vec<_> = snap

@@ -1,6 +1,7 @@
-//! `paycode admin risk …`: the operator's risk commands over a running acquirer's admin API
-//! (`/admin/v1/risk/…`). The URL and token come from the data directory (`demo.json`,
-//! `admin-token`) unless `--url` and `--token` name them.
+//! `paycode admin …`: the operator's commands over a running acquirer's admin API
+//! (`/admin/v1/…`): the registry (clients, keys, merchants, wallets), agent tokens, and the risk
+//! rules. The URL and token come from the data directory (`demo.json`, `admin-token`) unless
+//! `--url` and `--token` name them. A refusal is one line with the server's reason.
 
 use crate::demo_file::DemoFile;
 use anyhow::{Context, bail};
@@ -33,6 +34,96 @@ enum AdminCommand {
     /// The acquirer's risk rules, dry runs, blocked customers and decisions.
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// What the acquirer sees: clients, merchants, wallets and routes.
+    Registry,
+    /// API clients (merchants, ISVs, integrators).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Key versions of a client.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Add or change a merchant (with its stores) from a JSON file of the admin API's body.
+    Merchants {
+        #[command(subcommand)]
+        what: FileCommand,
+    },
+    /// Add or change a wallet (with its routes) from a JSON file of the admin API's body.
+    Wallets {
+        #[command(subcommand)]
+        what: FileCommand,
+    },
+    /// Agent-Tokens of system integrators.
+    #[command(subcommand)]
+    AgentTokens(AgentCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientsCommand {
+    /// Register a client, or change its name and notify URL.
+    Add {
+        client_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        notify_url: Option<String>,
+    },
+    /// Refuse every request of the client until it is activated again.
+    Suspend {
+        client_id: String,
+    },
+    Activate {
+        client_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Add a key version (several may be active during a rotation).
+    Add {
+        client_id: String,
+        #[arg(long)]
+        version: u32,
+        /// A file holding the base64 SPKI public key.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Retire a key version: requests signed with it are refused.
+    Retire {
+        client_id: String,
+        #[arg(long)]
+        version: u32,
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FileCommand {
+    Add { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCommand {
+    /// Grant an integrator a token for one merchant; prints the token (shown once).
+    Issue {
+        #[arg(long)]
+        integrator: String,
+        /// The merchant's client.
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        merchant: String,
+        /// Comma-separated operations, e.g. pay,inquiryPayment,refund.
+        #[arg(long)]
+        scope: String,
+        /// Life in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        expires_in_s: i64,
+    },
+    List,
+    Revoke {
+        token_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,9 +254,153 @@ fn print_report(r: &serde_json::Value) {
     }
 }
 
+/// Prints an answer: as JSON with `--json`, else `OK` or the pretty body.
+fn print_answer(json: bool, answer: &serde_json::Value) -> anyhow::Result<()> {
+    if json || answer.get("result").and_then(|r| r.as_str()) != Some("SUCCESS") {
+        println!("{}", serde_json::to_string_pretty(answer)?);
+    } else {
+        println!("OK");
+    }
+    Ok(())
+}
+
+/// A client as the registry lists it (to change one field and keep the others).
+async fn registered_client(api: &Api, client_id: &str) -> anyhow::Result<serde_json::Value> {
+    let (_, reg) = api
+        .call(reqwest::Method::GET, "/admin/v1/registry", None)
+        .await?;
+    reg["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["clientId"] == client_id)
+        .cloned()
+        .with_context(|| format!("no client {client_id} is registered"))
+}
+
+fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))
+}
+
+async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let (_, answer) = match cmd {
+        AdminCommand::Risk(_) => unreachable!("risk commands are run by run_risk"),
+        AdminCommand::Registry => {
+            let (_, v) = api.call(Method::GET, "/admin/v1/registry", None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        AdminCommand::Clients(c) => {
+            let body = match c {
+                ClientsCommand::Add {
+                    client_id,
+                    name,
+                    notify_url,
+                } => {
+                    serde_json::json!({"clientId": client_id, "name": name, "notifyUrl": notify_url})
+                }
+                ClientsCommand::Suspend { client_id } | ClientsCommand::Activate { client_id } => {
+                    let current = registered_client(api, client_id).await?;
+                    serde_json::json!({"clientId": client_id, "name": current["name"],
+                        "notifyUrl": current["notifyUrl"],
+                        "active": matches!(c, ClientsCommand::Activate { .. })})
+                }
+            };
+            api.call(Method::POST, "/admin/v1/clients", Some(body.to_string()))
+                .await?
+        }
+        AdminCommand::Keys(k) => {
+            let (client_id, version, path, active) = match k {
+                KeysCommand::Add {
+                    client_id,
+                    version,
+                    public_key,
+                } => (client_id, version, public_key, true),
+                KeysCommand::Retire {
+                    client_id,
+                    version,
+                    public_key,
+                } => (client_id, version, public_key, false),
+            };
+            let key = read_text(path, "public key file")?;
+            let body = serde_json::json!({"keyVersion": version, "publicKey": key.trim(), "active": active});
+            api.call(
+                Method::POST,
+                &format!("/admin/v1/clients/{client_id}/keys"),
+                Some(body.to_string()),
+            )
+            .await?
+        }
+        AdminCommand::Merchants {
+            what: FileCommand::Add { file },
+        } => {
+            let body = read_text(file, "merchant file")?;
+            api.call(Method::POST, "/admin/v1/merchants", Some(body))
+                .await?
+        }
+        AdminCommand::Wallets {
+            what: FileCommand::Add { file },
+        } => {
+            let body = read_text(file, "wallet file")?;
+            api.call(Method::POST, "/admin/v1/wallets", Some(body))
+                .await?
+        }
+        AdminCommand::AgentTokens(a) => match a {
+            AgentCommand::Issue {
+                integrator,
+                client,
+                merchant,
+                scope,
+                expires_in_s,
+            } => {
+                let scope: Vec<&str> = scope.split(',').map(str::trim).collect();
+                let body = serde_json::json!({"integratorClientId": integrator, "clientId": client,
+                    "referenceMerchantId": merchant, "scope": scope, "expiresInS": expires_in_s});
+                let (h, v) = api
+                    .call(
+                        Method::POST,
+                        "/admin/v1/agent-tokens",
+                        Some(body.to_string()),
+                    )
+                    .await?;
+                if !json {
+                    println!(
+                        "token {} for {integrator} acting for {client}/{merchant}, until {}",
+                        v["tokenId"].as_str().unwrap_or("?"),
+                        v["expiresTime"].as_str().unwrap_or("?")
+                    );
+                    println!("Agent-Token: {}", v["agentToken"].as_str().unwrap_or("?"));
+                    println!("(shown once: give it to the integrator now)");
+                    return Ok(());
+                }
+                (h, v)
+            }
+            AgentCommand::List => {
+                let (_, v) = api
+                    .call(Method::GET, "/admin/v1/agent-tokens", None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            AgentCommand::Revoke { token_id } => {
+                api.call(
+                    Method::DELETE,
+                    &format!("/admin/v1/agent-tokens/{token_id}"),
+                    None,
+                )
+                .await?
+            }
+        },
+    };
+    print_answer(json, &answer)
+}
+
 pub async fn run(data_dir: &Path, args: AdminArgs) -> anyhow::Result<()> {
     let api = Api::new(data_dir, &args)?;
-    let AdminCommand::Risk(cmd) = &args.what;
+    let AdminCommand::Risk(cmd) = &args.what else {
+        return run_registry(&api, &args.what, args.json).await;
+    };
     use reqwest::Method;
     let (headers, answer) = match cmd {
         RiskCommand::Get => api.call(Method::GET, "/admin/v1/risk/rules", None).await?,

@@ -1001,3 +1001,117 @@ fn serve_loads_a_rules_file_at_start_and_refuses_a_bad_one() {
     let text = stdout_of(&get);
     assert!(text.contains("\"night\""), "{text}{}", stderr_of(&get));
 }
+
+/// `paycode admin` over the registry: a client is added, suspended (its requests refused) and
+/// activated again; a key version is added; an agent token is issued, listed without its secret
+/// and revoked; mistakes are one line naming what is wrong.
+#[test]
+fn admin_manages_clients_keys_and_agent_tokens_from_the_command_line() {
+    let serve = Serve::start();
+    let admin = |args: &[&str]| serve.cmd().arg("admin").args(args).output().unwrap();
+    let ok = |args: &[&str]| {
+        let out = admin(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+        stdout_of(&out)
+    };
+    assert_eq!(
+        ok(&["clients", "add", "ISV_1", "--name", "Integrator One"]).trim(),
+        "OK"
+    );
+    let reg = ok(&["registry"]);
+    assert!(reg.contains("\"ISV_1\""), "{reg}");
+    ok(&["clients", "suspend", "ISV_1"]);
+    let reg: serde_json::Value = serde_json::from_str(&ok(&["registry"])).unwrap();
+    let isv = reg["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clientId"] == "ISV_1")
+        .unwrap()
+        .clone();
+    assert_eq!(isv["active"], false, "{isv}");
+    assert_eq!(isv["name"], "Integrator One", "suspending keeps the name");
+    ok(&["clients", "activate", "ISV_1"]);
+    let key = serve.data_dir().join("isv.pub");
+    let demo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(serve.data_dir().join("demo.json")).unwrap())
+            .unwrap();
+    std::fs::write(&key, demo["acquirerPublicKey"].as_str().unwrap()).unwrap();
+    ok(&[
+        "keys",
+        "add",
+        "ISV_1",
+        "--version",
+        "1",
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    let reg: serde_json::Value = serde_json::from_str(&ok(&["registry"])).unwrap();
+    let versions = reg["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["clientId"] == "ISV_1")
+        .unwrap()["keyVersions"]
+        .clone();
+    assert_eq!(versions, serde_json::json!([1]), "{reg}");
+
+    let client = demo["clientId"].as_str().unwrap();
+    let merchant = demo["referenceMerchantId"].as_str().unwrap();
+    let issued = ok(&[
+        "agent-tokens",
+        "issue",
+        "--integrator",
+        "ISV_1",
+        "--client",
+        client,
+        "--merchant",
+        merchant,
+        "--scope",
+        "pay,inquiryPayment",
+    ]);
+    let token = issued
+        .lines()
+        .find_map(|l| l.strip_prefix("Agent-Token: "))
+        .unwrap_or_else(|| panic!("{issued}"))
+        .to_string();
+    let listed = ok(&["agent-tokens", "list"]);
+    assert!(
+        listed.contains("ISV_1") && !listed.contains(&token),
+        "{listed}"
+    );
+    let id = issued.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(ok(&["agent-tokens", "revoke", &id]).trim(), "OK");
+
+    // Mistakes: one line, saying what is wrong.
+    let out = admin(&["clients", "suspend", "NOBODY"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("no client NOBODY is registered"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = admin(&["agent-tokens", "revoke", &id]);
+    assert!(
+        stderr_of(&out).contains("no unrevoked agent token"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = admin(&[
+        "agent-tokens",
+        "issue",
+        "--integrator",
+        "ISV_1",
+        "--client",
+        client,
+        "--merchant",
+        "NOPE",
+        "--scope",
+        "pay",
+    ]);
+    assert!(
+        stderr_of(&out).contains("referenceMerchantId: no merchant NOPE"),
+        "{}",
+        stderr_of(&out)
+    );
+}
