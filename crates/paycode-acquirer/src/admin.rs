@@ -32,6 +32,87 @@ fn currencies(field: &str, list: &[String]) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
+/// Who made an admin change: the `Operator-Name` header (the CLI sends the user's name), or
+/// `operator` (the one admin token does not say who holds it).
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("operator-name")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().chars().take(64).collect::<String>())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "operator".to_string())
+}
+
+/// Records an admin change in the operator log, after it committed. A failure to log is
+/// reported, never hidden: the change stands and the answer says the log line is missing.
+pub(crate) async fn log_change(
+    acq: &Acquirer,
+    headers: &HeaderMap,
+    action: &str,
+    target: &str,
+    detail: String,
+) -> Result<(), ApiError> {
+    let row = crate::store::agents::OperatorLogRow {
+        at_ms: acq.clock().now_ms(),
+        actor: actor(headers),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail,
+    };
+    tracing::info!(actor = %row.actor, action, target, "admin change");
+    acq.db()
+        .write(move |c| crate::store::agents::log_operator(c, &row).map_err(ApiError::from))
+        .await
+}
+
+/// Answers a successful change once it is in the operator log.
+pub(crate) async fn logged(
+    acq: &Acquirer,
+    headers: &HeaderMap,
+    (action, target, detail): (&str, String, String),
+    answer: Response,
+) -> Response {
+    if !answer.status().is_success() {
+        return answer;
+    }
+    match log_change(acq, headers, action, &target, detail).await {
+        Ok(()) => answer,
+        Err(e) => admin_error(ApiError::new(
+            e.code,
+            format!("the change was made but not logged: {}", e.message),
+        )),
+    }
+}
+
+pub async fn get_operator_log(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1_000);
+    match acq
+        .db()
+        .read(move |c| crate::store::agents::operator_log(c, limit).map_err(ApiError::from))
+        .await
+    {
+        Ok(rows) => Json(
+            serde_json::json!({"entries": rows.iter().map(|r| serde_json::json!({
+            "time": crate::wire::iso(r.at_ms), "actor": r.actor, "action": r.action,
+            "target": r.target, "detail": r.detail,
+        })).collect::<Vec<_>>()}),
+        )
+        .into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
 async fn write_and_reload<F>(acq: &Acquirer, f: F) -> Response
 where
     F: Fn(&paycode_db::sql::Connection<'_>) -> Result<(), ApiError> + Send + 'static,
@@ -73,7 +154,12 @@ pub async fn put_client(State(acq): State<Acquirer>, headers: HeaderMap, raw: By
         return admin_error(ApiError::param("clientId", "must be 1 to 64 characters"));
     }
     let now = acq.clock().now_ms();
-    write_and_reload(&acq, move |c| {
+    let log = (
+        "client.put",
+        b.client_id.clone(),
+        format!("name {:?}, active {}", b.name, b.active),
+    );
+    let answer = write_and_reload(&acq, move |c| {
         registry::upsert_client(
             c,
             &NewClient {
@@ -86,7 +172,8 @@ pub async fn put_client(State(acq): State<Acquirer>, headers: HeaderMap, raw: By
         registry::set_client_status(c, &b.client_id, b.active)?;
         Ok(())
     })
-    .await
+    .await;
+    logged(&acq, &headers, log, answer).await
 }
 
 #[derive(Deserialize)]
@@ -122,11 +209,17 @@ pub async fn put_client_key(
             format!("no client {client_id}"),
         ));
     }
-    write_and_reload(&acq, move |c| {
+    let log = (
+        "key.put",
+        format!("{client_id} v{}", b.key_version),
+        format!("active {}", b.active),
+    );
+    let answer = write_and_reload(&acq, move |c| {
         registry::upsert_client_key(c, &client_id, b.key_version, &key, b.active)?;
         Ok(())
     })
-    .await
+    .await;
+    logged(&acq, &headers, log, answer).await
 }
 
 #[derive(Deserialize)]
@@ -225,7 +318,12 @@ pub async fn put_merchant(State(acq): State<Acquirer>, headers: HeaderMap, raw: 
         Ok(x) => x,
         Err(e) => return admin_error(e),
     };
-    write_and_reload(&acq, move |c| {
+    let log = (
+        "merchant.put",
+        format!("{}/{}", b.client_id, b.reference_merchant_id),
+        format!("name {:?}, {} store(s)", b.name, b.stores.len()),
+    );
+    let answer = write_and_reload(&acq, move |c| {
         registry::upsert_merchant(
             c,
             &NewMerchant {
@@ -263,7 +361,8 @@ pub async fn put_merchant(State(acq): State<Acquirer>, headers: HeaderMap, raw: 
         }
         Ok(())
     })
-    .await
+    .await;
+    logged(&acq, &headers, log, answer).await
 }
 
 #[derive(Deserialize)]
@@ -349,7 +448,17 @@ pub async fn put_wallet(State(acq): State<Acquirer>, headers: HeaderMap, raw: By
         Ok(x) => x,
         Err(e) => return admin_error(e),
     };
-    write_and_reload(&acq, move |c| {
+    let log = (
+        "wallet.put",
+        b.name.clone(),
+        format!(
+            "{} {}, {} route(s)",
+            b.base_url,
+            if b.enabled { "enabled" } else { "disabled" },
+            b.routes.len()
+        ),
+    );
+    let answer = write_and_reload(&acq, move |c| {
         registry::upsert_wallet(
             c,
             &NewWallet {
@@ -367,7 +476,8 @@ pub async fn put_wallet(State(acq): State<Acquirer>, headers: HeaderMap, raw: By
         }
         Ok(())
     })
-    .await
+    .await;
+    logged(&acq, &headers, log, answer).await
 }
 
 /// The reference data as the acquirer currently sees it.
@@ -471,7 +581,19 @@ pub async fn issue_agent_token(
         Ok(issued) => {
             let mut v = agent_token_json(&issued.row);
             v["agentToken"] = serde_json::Value::String(issued.token);
-            Json(v).into_response()
+            let t = &issued.row;
+            let log = (
+                "agent-token.issue",
+                t.token_id.clone(),
+                format!(
+                    "{} for {}/{}: {}",
+                    t.integrator_client_id,
+                    t.client_id,
+                    t.reference_merchant_id,
+                    t.scope.join(",")
+                ),
+            );
+            logged(&acq, &headers, log, Json(v).into_response()).await
         }
         Err(e) => admin_error(e),
     }
@@ -499,7 +621,11 @@ pub async fn revoke_agent_token(
         return *r;
     }
     match acq.revoke_agent_token(&id).await {
-        Ok(true) => Json(serde_json::json!({"result": "SUCCESS"})).into_response(),
+        Ok(true) => {
+            let answer = Json(serde_json::json!({"result": "SUCCESS"})).into_response();
+            let log = ("agent-token.revoke", id.clone(), String::new());
+            logged(&acq, &headers, log, answer).await
+        }
         Ok(false) => admin_error(ApiError::new(
             ResultCode::ORDER_NOT_EXIST,
             format!("no unrevoked agent token {id}"),

@@ -49,8 +49,10 @@ pub async fn put_rules(State(acq): State<Acquirer>, headers: HeaderMap, raw: Byt
     let result = async { acq.set_risk_rules(utf8(&raw)?).await }.await;
     match result {
         Ok(version) => {
-            tracing::info!(version, "risk rules replaced");
-            Json(serde_json::json!({"result": "SUCCESS", "version": version})).into_response()
+            let answer =
+                Json(serde_json::json!({"result": "SUCCESS", "version": version})).into_response();
+            let log = ("risk.rules", format!("v{version}"), String::new());
+            crate::admin::logged(&acq, &headers, log, answer).await
         }
         Err(e) => admin_error(e),
     }
@@ -156,6 +158,7 @@ pub async fn block(State(acq): State<Acquirer>, headers: HeaderMap, raw: Bytes) 
                 return Err(ApiError::param(field, "is required"));
             }
         }
+        let target = format!("{}/{}", b.wallet, b.customer_id);
         let row = BlockedCustomer {
             wallet: b.wallet,
             customer_id: b.customer_id,
@@ -167,11 +170,16 @@ pub async fn block(State(acq): State<Acquirer>, headers: HeaderMap, raw: Bytes) 
             .db()
             .write(move |c| crate::store::risk::block_customer(c, &row).map_err(ApiError::from))
             .await?;
-        Ok(added)
+        Ok((added, target))
     }
     .await;
     match result {
-        Ok(added) => Json(serde_json::json!({"result": "SUCCESS", "added": added})).into_response(),
+        Ok((added, target)) => {
+            let answer =
+                Json(serde_json::json!({"result": "SUCCESS", "added": added})).into_response();
+            let log = ("risk.block", target, String::new());
+            crate::admin::logged(&acq, &headers, log, answer).await
+        }
         Err(e) => admin_error(e),
     }
 }
@@ -184,6 +192,7 @@ pub async fn unblock(
     if let Err(r) = admin_allowed(&acq, &headers) {
         return *r;
     }
+    let target = format!("{wallet}/{customer_id}");
     match acq
         .db()
         .write(move |c| {
@@ -192,7 +201,15 @@ pub async fn unblock(
         .await
     {
         Ok(removed) => {
-            Json(serde_json::json!({"result": "SUCCESS", "removed": removed})).into_response()
+            let answer =
+                Json(serde_json::json!({"result": "SUCCESS", "removed": removed})).into_response();
+            crate::admin::logged(
+                &acq,
+                &headers,
+                ("risk.unblock", target, String::new()),
+                answer,
+            )
+            .await
         }
         Err(e) => admin_error(e),
     }

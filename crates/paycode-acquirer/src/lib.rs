@@ -80,6 +80,7 @@ pub fn router(acq: Acquirer) -> Router {
             delete(admin_risk::unblock),
         )
         .route("/admin/v1/risk/decisions", get(admin_risk::decisions))
+        .route("/admin/v1/operator-log", get(admin::get_operator_log))
         .route(
             "/admin/v1/agent-tokens",
             get(admin::list_agent_tokens).post(admin::issue_agent_token),

@@ -25,6 +25,9 @@ pub struct AdminArgs {
     /// Print the JSON answer as it came.
     #[arg(long, global = true)]
     json: bool,
+    /// Who makes the change, for the operator log [default: the USER environment variable].
+    #[arg(long = "as", value_name = "NAME", global = true)]
+    operator: Option<String>,
     #[command(subcommand)]
     what: AdminCommand,
 }
@@ -36,6 +39,11 @@ enum AdminCommand {
     Risk(RiskCommand),
     /// What the acquirer sees: clients, merchants, wallets and routes.
     Registry,
+    /// The operator log: every admin change, who made it and when (newest first).
+    Log {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// API clients (merchants, ISVs, integrators).
     #[command(subcommand)]
     Clients(ClientsCommand),
@@ -162,6 +170,7 @@ const ADMIN_CALL_TIMEOUT_S: u64 = 120;
 struct Api {
     url: String,
     token: String,
+    operator: String,
     http: reqwest::Client,
 }
 
@@ -188,6 +197,11 @@ impl Api {
         Ok(Api {
             url: url.trim_end_matches('/').to_string(),
             token,
+            operator: args
+                .operator
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".to_string()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(ADMIN_CALL_TIMEOUT_S))
                 .build()
@@ -203,7 +217,11 @@ impl Api {
         body: Option<String>,
     ) -> anyhow::Result<(reqwest::header::HeaderMap, serde_json::Value)> {
         let url = format!("{}{path}", self.url);
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header("Operator-Name", &self.operator);
         if let Some(b) = body {
             req = req.body(b);
         }
@@ -286,6 +304,31 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
     use reqwest::Method;
     let (_, answer) = match cmd {
         AdminCommand::Risk(_) => unreachable!("risk commands are run by run_risk"),
+        AdminCommand::Log { limit } => {
+            let (_, v) = api
+                .call(
+                    Method::GET,
+                    &format!("/admin/v1/operator-log?limit={limit}"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            for e in v["entries"].as_array().into_iter().flatten() {
+                let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                println!(
+                    "{}  {:<12} {:<18} {} {}",
+                    s("time"),
+                    s("actor"),
+                    s("action"),
+                    s("target"),
+                    s("detail")
+                );
+            }
+            return Ok(());
+        }
         AdminCommand::Registry => {
             let (_, v) = api.call(Method::GET, "/admin/v1/registry", None).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);

@@ -227,7 +227,7 @@ fn sqlite_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// What version 2 of the acquirer's schema added, taken away again.
-const ACQUIRER_V2_UNDONE: &str = "DROP TABLE agent_tokens; \
+const ACQUIRER_V2_UNDONE: &str = "DROP TABLE agent_tokens; DROP TABLE operator_log; \
     DROP TABLE buyer_attempts; DROP TABLE buyer_customers; \
     DROP TABLE buyer_history; DROP TABLE blocked_customers; DROP TABLE risk_decisions; \
     ALTER TABLE risk_rules DROP COLUMN version; ALTER TABLE payments DROP COLUMN buyer; \

@@ -1083,6 +1083,30 @@ fn admin_manages_clients_keys_and_agent_tokens_from_the_command_line() {
     let id = issued.split_whitespace().nth(1).unwrap().to_string();
     assert_eq!(ok(&["agent-tokens", "revoke", &id]).trim(), "OK");
 
+    // Every change is in the operator log, with who made it.
+    let log = ok(&["--as", "alice-ops", "log", "--limit", "20"]);
+    let log_json: serde_json::Value = serde_json::from_str(&ok(&["log", "--json"])).unwrap();
+    let actions: Vec<&str> = log_json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "client.put",
+        "key.put",
+        "agent-token.issue",
+        "agent-token.revoke",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {log}");
+    }
+    ok(&["--as", "alice-ops", "clients", "suspend", "ISV_1"]);
+    let newest = ok(&["log", "--limit", "1"]);
+    assert!(
+        newest.contains("alice-ops") && newest.contains("client.put") && newest.contains("ISV_1"),
+        "{newest}"
+    );
+
     // Mistakes: one line, saying what is wrong.
     let out = admin(&["clients", "suspend", "NOBODY"]);
     assert!(!out.status.success());

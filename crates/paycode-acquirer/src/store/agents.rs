@@ -97,3 +97,49 @@ pub fn all(c: &Connection) -> StoreResult<Vec<AgentTokenRow>> {
         from_row,
     )?)
 }
+
+/// The operator log: every change made through the admin API, who made it and when.
+pub const OPERATOR_LOG_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS operator_log (
+    seq           INTEGER PRIMARY KEY,
+    at_ms         INTEGER NOT NULL,
+    actor         TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    detail        TEXT NOT NULL
+);
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorLogRow {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+pub fn log_operator(c: &Connection, r: &OperatorLogRow) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO operator_log (at_ms, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![r.at_ms, r.actor, r.action, r.target, r.detail])?;
+    Ok(())
+}
+
+/// The latest entries, newest first.
+pub fn operator_log(c: &Connection, limit: usize) -> StoreResult<Vec<OperatorLogRow>> {
+    Ok(c.query_all_cached(
+        "SELECT at_ms, actor, action, target, detail FROM operator_log ORDER BY seq DESC LIMIT ?1",
+        params![limit as i64],
+        |r| {
+            Ok(OperatorLogRow {
+                at_ms: r.get(0)?,
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                target: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        },
+    )?)
+}

@@ -51,7 +51,12 @@ fn schema_v1() -> String {
 }
 
 fn schema_v2() -> String {
-    format!("{}{}", risk::BUYER_RISK_SCHEMA, agents::AGENT_SCHEMA)
+    format!(
+        "{}{}{}",
+        risk::BUYER_RISK_SCHEMA,
+        agents::AGENT_SCHEMA,
+        agents::OPERATOR_LOG_SCHEMA
+    )
 }
 
 /// Every table of the current version, in order (for in-memory test stores).
@@ -67,7 +72,7 @@ pub fn migrations() -> Vec<paycode_db::Migration> {
         paycode_db::Migration::new(1, "the first release's tables", schema_v1()),
         paycode_db::Migration::new(
             2,
-            "buyer and transaction risk (customers, versions, decisions); agent tokens",
+            "buyer and transaction risk (customers, versions, decisions); agent tokens; operator log",
             schema_v2(),
         ),
     ]
