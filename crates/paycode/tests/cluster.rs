@@ -12,6 +12,8 @@
 //! - a rolling restart (each process in turn stopped with SIGTERM and started again) under
 //!   load answers no request wrongly and loses nothing;
 //! - every final payment is notified exactly once (no item delivered by both processes);
+//! - a risk rule put through one process's admin API is enforced by the other within its
+//!   reload tick;
 //! - `paycode audit` is clean at the end.
 //!
 //! PostgreSQL only (`PAYCODE_TEST_DATABASE_URL`): SQLite is one process's store.
@@ -764,6 +766,74 @@ async fn several_acquirer_processes_on_one_database_behave_as_one_acquirer() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // 5b. Reference data changed through one process's admin API reaches the other within the
+    // reload bound (PAYCODE_REGISTRY_RELOAD_S=1 here): a rule blocking the merchant, put through
+    // process 0, refuses a payment sent to process 1 within a few seconds; lifted, it pays again.
+    let put_rules = |rules: String| {
+        let (url, token) = (
+            format!("{}/admin/v1/risk/rules", c.acquirers[0]),
+            c.token.clone(),
+        );
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .body(rules)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    let rules_before = reqwest::Client::new()
+        .get(format!("{}/admin/v1/risk/rules", c.acquirers[0]))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let merchant_key = format!(
+        "{}/{}",
+        c.demo["clientId"].as_str().unwrap(),
+        c.demo["referenceMerchantId"].as_str().unwrap()
+    );
+    put_rules(
+        json!([{"id": "stop", "kind": "BLOCKED_MERCHANT", "merchant": merchant_key}]).to_string(),
+    )
+    .await;
+    let changed_at = Instant::now();
+    let mut n = 0;
+    let reached_after = loop {
+        let (code, _) = c.fresh_code(&everyday, &everyday_pw).await;
+        let r = c
+            .call(1, "pay", &c.pay_body(&format!("ref-{n}"), &code, 10))
+            .await
+            .unwrap();
+        n += 1;
+        if r["result"]["resultCode"] == "RISK_REJECT" {
+            break changed_at.elapsed();
+        }
+        assert!(
+            changed_at.elapsed() < Duration::from_secs(5),
+            "the rule never reached process 1: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("a rule changed on process 0 reached process 1 after {reached_after:?}");
+    put_rules(rules_before).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (code, _) = c.fresh_code(&everyday, &everyday_pw).await;
+    let r = c
+        .call(1, "pay", &c.pay_body("ref-after", &code, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["resultCode"], "SUCCESS",
+        "lifted on process 1 too: {r}"
+    );
 
     // 6. The books balance (asked of the survivor, through the balancer).
     let out = common::paycode(dir.path()).arg("audit").output().unwrap();
