@@ -3,8 +3,9 @@
 //! rules. The URL and token come from the data directory (`demo.json`, `admin-token`) unless
 //! `--url` and `--token` name them. A refusal is one line with the server's reason.
 
+use crate::admin_api::AdminApi;
 use crate::demo_file::DemoFile;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +38,12 @@ enum AdminCommand {
     /// The acquirer's risk rules, dry runs, blocked customers and decisions.
     #[command(subcommand)]
     Risk(RiskCommand),
+    #[command(flatten)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistryCommand {
     /// What the acquirer sees: clients, merchants, wallets and routes.
     Registry,
     /// The operator log: every admin change, who made it and when (newest first).
@@ -165,82 +172,31 @@ enum RiskCommand {
     },
 }
 
-const ADMIN_CALL_TIMEOUT_S: u64 = 120;
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-struct Api {
-    url: String,
-    token: String,
-    operator: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(data_dir: &Path, args: &AdminArgs) -> anyhow::Result<Api> {
-        let url = match &args.url {
-            Some(u) => u.clone(),
-            None => DemoFile::load(data_dir)
-                .map(|d| d.acquirer_url)
-                .with_context(|| {
-                    format!(
-                        "no demo.json in {} to find the acquirer: pass --url",
-                        data_dir.display()
-                    )
-                })?,
-        };
-        let token = match &args.token {
-            Some(t) => t.clone(),
-            None => std::fs::read_to_string(data_dir.join("admin-token"))
-                .with_context(|| format!("no admin-token in {}: pass --token", data_dir.display()))?
-                .trim()
-                .to_string(),
-        };
-        Ok(Api {
-            url: url.trim_end_matches('/').to_string(),
-            token,
-            operator: args
-                .operator
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "operator".to_string()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(ADMIN_CALL_TIMEOUT_S))
-                .build()
-                .context("building the HTTP client")?,
-        })
-    }
-
-    /// Calls the admin API; a refusal becomes one line with the server's message.
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<String>,
-    ) -> anyhow::Result<(reqwest::header::HeaderMap, serde_json::Value)> {
-        let url = format!("{}{path}", self.url);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .header("Operator-Name", &self.operator);
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req.send().await.with_context(|| {
-            format!("cannot reach the acquirer at {url} (is `paycode serve` running?)")
-        })?;
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let text = resp
-            .text()
-            .await
-            .with_context(|| format!("reading {url}"))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{url} answered HTTP {status}: {}", text.trim()))?;
-        if !status.is_success() {
-            let why = value["message"].as_str().unwrap_or(text.trim());
-            bail!("refused: {why}");
-        }
-        Ok((headers, value))
-    }
+/// The admin API named by `--url`/`--token`, or else by the data directory's files.
+fn api(data_dir: &Path, args: &AdminArgs) -> anyhow::Result<AdminApi> {
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => DemoFile::load(data_dir)
+            .map(|d| d.acquirer_url)
+            .with_context(|| {
+                format!(
+                    "no demo.json in {} to find the acquirer: pass --url",
+                    data_dir.display()
+                )
+            })?,
+    };
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => std::fs::read_to_string(data_dir.join("admin-token"))
+            .with_context(|| format!("no admin-token in {}: pass --token", data_dir.display()))?,
+    };
+    let operator = args
+        .operator
+        .clone()
+        .unwrap_or_else(crate::admin_api::default_operator);
+    AdminApi::new(&url, &token, &operator, ADMIN_CALL_TIMEOUT)
 }
 
 fn print_report(r: &serde_json::Value) {
@@ -283,9 +239,9 @@ fn print_answer(json: bool, answer: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 /// A client as the registry lists it (to change one field and keep the others).
-async fn registered_client(api: &Api, client_id: &str) -> anyhow::Result<serde_json::Value> {
+async fn registered_client(api: &AdminApi, client_id: &str) -> anyhow::Result<serde_json::Value> {
     let (_, reg) = api
-        .call(reqwest::Method::GET, "/admin/v1/registry", None)
+        .call_running(reqwest::Method::GET, "/admin/v1/registry", None)
         .await?;
     reg["clients"]
         .as_array()
@@ -300,13 +256,12 @@ fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))
 }
 
-async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Result<()> {
+async fn run_registry(api: &AdminApi, cmd: &RegistryCommand, json: bool) -> anyhow::Result<()> {
     use reqwest::Method;
     let (_, answer) = match cmd {
-        AdminCommand::Risk(_) => unreachable!("risk commands are run by run_risk"),
-        AdminCommand::Log { limit } => {
+        RegistryCommand::Log { limit } => {
             let (_, v) = api
-                .call(
+                .call_running(
                     Method::GET,
                     &format!("/admin/v1/operator-log?limit={limit}"),
                     None,
@@ -329,12 +284,14 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
             }
             return Ok(());
         }
-        AdminCommand::Registry => {
-            let (_, v) = api.call(Method::GET, "/admin/v1/registry", None).await?;
+        RegistryCommand::Registry => {
+            let (_, v) = api
+                .call_running(Method::GET, "/admin/v1/registry", None)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
-        AdminCommand::Clients(c) => {
+        RegistryCommand::Clients(c) => {
             let body = match c {
                 ClientsCommand::Add {
                     client_id,
@@ -350,10 +307,10 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
                         "active": matches!(c, ClientsCommand::Activate { .. })})
                 }
             };
-            api.call(Method::POST, "/admin/v1/clients", Some(body.to_string()))
+            api.call_running(Method::POST, "/admin/v1/clients", Some(body.to_string()))
                 .await?
         }
-        AdminCommand::Keys(k) => {
+        RegistryCommand::Keys(k) => {
             let (client_id, version, path, active) = match k {
                 KeysCommand::Add {
                     client_id,
@@ -368,28 +325,28 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
             };
             let key = read_text(path, "public key file")?;
             let body = serde_json::json!({"keyVersion": version, "publicKey": key.trim(), "active": active});
-            api.call(
+            api.call_running(
                 Method::POST,
                 &format!("/admin/v1/clients/{client_id}/keys"),
                 Some(body.to_string()),
             )
             .await?
         }
-        AdminCommand::Merchants {
+        RegistryCommand::Merchants {
             what: FileCommand::Add { file },
         } => {
             let body = read_text(file, "merchant file")?;
-            api.call(Method::POST, "/admin/v1/merchants", Some(body))
+            api.call_running(Method::POST, "/admin/v1/merchants", Some(body))
                 .await?
         }
-        AdminCommand::Wallets {
+        RegistryCommand::Wallets {
             what: FileCommand::Add { file },
         } => {
             let body = read_text(file, "wallet file")?;
-            api.call(Method::POST, "/admin/v1/wallets", Some(body))
+            api.call_running(Method::POST, "/admin/v1/wallets", Some(body))
                 .await?
         }
-        AdminCommand::AgentTokens(a) => match a {
+        RegistryCommand::AgentTokens(a) => match a {
             AgentCommand::Issue {
                 integrator,
                 client,
@@ -401,7 +358,7 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
                 let body = serde_json::json!({"integratorClientId": integrator, "clientId": client,
                     "referenceMerchantId": merchant, "scope": scope, "expiresInS": expires_in_s});
                 let (h, v) = api
-                    .call(
+                    .call_running(
                         Method::POST,
                         "/admin/v1/agent-tokens",
                         Some(body.to_string()),
@@ -421,13 +378,13 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
             }
             AgentCommand::List => {
                 let (_, v) = api
-                    .call(Method::GET, "/admin/v1/agent-tokens", None)
+                    .call_running(Method::GET, "/admin/v1/agent-tokens", None)
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             AgentCommand::Revoke { token_id } => {
-                api.call(
+                api.call_running(
                     Method::DELETE,
                     &format!("/admin/v1/agent-tokens/{token_id}"),
                     None,
@@ -440,21 +397,28 @@ async fn run_registry(api: &Api, cmd: &AdminCommand, json: bool) -> anyhow::Resu
 }
 
 pub async fn run(data_dir: &Path, args: AdminArgs) -> anyhow::Result<()> {
-    let api = Api::new(data_dir, &args)?;
-    let AdminCommand::Risk(cmd) = &args.what else {
-        return run_registry(&api, &args.what, args.json).await;
-    };
+    let api = api(data_dir, &args)?;
+    match &args.what {
+        AdminCommand::Risk(cmd) => run_risk(&api, cmd, args.json).await,
+        AdminCommand::Registry(cmd) => run_registry(&api, cmd, args.json).await,
+    }
+}
+
+async fn run_risk(api: &AdminApi, cmd: &RiskCommand, json: bool) -> anyhow::Result<()> {
     use reqwest::Method;
     let (headers, answer) = match cmd {
-        RiskCommand::Get => api.call(Method::GET, "/admin/v1/risk/rules", None).await?,
+        RiskCommand::Get => {
+            api.call_running(Method::GET, "/admin/v1/risk/rules", None)
+                .await?
+        }
         RiskCommand::Set { file } => {
             let json = crate::risk_file::rules_json(file)?;
-            api.call(Method::POST, "/admin/v1/risk/rules", Some(json))
+            api.call_running(Method::POST, "/admin/v1/risk/rules", Some(json))
                 .await?
         }
         RiskCommand::Try { file, since } => {
             let json = crate::risk_file::rules_json(file)?;
-            api.call(
+            api.call_running(
                 Method::POST,
                 &format!("/admin/v1/risk/try?since={since}"),
                 Some(json),
@@ -468,7 +432,7 @@ pub async fn run(data_dir: &Path, args: AdminArgs) -> anyhow::Result<()> {
         } => {
             let body =
                 serde_json::json!({"wallet": wallet, "customerId": customer_id, "reason": reason});
-            api.call(
+            api.call_running(
                 Method::POST,
                 "/admin/v1/risk/blocked-customers",
                 Some(body.to_string()),
@@ -479,7 +443,7 @@ pub async fn run(data_dir: &Path, args: AdminArgs) -> anyhow::Result<()> {
             wallet,
             customer_id,
         } => {
-            api.call(
+            api.call_running(
                 Method::DELETE,
                 &format!("/admin/v1/risk/blocked-customers/{wallet}/{customer_id}"),
                 None,
@@ -487,11 +451,11 @@ pub async fn run(data_dir: &Path, args: AdminArgs) -> anyhow::Result<()> {
             .await?
         }
         RiskCommand::Blocked => {
-            api.call(Method::GET, "/admin/v1/risk/blocked-customers", None)
+            api.call_running(Method::GET, "/admin/v1/risk/blocked-customers", None)
                 .await?
         }
         RiskCommand::Decisions { limit } => {
-            api.call(
+            api.call_running(
                 Method::GET,
                 &format!("/admin/v1/risk/decisions?limit={limit}"),
                 None,
@@ -499,7 +463,7 @@ pub async fn run(data_dir: &Path, args: AdminArgs) -> anyhow::Result<()> {
             .await?
         }
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
     }

@@ -7,6 +7,7 @@
 //!
 //! Every error reaches the user as one line (what, why, what to do); nothing panics.
 
+mod admin_api;
 mod admin_cmd;
 mod app;
 mod app_device;

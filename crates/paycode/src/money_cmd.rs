@@ -5,7 +5,7 @@
 //! process that owns the store does the work; when nothing answers there, they open the store
 //! in the data directory directly. `audit` exits non-zero when any invariant is violated.
 
-use crate::demo_file::DemoFile;
+use crate::admin_api::{AdminApi, Reached};
 use anyhow::Context;
 use paycode_acquirer::audit::AuditReport;
 use paycode_acquirer::settlement::{SettleOutcome, batch_file_paths, clearing_file_path};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// How long a settlement run or an audit may take through the admin API (both stream over the
 /// whole store).
-const ADMIN_CALL_TIMEOUT_S: u64 = 3_600;
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(3_600);
 
 #[derive(clap::Args)]
 pub struct SettleArgs {
@@ -29,72 +29,6 @@ pub struct SettleArgs {
 
 #[derive(clap::Args)]
 pub struct AuditArgs {}
-
-/// Where a running acquirer's admin API is, if one answers.
-struct Admin {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-enum Reached<T> {
-    Answer(T),
-    NotRunning,
-}
-
-impl Admin {
-    /// The admin API described by the data directory, if the files are there.
-    fn from_data_dir(data_dir: &Path) -> anyhow::Result<Option<Admin>> {
-        let Ok(demo) = DemoFile::load(data_dir) else {
-            return Ok(None);
-        };
-        let Ok(token) = std::fs::read_to_string(data_dir.join("admin-token")) else {
-            return Ok(None);
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(ADMIN_CALL_TIMEOUT_S))
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Some(Admin {
-            url: demo.acquirer_url.trim_end_matches('/').to_string(),
-            token: token.trim().to_string(),
-            http,
-        }))
-    }
-
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-    ) -> anyhow::Result<Reached<T>> {
-        let url = format!("{}{path}", self.url);
-        let resp = match self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) if e.is_connect() => return Ok(Reached::NotRunning),
-            Err(e) => return Err(e).with_context(|| format!("calling {url}")),
-        };
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .with_context(|| format!("reading the answer of {url}"))?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "{url} answered HTTP {status}: {} (is the admin token in the data directory the server's?)",
-                text.trim()
-            );
-        }
-        let value = serde_json::from_str(&text)
-            .with_context(|| format!("{url} answered something that is not the expected JSON"))?;
-        Ok(Reached::Answer(value))
-    }
-}
 
 /// Opens the acquirer's store in the data directory (when no server is running).
 pub(crate) async fn open_store(
@@ -177,10 +111,10 @@ pub async fn settle(
     database_url: Option<&str>,
     args: SettleArgs,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(admin) = Admin::from_data_dir(data_dir)? {
+    if let Some(admin) = AdminApi::from_data_dir(data_dir, ADMIN_CALL_TIMEOUT)? {
         let path = format!("/admin/v1/settlement/close?now={}", args.now);
         if let Reached::Answer(outcome) = admin
-            .call::<SettleOutcome>(reqwest::Method::POST, &path)
+            .call_as::<SettleOutcome>(reqwest::Method::POST, &path)
             .await?
         {
             print_outcome(data_dir, &outcome);
@@ -205,9 +139,9 @@ pub async fn audit(
     _args: AuditArgs,
 ) -> anyhow::Result<ExitCode> {
     let mut report: Option<AuditReport> = None;
-    if let Some(admin) = Admin::from_data_dir(data_dir)?
+    if let Some(admin) = AdminApi::from_data_dir(data_dir, ADMIN_CALL_TIMEOUT)?
         && let Reached::Answer(r) = admin
-            .call::<AuditReport>(reqwest::Method::GET, "/admin/v1/audit")
+            .call_as::<AuditReport>(reqwest::Method::GET, "/admin/v1/audit")
             .await?
     {
         report = Some(r);
