@@ -618,32 +618,17 @@ pub async fn wallet_notify(
     State(acq): State<Acquirer>,
     req: Result<SignedRequest, RequestRejection>,
 ) -> Response {
-    let (path, client_id, outcome) = match req {
-        Err(rej) => {
-            let e = unread_error(&acq, &rej);
-            (rej.path, rej.client_id.unwrap_or_default(), Err(e))
-        }
-        Ok(req) => {
-            let outcome = handle_wallet_notify(&acq, &req).await;
-            (req.path, req.client_id.unwrap_or_default(), outcome)
-        }
-    };
-    let body = match outcome {
-        Ok(()) => to_body(&merchant::NotifyAck {
-            result: ResultInfo::success(),
-        }),
-        Err(e) => {
-            tracing::warn!(wallet = %client_id, code = %e.code, message = %e.message, "wallet notification refused");
-            error_body(&e)
-        }
-    };
-    signed_response(&acq.config().signer, &path, &client_id, body).await
-}
-
-async fn handle_wallet_notify(acq: &Acquirer, req: &SignedRequest) -> Result<(), ApiError> {
-    let wallet = verified_wallet(acq, req)?;
-    let n: mpp::NotifyPayment = parse_json(&req.body)?;
-    acq.wallet_notified(&wallet.name, n).await
+    let a = acq.clone();
+    wallet_callback(
+        &acq,
+        req,
+        "wallet notification refused",
+        |wallet, body| async move {
+            let n: mpp::NotifyPayment = parse_json(&body)?;
+            a.wallet_notified(&wallet, n).await
+        },
+    )
+    .await
 }
 
 /// A wallet's customer risk report (`BLOCKED` or `CLEARED`), signed like its notifications.
@@ -651,18 +636,41 @@ pub async fn wallet_customer_risk(
     State(acq): State<Acquirer>,
     req: Result<SignedRequest, RequestRejection>,
 ) -> Response {
+    let a = acq.clone();
+    wallet_callback(
+        &acq,
+        req,
+        "customer risk report refused",
+        |wallet, body| async move {
+            let r: mpp::CustomerRiskReport = parse_json(&body)?;
+            a.wallet_reported_customer(&wallet, r).await
+        },
+    )
+    .await
+}
+
+/// A call from a wallet: checks who signed it, hands the body to `handle` with the wallet's
+/// name, and answers signed, `S` or the refusal.
+async fn wallet_callback<F, Fut>(
+    acq: &Acquirer,
+    req: Result<SignedRequest, RequestRejection>,
+    refused: &'static str,
+    handle: F,
+) -> Response
+where
+    F: FnOnce(String, axum::body::Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
     let (path, client_id, outcome) = match req {
         Err(rej) => {
-            let e = unread_error(&acq, &rej);
+            let e = unread_error(acq, &rej);
             (rej.path, rej.client_id.unwrap_or_default(), Err(e))
         }
         Ok(req) => {
-            let outcome = async {
-                let wallet = verified_wallet(&acq, &req)?;
-                let r: mpp::CustomerRiskReport = parse_json(&req.body)?;
-                acq.wallet_reported_customer(&wallet.name, r).await
-            }
-            .await;
+            let outcome = match verified_wallet(acq, &req) {
+                Ok(wallet) => handle(wallet.name, req.body.clone()).await,
+                Err(e) => Err(e),
+            };
             (req.path, req.client_id.unwrap_or_default(), outcome)
         }
     };
@@ -671,7 +679,7 @@ pub async fn wallet_customer_risk(
             result: ResultInfo::success(),
         }),
         Err(e) => {
-            tracing::warn!(wallet = %client_id, code = %e.code, message = %e.message, "customer risk report refused");
+            tracing::warn!(wallet = %client_id, code = %e.code, message = %e.message, "{refused}");
             error_body(&e)
         }
     };

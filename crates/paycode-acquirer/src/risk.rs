@@ -87,6 +87,26 @@ fn clock(text: &str) -> Option<u32> {
     (h < 24 && m < 60 && text.len() == 5).then_some(h * 60 + m)
 }
 
+/// The wire name of a rule kind, as [`parse_rules`] reads it.
+pub fn kind_name(k: &RuleKind) -> &'static str {
+    match k {
+        RuleKind::MaxAmount { .. } => "MAX_AMOUNT",
+        RuleKind::MerchantDailyAmount { .. } => "MERCHANT_DAILY_AMOUNT",
+        RuleKind::MerchantDailyCount { .. } => "MERCHANT_DAILY_COUNT",
+        RuleKind::BlockedMerchant { .. } => "BLOCKED_MERCHANT",
+        RuleKind::BlockedMcc { .. } => "BLOCKED_MCC",
+        RuleKind::CodeReplay => "CODE_REPLAY",
+        RuleKind::CustomerVelocity { .. } => "CUSTOMER_VELOCITY",
+        RuleKind::CustomerDailyAmount { .. } => "CUSTOMER_DAILY_AMOUNT",
+        RuleKind::BlockedCustomer => "BLOCKED_CUSTOMER",
+        RuleKind::UnusualAmount { .. } => "UNUSUAL_AMOUNT",
+        RuleKind::CountryMismatch => "COUNTRY_MISMATCH",
+        RuleKind::CurrencyNotContracted => "CURRENCY_NOT_CONTRACTED",
+        RuleKind::HighRiskMcc { .. } => "HIGH_RISK_MCC",
+        RuleKind::OpeningHours { .. } => "OPENING_HOURS",
+    }
+}
+
 /// Parses and validates a rule list; errors name the rule (index and id) and the field.
 pub fn parse_rules(json: &str) -> Result<Vec<Rule>, ApiError> {
     let list: Vec<RuleJson> = crate::api::parse_json(json.as_bytes())?;
@@ -423,12 +443,13 @@ pub fn decide(
 
 /// What a payment's success or answer teaches the buyer rules: the link from its buyer key to
 /// the wallet's customer, and (when it was paid) one more payment in the customer's history.
-/// Written in the unit that applies the wallet's answer.
+/// Written in the unit that applies the wallet's answer; `mcc_of` is asked only when a history
+/// is kept.
 pub fn learn_from_answer(
     c: &paycode_db::sql::Connection<'_>,
     set: &paycode_core::risk::RuleSet,
     p: &crate::store::PaymentRow,
-    mcc: &str,
+    mcc_of: &dyn Fn(&crate::store::PaymentRow) -> String,
     paid: bool,
     now_ms: i64,
 ) -> crate::store::StoreResult<()> {
@@ -450,7 +471,7 @@ pub fn learn_from_answer(
                 .map(|id| (p.wallet.as_str(), id)),
         );
         let merchant = format!("{}/{}", p.client_id, p.reference_merchant_id);
-        let [m, mcc] = history_scopes(&merchant, mcc);
+        let [m, mcc] = history_scopes(&merchant, &mcc_of(p));
         db::record_paid_at(c, &key, [&m, &mcc], &p.currency, p.amount_minor, now_ms)?;
     }
     Ok(())
@@ -547,6 +568,41 @@ mod tests {
         );
     }
 
+    /// Every kind the parser reads is named back the same way (the dry run's report uses it):
+    /// the example file has a rule of each kind.
+    #[test]
+    fn kind_names_round_trip_through_the_parser() {
+        let example = toml_free_example();
+        let rules = parse_rules(&example.to_string()).unwrap();
+        assert_eq!(rules.len(), 14);
+        let kinds: std::collections::HashSet<_> =
+            rules.iter().map(|r| kind_name(&r.kind)).collect();
+        assert_eq!(kinds.len(), 14, "one of each kind");
+        for (rule, json) in rules.iter().zip(example.as_array().unwrap()) {
+            assert_eq!(kind_name(&rule.kind), json["kind"]);
+        }
+    }
+
+    /// `docs/risk-rules.toml` as the JSON list the acquirer takes (the binary converts files).
+    fn toml_free_example() -> serde_json::Value {
+        let mut rules = Vec::new();
+        let mut cur = serde_json::Map::new();
+        for line in include_str!("../../../docs/risk-rules.toml").lines() {
+            let line = line.trim();
+            if line == "[[rule]]" {
+                if !cur.is_empty() {
+                    rules.push(serde_json::Value::Object(std::mem::take(&mut cur)));
+                }
+            } else if let Some((k, v)) = line.split_once(" = ") {
+                let v: serde_json::Value =
+                    serde_json::from_str(v).expect("simple TOML values are JSON");
+                cur.insert(k.to_string(), v);
+            }
+        }
+        rules.push(serde_json::Value::Object(cur));
+        serde_json::Value::Array(rules)
+    }
+
     #[test]
     fn the_buyer_key_is_the_cii_and_the_slot() {
         let code = paycode_core::code::PaymentCode::parse("281012021234567890123456").unwrap();
@@ -640,7 +696,7 @@ mod tests {
                         e.1 += 1;
                     }
                     let got: std::collections::BTreeMap<(i64, String), (i64, i64)> =
-                        db::buyer_attempts(&c, &key(b), since_ms).unwrap().into_iter()
+                        db::buyer_read(&c, &key(b), Some(since_ms), "SGD", None).unwrap().attempts.into_iter()
                             .map(|a| ((a.minute, a.currency.code().to_string()), (a.amount_minor, a.n_attempts)))
                             .collect();
                     proptest::prop_assert_eq!(got, want, "buyer {}", b);

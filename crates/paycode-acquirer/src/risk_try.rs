@@ -71,25 +71,6 @@ impl TryReport {
     }
 }
 
-fn kind_name(k: &RuleKind) -> &'static str {
-    match k {
-        RuleKind::MaxAmount { .. } => "MAX_AMOUNT",
-        RuleKind::MerchantDailyAmount { .. } => "MERCHANT_DAILY_AMOUNT",
-        RuleKind::MerchantDailyCount { .. } => "MERCHANT_DAILY_COUNT",
-        RuleKind::BlockedMerchant { .. } => "BLOCKED_MERCHANT",
-        RuleKind::BlockedMcc { .. } => "BLOCKED_MCC",
-        RuleKind::CodeReplay => "CODE_REPLAY",
-        RuleKind::CustomerVelocity { .. } => "CUSTOMER_VELOCITY",
-        RuleKind::CustomerDailyAmount { .. } => "CUSTOMER_DAILY_AMOUNT",
-        RuleKind::BlockedCustomer => "BLOCKED_CUSTOMER",
-        RuleKind::UnusualAmount { .. } => "UNUSUAL_AMOUNT",
-        RuleKind::CountryMismatch => "COUNTRY_MISMATCH",
-        RuleKind::CurrencyNotContracted => "CURRENCY_NOT_CONTRACTED",
-        RuleKind::HighRiskMcc { .. } => "HIGH_RISK_MCC",
-        RuleKind::OpeningHours { .. } => "OPENING_HOURS",
-    }
-}
-
 /// The counters a replay rebuilds, one payment at a time.
 #[derive(Default)]
 struct Replay {
@@ -272,7 +253,7 @@ impl Acquirer {
                 .iter()
                 .map(|r| RuleReport {
                     rule_id: r.id.clone(),
-                    kind: kind_name(&r.kind).to_string(),
+                    kind: crate::risk::kind_name(&r.kind).to_string(),
                     shadow: r.mode == Mode::Shadow,
                     evaluable: r.kind != RuleKind::CodeReplay,
                     ..RuleReport::default()

@@ -1071,7 +1071,6 @@ impl Acquirer {
                 let mut p = store::payment_by_id(c, &id)?
                     .ok_or_else(|| StoreError::NotFound(format!("payment {id}")))?;
                 let state = p.state;
-                let mcc = mcc_of(&p);
                 match payment::transition(state, event) {
                     Outcome::Applied { next, effects } => {
                         p.state = next;
@@ -1102,7 +1101,7 @@ impl Acquirer {
                             c,
                             &rules,
                             &p,
-                            &mcc,
+                            &mcc_of,
                             next == PaymentState::Success,
                             now,
                         )?;

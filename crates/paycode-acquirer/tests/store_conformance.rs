@@ -2548,6 +2548,31 @@ fn concurrent_guess_failures_all_count() {
 
 // ------------------------------------------------------------------------------- buyer risk
 
+/// A buyer's attempts since `since_ms`, as the pay unit reads them.
+fn attempts_of(
+    c: &Connection<'_>,
+    buyer: &str,
+    since_ms: i64,
+) -> StoreResult<Vec<paycode_core::risk::MinuteAttempts>> {
+    Ok(risk::buyer_read(c, buyer, Some(since_ms), "SGD", None)?.attempts)
+}
+
+/// The customer key a buyer key is linked to, and whether that customer is blocked.
+fn customer_of(c: &Connection<'_>, buyer: &str) -> StoreResult<Option<(String, bool)>> {
+    let r = risk::buyer_read(c, buyer, None, "SGD", None)?;
+    Ok(r.customer.map(|k| (k, r.blocked)))
+}
+
+/// The paid history kept under `key` (an unlinked key is its own customer key).
+fn history_of(
+    c: &Connection<'_>,
+    key: &str,
+    currency: &str,
+    scopes: [&str; 2],
+) -> StoreResult<[paycode_core::risk::AmountHistory; 2]> {
+    Ok(risk::buyer_read(c, key, None, currency, Some(scopes))?.history)
+}
+
 #[test]
 fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer() {
     for s in stores("buyer_attempts") {
@@ -2561,7 +2586,7 @@ fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer
         });
         let seen = |buyer: &'static str, since: i64| {
             let mut v: Vec<(i64, String, i64, i64)> = s
-                .r(move |c| risk::buyer_attempts(c, buyer, since))
+                .r(move |c| attempts_of(c, buyer, since))
                 .into_iter()
                 .map(|a| {
                     (
@@ -2586,7 +2611,7 @@ fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer
         assert!(seen("B9", minute(0)).is_empty());
 
         // Once B1 and B2 are known to be one customer (a rotated slot), each sees both.
-        assert_eq!(s.r(|c| risk::buyer_customer(c, "B1")), None);
+        assert_eq!(s.r(|c| customer_of(c, "B1")), None);
         s.w(|c| {
             risk::link_buyer(c, "B1", "walleta", "CUST-1", T0)?;
             risk::link_buyer(c, "B2", "walleta", "CUST-1", T0)?;
@@ -2606,8 +2631,8 @@ fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer
         );
         assert_eq!(seen("B3", minute(0)), [s1(2, "SGD", 9, 1)], "{}", s.label);
         assert_eq!(
-            s.r(|c| risk::buyer_customer(c, "B1")),
-            Some(("walleta".to_string(), "CUST-1".to_string(), false))
+            s.r(|c| customer_of(c, "B1")),
+            Some(("walleta/CUST-1".to_string(), false))
         );
 
         // Blocking the customer shows on every key linked to it, and only there.
@@ -2621,8 +2646,8 @@ fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer
         let (a, b) = (row("walleta", "CUST-1"), row("walleta", "CUST-1"));
         assert!(s.w(move |c| risk::block_customer(c, &a)));
         assert!(!s.w(move |c| risk::block_customer(c, &b)), "blocked once");
-        assert!(s.r(|c| risk::buyer_customer(c, "B2")).unwrap().2);
-        assert!(!s.r(|c| risk::buyer_customer(c, "B3")).unwrap().2);
+        assert!(s.r(|c| customer_of(c, "B2")).unwrap().1);
+        assert!(!s.r(|c| customer_of(c, "B3")).unwrap().1);
         same(
             s.label,
             &s.r(risk::blocked_customers),
@@ -2630,7 +2655,7 @@ fn buyer_attempts_are_counted_per_minute_and_summed_over_every_key_of_a_customer
         );
         assert!(s.w(|c| risk::unblock_customer(c, "walleta", "CUST-1")));
         assert!(!s.w(|c| risk::unblock_customer(c, "walleta", "CUST-1")));
-        assert!(!s.r(|c| risk::buyer_customer(c, "B2")).unwrap().2);
+        assert!(!s.r(|c| customer_of(c, "B2")).unwrap().1);
     }
 }
 
@@ -2640,23 +2665,31 @@ fn a_customers_history_counts_paid_amounts_per_scope_and_halves_when_long() {
     for s in stores("buyer_history") {
         let scopes = ["M:client-1/M1", "MCC:5812"];
         s.w(move |c| {
-            risk::record_paid(c, "walleta/CUST-1", scopes[0], "SGD", 1_000, T0)?;
-            risk::record_paid(c, "walleta/CUST-1", scopes[0], "SGD", 3_000, T0)?;
-            risk::record_paid(c, "walleta/CUST-1", scopes[1], "SGD", 500, T0)?;
-            risk::record_paid(c, "walleta/CUST-1", scopes[0], "USD", 9, T0)
+            risk::record_paid_at(c, "walleta/CUST-1", scopes, "SGD", 1_000, T0)?;
+            risk::record_paid_at(c, "walleta/CUST-1", scopes, "SGD", 3_000, T0)?;
+            // Another merchant of the same MCC: only the MCC scope moves.
+            risk::record_paid_at(
+                c,
+                "walleta/CUST-1",
+                ["M:client-1/M2", scopes[1]],
+                "SGD",
+                500,
+                T0,
+            )?;
+            risk::record_paid_at(c, "walleta/CUST-1", scopes, "USD", 9, T0)
         });
         let h = |n, t| AmountHistory {
             n_payments: n,
             total_minor: t,
         };
         assert_eq!(
-            s.r(move |c| risk::buyer_history(c, "walleta/CUST-1", "SGD", scopes)),
-            [h(2, 4_000), h(1, 500)],
+            s.r(move |c| history_of(c, "walleta/CUST-1", "SGD", scopes)),
+            [h(2, 4_000), h(3, 4_500)],
             "{}",
             s.label
         );
         assert_eq!(
-            s.r(move |c| risk::buyer_history(c, "walleta/CUST-2", "SGD", scopes)),
+            s.r(move |c| history_of(c, "walleta/CUST-2", "SGD", scopes)),
             [h(0, 0), h(0, 0)]
         );
         // The stored history follows the core's bounded statistic exactly.
@@ -2664,11 +2697,11 @@ fn a_customers_history_counts_paid_amounts_per_scope_and_halves_when_long() {
         for i in 0..(AmountHistory::HALVE_AT + 5) {
             let amount = 100 + i % 7;
             model = model.with_payment(amount);
-            s.w(move |c| risk::record_paid(c, "B9", "M:x", "SGD", amount, T0));
+            s.w(move |c| risk::record_paid_at(c, "B9", ["M:x", "MCC:x"], "SGD", amount, T0));
         }
         assert_eq!(
-            s.r(|c| risk::buyer_history(c, "B9", "SGD", ["M:x", "MCC:x"]))[0],
-            model,
+            s.r(|c| history_of(c, "B9", "SGD", ["M:x", "MCC:x"])),
+            [model, model],
             "{}",
             s.label
         );
@@ -2716,18 +2749,19 @@ fn decisions_are_kept_per_payment_newest_first_and_old_buyer_data_is_pruned() {
             risk::count_buyer_attempt(c, "NEW", "SGD", 1, T0)?;
             risk::link_buyer(c, "OLD", "w", "C", T0 - 31 * DAY_MS)?;
             risk::link_buyer(c, "NEW", "w", "C", T0)?;
-            risk::record_paid(c, "OLD", "M:x", "SGD", 1, T0 - 181 * DAY_MS)?;
-            risk::record_paid(c, "NEW", "M:x", "SGD", 1, T0)
+            risk::record_paid_at(c, "OLD", ["M:x", "MCC:x"], "SGD", 1, T0 - 181 * DAY_MS)?;
+            risk::record_paid_at(c, "NEW", ["M:x", "MCC:x"], "SGD", 1, T0)
         });
         assert!(s.r(|c| risk::any_stale_buyer_data(c, T0)));
-        assert_eq!(s.w(|c| risk::prune_buyer_data(c, T0, 100)), 3);
-        assert!(!s.r(|c| risk::any_stale_buyer_data(c, T0)));
         assert_eq!(
-            s.r(|c| risk::buyer_attempts(c, "NEW", T0 - DAY_MS)).len(),
-            1
+            s.w(|c| risk::prune_buyer_data(c, T0, 100)),
+            4,
+            "an attempt, a link, two histories"
         );
-        assert!(s.r(|c| risk::buyer_customer(c, "NEW")).is_some());
-        assert!(s.r(|c| risk::buyer_customer(c, "OLD")).is_none());
+        assert!(!s.r(|c| risk::any_stale_buyer_data(c, T0)));
+        assert_eq!(s.r(|c| attempts_of(c, "NEW", T0 - DAY_MS)).len(), 1);
+        assert!(s.r(|c| customer_of(c, "NEW")).is_some());
+        assert!(s.r(|c| customer_of(c, "OLD")).is_none());
     }
 }
 
@@ -2771,10 +2805,12 @@ fn replay_rows_page_through_a_period_oldest_first_with_paid_and_refunded() {
     }
 }
 
-/// The one-statement read the pay unit uses agrees with its three parts, linked or not,
-/// blocked or not, and the two-scope history write with two single writes.
+/// The pay unit's one read: attempts of every linked key, the link, the block, and the history
+/// under the customer key (under the buyer key while unlinked); what is not asked for is not
+/// read.
 #[test]
-fn the_buyer_read_in_one_statement_agrees_with_its_parts() {
+fn the_buyer_read_follows_the_link_to_the_customer() {
+    use paycode_core::risk::AmountHistory;
     for s in stores("buyer_read") {
         let scopes = ["M:client-1/M1", "MCC:5812"];
         let minute0 = T0 - T0.rem_euclid(60_000);
@@ -2782,38 +2818,29 @@ fn the_buyer_read_in_one_statement_agrees_with_its_parts() {
             risk::count_buyer_attempt(c, "B1", "SGD", 100, minute0)?;
             risk::count_buyer_attempt(c, "B2", "SGD", 70, minute0 + 60_000)?;
             risk::count_buyer_attempt(c, "B2", "USD", 5, minute0 + 60_000)?;
-            // The unlinked key's history is under the key itself.
             risk::record_paid_at(c, "B3", scopes, "SGD", 400, T0)?;
             risk::record_paid_at(c, "walleta/CUST-1", scopes, "SGD", 900, T0)?;
-            risk::record_paid(c, "walleta/CUST-1", scopes[0], "SGD", 100, T0)
+            risk::record_paid_at(c, "walleta/CUST-1", scopes, "SGD", 100, T0)
         });
-        let check = |buyer: &'static str, label: &str| {
-            let read = s.r(move |c| risk::buyer_read(c, buyer, Some(minute0), "SGD", Some(scopes)));
-            let mut got = read.attempts.clone();
-            let mut want = s.r(move |c| risk::buyer_attempts(c, buyer, minute0));
-            got.sort_by_key(|a| (a.minute, a.currency.code().to_string()));
-            want.sort_by_key(|a| (a.minute, a.currency.code().to_string()));
-            assert_eq!(got, want, "{}: {label}: attempts", s.label);
-            let link = s.r(move |c| risk::buyer_customer(c, buyer));
-            assert_eq!(read.blocked, link.as_ref().is_some_and(|l| l.2), "{label}");
-            let key = link.map_or(buyer.to_string(), |(w, id, _)| format!("{w}/{id}"));
-            let history = s.r(move |c| risk::buyer_history(c, &key, "SGD", scopes));
-            assert_eq!(read.history, history, "{}: {label}: history", s.label);
-            read
+        let read = |buyer: &'static str| {
+            s.r(move |c| risk::buyer_read(c, buyer, Some(minute0), "SGD", Some(scopes)))
         };
-        let unlinked = check("B3", "unlinked");
-        assert_eq!(unlinked.history[0].total_minor, 400);
+        let h = |n, t| AmountHistory {
+            n_payments: n,
+            total_minor: t,
+        };
+        let unlinked = read("B3");
+        assert_eq!((unlinked.customer, unlinked.blocked), (None, false));
+        assert_eq!(unlinked.history, [h(1, 400), h(1, 400)], "{}", s.label);
+        assert_eq!(read("B1").history, [h(0, 0), h(0, 0)], "not yet linked");
         s.w(|c| {
             risk::link_buyer(c, "B1", "walleta", "CUST-1", T0)?;
             risk::link_buyer(c, "B2", "walleta", "CUST-1", T0)
         });
-        let linked = check("B1", "linked");
-        assert_eq!(linked.attempts.len(), 3, "both keys' minutes");
-        assert_eq!(
-            (linked.history[0].n_payments, linked.history[0].total_minor),
-            (2, 1_000)
-        );
-        assert_eq!(linked.history[1].total_minor, 900);
+        let linked = read("B1");
+        assert_eq!(linked.customer.as_deref(), Some("walleta/CUST-1"));
+        assert_eq!(linked.attempts.len(), 3, "{}: both keys' minutes", s.label);
+        assert_eq!(linked.history, [h(2, 1_000), h(2, 1_000)], "{}", s.label);
         let row = risk::BlockedCustomer {
             wallet: "walleta".to_string(),
             customer_id: "CUST-1".to_string(),
@@ -2822,11 +2849,11 @@ fn the_buyer_read_in_one_statement_agrees_with_its_parts() {
             created_ms: T0,
         };
         s.w(move |c| risk::block_customer(c, &row));
-        assert!(check("B2", "blocked").blocked);
-        // Nothing asked for, nothing read but the block.
+        assert!(read("B2").blocked);
+        // Nothing asked for: only the link and the block are read.
         let bare = s.r(|c| risk::buyer_read(c, "B2", None, "SGD", None));
         assert!(bare.attempts.is_empty() && bare.blocked);
-        assert_eq!(bare.history, [Default::default(); 2]);
+        assert_eq!(bare.history, [AmountHistory::default(); 2]);
     }
 }
 
@@ -2878,7 +2905,7 @@ fn concurrent_payments_of_one_buyer_never_pass_its_velocity_limit() {
         let allowed = verdicts.iter().filter(|v| **v == Verdict::Allow).count();
         assert_eq!(allowed, 3, "{}: {verdicts:?}", s.label);
         let counted: i64 = s
-            .r(|c| risk::buyer_attempts(c, "28101212345678", T0 - 60_000))
+            .r(|c| attempts_of(c, "28101212345678", T0 - 60_000))
             .iter()
             .map(|a| a.n_attempts)
             .sum();

@@ -156,54 +156,18 @@ pub fn count_buyer_attempt(
     Ok(())
 }
 
-/// The attempts since `since_ms` of every buyer key of the customer behind `buyer` (the key
-/// itself, and once the wallet revealed its customer, every other key linked to that customer),
-/// per minute and currency.
-pub fn buyer_attempts(
-    c: &Connection,
-    buyer: &str,
-    since_ms: i64,
-) -> StoreResult<Vec<MinuteAttempts>> {
-    let rows: Vec<(i64, String, i64, i64)> = c.query_all_cached(
-        "SELECT minute, currency, SUM(amount_minor), SUM(n_attempts) FROM buyer_attempts \
-         WHERE minute >= ?2 AND buyer IN (SELECT ?1 UNION SELECT b2.buyer FROM buyer_customers b1 \
-         JOIN buyer_customers b2 ON b2.wallet = b1.wallet AND b2.customer_id = b1.customer_id \
-         WHERE b1.buyer = ?1) GROUP BY minute, currency",
-        params![buyer, minute_of(since_ms)],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
-    rows.into_iter()
-        .map(|(minute, currency, amount_minor, n_attempts)| {
-            Ok(MinuteAttempts {
-                minute,
-                currency: paycode_core::Currency::parse(&currency).map_err(|e| {
-                    StoreError::Corrupt(format!("buyer_attempts of {buyer}: currency: {e}"))
-                })?,
-                amount_minor,
-                n_attempts,
-            })
-        })
-        .collect()
-}
-
-/// The wallet customer a buyer key is linked to, and whether that customer is blocked.
-pub fn buyer_customer(c: &Connection, buyer: &str) -> StoreResult<Option<(String, String, bool)>> {
-    Ok(c.prepare_cached(
-        "SELECT b.wallet, b.customer_id, EXISTS (SELECT 1 FROM blocked_customers x \
-             WHERE x.wallet = b.wallet AND x.customer_id = b.customer_id) \
-             FROM buyer_customers b WHERE b.buyer = ?1",
-    )?
-    .query_row(params![buyer], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-    .optional()?)
-}
-
-/// What the buyer rules read about one buyer, in one statement: its customer's attempts
-/// since `since_ms` (as [`buyer_attempts`], when `attempts` is asked for), whether the customer
-/// is blocked (as [`buyer_customer`]), and its paid history in `currency` at `scopes` under its
-/// customer key (as [`buyer_history`], when asked for).
+/// What the buyer rules read about one buyer, in one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuyerRead {
+    /// Attempts since `since_ms` of every buyer key of the customer behind the buyer (the key
+    /// itself, and once a wallet answer linked it, every other key linked to that customer),
+    /// per minute and currency (when asked for).
     pub attempts: Vec<MinuteAttempts>,
+    /// The customer key (`wallet/customerId`) the buyer key is linked to.
+    pub customer: Option<String>,
     pub blocked: bool,
+    /// The paid history in `currency` at the two scopes, under the customer key (or the buyer
+    /// key while unlinked), when asked for.
     pub history: [AmountHistory; 2],
 }
 
@@ -221,7 +185,7 @@ pub fn buyer_read(
          FROM buyer_attempts a WHERE CAST(?6 AS BIGINT) = 1 AND a.minute >= ?2 AND a.buyer IN \
          (SELECT ?1 UNION SELECT b.buyer FROM buyer_customers b JOIN link l \
          ON b.wallet = l.wallet AND b.customer_id = l.customer_id) GROUP BY a.minute, a.currency \
-         UNION ALL SELECT 'L', 0, l.wallet, CASE WHEN EXISTS (SELECT 1 FROM blocked_customers x \
+         UNION ALL SELECT 'L', 0, l.wallet || '/' || l.customer_id, CASE WHEN EXISTS (SELECT 1 FROM blocked_customers x \
          WHERE x.wallet = l.wallet AND x.customer_id = l.customer_id) THEN 1 ELSE 0 END, 0 FROM link l \
          UNION ALL SELECT 'H', h.n_payments, h.scope, h.total_minor, 0 FROM buyer_history h \
          WHERE CAST(?7 AS BIGINT) = 1 AND h.customer = COALESCE((SELECT wallet || '/' || customer_id \
@@ -239,6 +203,7 @@ pub fn buyer_read(
     )?;
     let mut out = BuyerRead {
         attempts: Vec::new(),
+        customer: None,
         blocked: false,
         history: [AmountHistory::default(); 2],
     };
@@ -252,7 +217,10 @@ pub fn buyer_read(
                 amount_minor: b,
                 n_attempts: n,
             }),
-            "L" => out.blocked = b != 0,
+            "L" => {
+                out.customer = Some(text);
+                out.blocked = b != 0;
+            }
             _ => {
                 let i = usize::from(text != scope_m);
                 out.history[i] = AmountHistory {
@@ -266,7 +234,7 @@ pub fn buyer_read(
 }
 
 /// Adds one paid payment to the customer's history at both scopes in one statement, halving
-/// as [`AmountHistory::with_payment`] says (as [`record_paid`] twice).
+/// as [`AmountHistory::with_payment`] says.
 pub fn record_paid_at(
     c: &Connection,
     customer: &str,
@@ -311,64 +279,6 @@ pub fn link_buyer(
          customer_id = excluded.customer_id, updated_ms = excluded.updated_ms",
     )?
     .execute(params![buyer, wallet, customer_id, now_ms])?;
-    Ok(())
-}
-
-/// The customer's paid history in `currency` at two scopes (`M:…` and `MCC:…`).
-pub fn buyer_history(
-    c: &Connection,
-    customer: &str,
-    currency: &str,
-    scopes: [&str; 2],
-) -> StoreResult<[AmountHistory; 2]> {
-    let rows: Vec<(String, i64, i64)> = c.query_all_cached(
-        "SELECT scope, n_payments, total_minor FROM buyer_history \
-         WHERE customer = ?1 AND currency = ?2 AND scope IN (?3, ?4)",
-        params![customer, currency, scopes[0], scopes[1]],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    let mut out = [AmountHistory::default(); 2];
-    for (scope, n_payments, total_minor) in rows {
-        for (i, s) in scopes.iter().enumerate() {
-            if scope == *s {
-                out[i] = AmountHistory {
-                    n_payments,
-                    total_minor,
-                };
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Adds one paid payment to the customer's history at `scope`, halving as
-/// [`AmountHistory::with_payment`] says (the row is locked by the upsert, then rewritten).
-pub fn record_paid(
-    c: &Connection,
-    customer: &str,
-    scope: &str,
-    currency: &str,
-    amount_minor: i64,
-    now_ms: i64,
-) -> StoreResult<()> {
-    let (n, total): (i64, i64) = c
-        .prepare_cached(
-            "INSERT INTO buyer_history (customer, scope, currency, n_payments, total_minor, updated_ms) \
-             VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT (customer, scope, currency) DO UPDATE SET \
-             n_payments = buyer_history.n_payments + 1, \
-             total_minor = buyer_history.total_minor + excluded.total_minor, \
-             updated_ms = excluded.updated_ms RETURNING n_payments, total_minor",
-        )?
-        .query_row(params![customer, scope, currency, amount_minor, now_ms], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    if n >= AmountHistory::HALVE_AT {
-        c.prepare_cached(
-            "UPDATE buyer_history SET n_payments = ?4, total_minor = ?5 \
-             WHERE customer = ?1 AND scope = ?2 AND currency = ?3",
-        )?
-        .execute(params![customer, scope, currency, n / 2, total / 2])?;
-    }
     Ok(())
 }
 
