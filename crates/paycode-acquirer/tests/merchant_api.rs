@@ -1624,31 +1624,11 @@ async fn a_request_with_oversized_headers_gets_a_signed_param_illegal_and_pays_n
 
 /// Replaces the acquirer's rules through the admin API; returns the new version.
 async fn put_rules(h: &Harness, rules: &str) -> i64 {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/admin/v1/risk/rules", h.url))
-        .bearer_auth("admin-secret")
-        .body(rules.to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = h
+        .admin_post("/admin/v1/risk/rules", rules.to_string())
+        .await;
     assert_eq!(r["result"], "SUCCESS", "{r}");
     r["version"].as_i64().unwrap()
-}
-
-async fn admin_post(h: &Harness, path: &str, body: String) -> Value {
-    reqwest::Client::new()
-        .post(format!("{}{path}", h.url))
-        .bearer_auth("admin-secret")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// The other client's merchant `O1`.
@@ -1767,12 +1747,12 @@ async fn a_blocked_customer_is_rejected_before_any_wallet_call() {
         .as_str()
         .expect("the wallet named its customer");
     // A mistake is named; nothing is blocked.
-    let bad = admin_post(
-        &h,
-        "/admin/v1/risk/blocked-customers",
-        json!({"wallet": "nopay", "customerId": customer, "reason": "x"}).to_string(),
-    )
-    .await;
+    let bad = h
+        .admin_post(
+            "/admin/v1/risk/blocked-customers",
+            json!({"wallet": "nopay", "customerId": customer, "reason": "x"}).to_string(),
+        )
+        .await;
     assert!(
         bad["message"]
             .as_str()
@@ -1780,12 +1760,12 @@ async fn a_blocked_customer_is_rejected_before_any_wallet_call() {
             .contains("no wallet"),
         "{bad}"
     );
-    let ok = admin_post(
-        &h,
-        "/admin/v1/risk/blocked-customers",
-        json!({"wallet": "sgpay", "customerId": customer, "reason": "chargebacks"}).to_string(),
-    )
-    .await;
+    let ok = h
+        .admin_post(
+            "/admin/v1/risk/blocked-customers",
+            json!({"wallet": "sgpay", "customerId": customer, "reason": "chargebacks"}).to_string(),
+        )
+        .await;
     assert_eq!(ok["added"], true, "{ok}");
     let before = h.balance("alice").await;
     let second = h.call("pay", h.pay_body("b-2", 300, &codes[1])).await;
@@ -1958,7 +1938,9 @@ async fn a_dry_run_reports_exact_counts_and_changes_nothing() {
         {"id": "replay", "kind": "CODE_REPLAY"},
         {"id": "o1-only", "kind": "BLOCKED_MERCHANT", "merchant": "TEST_OTHER_CLIENT/O1", "mode": "SHADOW"}
     ]"#;
-    let report = admin_post(&h, "/admin/v1/risk/try?since=1h", candidate.to_string()).await;
+    let report = h
+        .admin_post("/admin/v1/risk/try?since=1h", candidate.to_string())
+        .await;
     assert_eq!(report["payments"], 6, "{report}");
     let rule = |id: &str| {
         report["rules"]
@@ -2001,12 +1983,12 @@ async fn a_dry_run_reports_exact_counts_and_changes_nothing() {
         payments_before
     );
     // A candidate with a mistake is refused, naming the rule.
-    let bad = admin_post(
-        &h,
-        "/admin/v1/risk/try?since=1h",
-        r#"[{"id": "x", "kind": "CUSTOMER_VELOCITY", "max": 3}]"#.to_string(),
-    )
-    .await;
+    let bad = h
+        .admin_post(
+            "/admin/v1/risk/try?since=1h",
+            r#"[{"id": "x", "kind": "CUSTOMER_VELOCITY", "max": 3}]"#.to_string(),
+        )
+        .await;
     assert!(
         bad["message"]
             .as_str()
@@ -2056,16 +2038,11 @@ async fn a_merchant_key_is_rotated_while_the_merchant_keeps_paying() {
     let set_key = |version: u32, key_name: &str, active: bool| {
         let body = json!({"keyVersion": version, "active": active,
                           "publicKey": key(key_name).public_key().to_base64()});
-        let url = format!("{}/admin/v1/clients/{CLIENT}/keys", h.url);
+        let h = &h;
         async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .bearer_auth("admin-secret")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            let path = format!("/admin/v1/clients/{CLIENT}/keys");
+            let r = h.admin_post(&path, body.to_string()).await;
+            assert_eq!(r["result"], "SUCCESS", "{r}");
         }
     };
     let pay = |client: &paycode_http::SignedClient, i: usize| {
@@ -2118,7 +2095,7 @@ async fn an_integrator_acts_for_one_merchant_with_an_agent_token_within_its_gran
     let issue = |scope: Value, life_s: i64| {
         let body = json!({"integratorClientId": OTHER_CLIENT, "clientId": CLIENT,
                           "referenceMerchantId": MERCHANT, "scope": scope, "expiresInS": life_s});
-        admin_post(&h, "/admin/v1/agent-tokens", body.to_string())
+        h.admin_post("/admin/v1/agent-tokens", body.to_string())
     };
     let bad = issue(json!(["pay", "fly"]), 3600).await;
     assert!(
@@ -2211,15 +2188,9 @@ async fn an_integrator_acts_for_one_merchant_with_an_agent_token_within_its_gran
     assert_eq!(stored("ag-4").await, 0);
 
     // Revoked, and expired: refused, nothing written, the customer not charged.
-    let revoked: Value = reqwest::Client::new()
-        .delete(format!("{}/admin/v1/agent-tokens/{token_id}", h.url))
-        .bearer_auth("admin-secret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revoked = h
+        .admin_delete(&format!("/admin/v1/agent-tokens/{token_id}"))
+        .await;
     assert_eq!(revoked["result"], "SUCCESS", "{revoked}");
     let r = h
         .call_as(&agent, "pay", h.pay_body("ag-5", 100, &codes[2]))
@@ -2254,4 +2225,53 @@ async fn an_integrator_acts_for_one_merchant_with_an_agent_token_within_its_gran
         before - 640,
         "only the granted payment was charged"
     );
+}
+
+/// What wallet answers teach the buyer rules, end to end: a customer's paid history makes an
+/// unusually large payment a challenge, and once each phone's first answer named the customer,
+/// the attempts of both phones count together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wallet_answers_build_the_history_and_links_the_buyer_rules_read() {
+    let h = Harness::new().await;
+    put_rules(
+        &h,
+        r#"[{"id": "big", "kind": "UNUSUAL_AMOUNT", "scope": "MERCHANT", "minHistory": 3,
+             "factor": 5, "action": "CHALLENGE"},
+            {"id": "burst", "kind": "CUSTOMER_VELOCITY", "windowMinutes": 10, "max": 6,
+             "code": "PAYMENT_COUNT_EXCEED_LIMIT"}]"#,
+    )
+    .await;
+    let before = h.balance("alice").await;
+    let (phone_a, _) = h.device_codes("alice", 5).await;
+    for (i, code) in phone_a[..3].iter().enumerate() {
+        let r = h
+            .call("pay", h.pay_body(&format!("hist-{i}"), 100, code))
+            .await;
+        assert_eq!(code_of(&r), "SUCCESS", "{r}");
+    }
+    // Three payments of 1.00 at this merchant: 6.00 is above five times their mean.
+    let big = h
+        .call("pay", h.pay_body("hist-big", 600, &phone_a[3]))
+        .await;
+    assert_eq!(code_of(&big), "PAYMENT_IN_PROCESS", "challenged: {big}");
+    let at_limit = h.call("pay", h.pay_body("hist-ok", 500, &phone_a[4])).await;
+    assert_eq!(
+        code_of(&at_limit),
+        "SUCCESS",
+        "five times the mean is not above it: {at_limit}"
+    );
+    assert_eq!(
+        h.balance("alice").await,
+        before - 800,
+        "the challenged one waits"
+    );
+
+    // A second phone of alice: its first payment counts alone (its slot is not linked yet), and
+    // its answer links it, so its second sees both phones' six attempts and is refused.
+    let (phone_b, _) = h.device_codes("alice", 2).await;
+    let first = h.call("pay", h.pay_body("hist-b0", 100, &phone_b[0])).await;
+    assert_eq!(code_of(&first), "SUCCESS", "{first}");
+    let second = h.call("pay", h.pay_body("hist-b1", 100, &phone_b[1])).await;
+    assert_eq!(code_of(&second), "PAYMENT_COUNT_EXCEED_LIMIT", "{second}");
+    assert_eq!(h.balance("alice").await, before - 900);
 }

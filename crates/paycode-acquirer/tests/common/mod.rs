@@ -675,15 +675,26 @@ impl Harness {
     }
 
     pub async fn admin_get(&self, path: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth("admin-secret")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: String) -> Value {
+        self.admin(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> Value {
+        self.admin(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// An admin API call with the operator token; the JSON answer, whatever its status.
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Value {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth("admin-secret");
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        req.send().await.unwrap().json().await.unwrap()
     }
 }
 
