@@ -239,6 +239,11 @@ pub async fn decisions(
         Ok(r) => r,
         Err(e) => return admin_error(e),
     };
+    Json(decisions_summary(&rows)).into_response()
+}
+
+/// Decisions as the API lists them, with the count of hits per rule (enforced and shadow).
+pub fn decisions_summary(rows: &[crate::store::risk::DecisionRow]) -> serde_json::Value {
     let mut per_rule: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let list: Vec<_> = rows
         .iter()
@@ -260,11 +265,10 @@ pub async fn decisions(
             })
         })
         .collect();
-    Json(serde_json::json!({
+    serde_json::json!({
         "decisions": list,
         "hitsPerRule": per_rule.iter().map(|(id, (enforced, shadow))| serde_json::json!({
             "ruleId": id, "enforced": enforced, "shadow": shadow,
         })).collect::<Vec<_>>(),
-    }))
-    .into_response()
+    })
 }

@@ -61,7 +61,8 @@ impl Acquirer {
         })
     }
 
-    async fn notify_pass(&self) -> Result<usize, ApiError> {
+    /// Delivers the notifications that are due; how many it tried.
+    pub(crate) async fn notify_pass(&self) -> Result<usize, ApiError> {
         let now = self.now_ms();
         let limits = &self.config().limits;
         let lease = now + limits.work_lease_ms;

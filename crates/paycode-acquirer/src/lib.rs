@@ -18,6 +18,7 @@ pub mod api;
 pub mod audit;
 pub mod background;
 pub mod config;
+pub mod dashboard;
 pub mod history;
 pub mod registry;
 pub mod risk;
@@ -115,6 +116,11 @@ pub fn router(acq: Acquirer) -> Router {
         )
         .route("/admin/v1/rates/ecb", post(admin_money::import_ecb))
         .route("/admin/v1/audit", get(admin_money::audit))
+        .route(
+            "/admin/v1/dashboard-users",
+            get(dashboard::users::list_users).post(dashboard::users::put_user),
+        )
+        .merge(dashboard::routes())
         .fallback(api::merchant_api)
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(acq)

@@ -935,18 +935,26 @@ impl Acquirer {
                 user_verification_required: challenge.then_some(true),
             }),
         };
+        let started = std::time::Instant::now();
         let answer = self.inner.wallets.pay(wallet, &req).await;
-        self.absorb_pay_answer(&row, answer).await
+        self.absorb_pay_answer(&row, answer, started.elapsed().as_millis())
+            .await
     }
 
+    /// Applies the wallet's answer to `pay`, which took `latency_ms` (on the timeline).
     async fn absorb_pay_answer(
         &self,
         row: &PaymentRow,
         answer: Result<mpp::PayResponse, CallError>,
+        latency_ms: u128,
     ) -> Result<PaymentRow, ApiError> {
         let id = row.payment_id.clone();
         match answer {
             Ok(resp) => {
+                let source = format!(
+                    "wallet pay answer {} {} in {latency_ms} ms",
+                    resp.result.result_status, resp.result.result_code
+                );
                 let facts = WalletFacts {
                     wallet_payment_id: resp.payment_id.clone(),
                     customer_id: resp.customer_id.clone(),
@@ -954,27 +962,17 @@ impl Acquirer {
                 };
                 match resp.result.result_status.as_str() {
                     "S" => {
-                        self.apply(
-                            &id,
-                            PaymentEvent::WalletSucceeded,
-                            facts,
-                            "wallet pay answer",
-                        )
-                        .await
+                        self.apply(&id, PaymentEvent::WalletSucceeded, facts, &source)
+                            .await
                     }
                     "F" => {
                         let code = wallet_failure_code(&resp.result.result_code);
-                        self.apply(
-                            &id,
-                            PaymentEvent::WalletFailed(code),
-                            facts,
-                            "wallet pay answer",
-                        )
-                        .await
+                        self.apply(&id, PaymentEvent::WalletFailed(code), facts, &source)
+                            .await
                     }
                     _ => {
                         let detail = format!(
-                            "wallet answered {} {}: waiting",
+                            "wallet answered {} {} in {latency_ms} ms: waiting",
                             resp.result.result_code, resp.result.result_message
                         );
                         self.schedule_check(&id, ResultCode::PAYMENT_IN_PROCESS, &detail)
@@ -994,7 +992,7 @@ impl Acquirer {
                     &id,
                     PaymentEvent::WalletFailed(ResultCode::PROCESS_FAIL),
                     facts,
-                    "wallet unreachable",
+                    &format!("wallet unreachable after {latency_ms} ms"),
                 )
                 .await
             }
@@ -1003,7 +1001,9 @@ impl Acquirer {
                 self.schedule_check(
                     &id,
                     ResultCode::UNKNOWN_EXCEPTION,
-                    "the wallet's answer was lost; inquire for the outcome",
+                    &format!(
+                        "the wallet's answer was lost after {latency_ms} ms; inquire for the outcome"
+                    ),
                 )
                 .await
             }

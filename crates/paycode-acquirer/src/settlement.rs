@@ -1013,6 +1013,16 @@ impl Acquirer {
             .await
     }
 
+    /// One closed batch.
+    pub async fn settlement_batch(&self, batch_id: &str) -> Result<Option<BatchInfo>, ApiError> {
+        let id = batch_id.to_string();
+        self.db()
+            .read(move |c| {
+                Ok::<_, ApiError>(store::settlement::batch_by_id(c, &id)?.map(|b| b.info()))
+            })
+            .await
+    }
+
     /// Closed clearings, newest first, optionally of one wallet.
     pub async fn clearings(
         &self,

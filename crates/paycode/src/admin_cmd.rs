@@ -70,6 +70,34 @@ enum RegistryCommand {
     /// Agent-Tokens of system integrators.
     #[command(subcommand)]
     AgentTokens(AgentCommand),
+    /// Dashboard users: operators, and merchant users who see their own merchants only.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Create a user or replace one of the same name (its password too).
+    Add {
+        name: String,
+        /// `operator` or `merchant`.
+        #[arg(long, default_value = "merchant")]
+        role: String,
+        /// A merchant user's client.
+        #[arg(long)]
+        client: Option<String>,
+        /// A merchant user's one merchant; without it the user sees every merchant of the
+        /// client (an ISV or system integrator).
+        #[arg(long)]
+        merchant: Option<String>,
+        /// A file holding the password; without it the password is asked for.
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+        /// Keep the user but refuse its sign-ins.
+        #[arg(long)]
+        disabled: bool,
+    },
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,6 +373,37 @@ async fn run_registry(api: &AdminApi, cmd: &RegistryCommand, json: bool) -> anyh
             let body = read_text(file, "wallet file")?;
             api.call_running(Method::POST, "/admin/v1/wallets", Some(body))
                 .await?
+        }
+        RegistryCommand::Users(UsersCommand::List) => {
+            let (_, v) = api
+                .call_running(Method::GET, "/admin/v1/dashboard-users", None)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        RegistryCommand::Users(UsersCommand::Add {
+            name,
+            role,
+            client,
+            merchant,
+            password_file,
+            disabled,
+        }) => {
+            let password = match password_file {
+                Some(path) => read_text(path, "password file")?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+                None => rpassword::prompt_password(format!("password for {name}: "))?,
+            };
+            let body = serde_json::json!({"name": name, "password": password,
+                "role": role.to_ascii_uppercase(), "clientId": client,
+                "referenceMerchantId": merchant, "disabled": disabled});
+            api.call_running(
+                Method::POST,
+                "/admin/v1/dashboard-users",
+                Some(body.to_string()),
+            )
+            .await?
         }
         RegistryCommand::AgentTokens(a) => match a {
             AgentCommand::Issue {

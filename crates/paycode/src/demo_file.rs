@@ -30,6 +30,20 @@ pub struct DemoFile {
     /// Where the demo merchant's notifications are received, if a receiver runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// How to sign in to the web dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<DemoDashboard>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DemoDashboard {
+    pub url: String,
+    /// A merchant user who sees every merchant of the demo client.
+    pub merchant_user: String,
+    pub merchant_password: String,
+    /// The file in the data directory whose token signs in as `operator`.
+    pub operator_token_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ mod admin_cmd;
 mod app;
 mod app_device;
 mod bench;
+mod bench_dashboard;
 mod config_file;
 mod demo;
 mod demo_file;
@@ -70,6 +71,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Drive signed pay calls against a running `serve` and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Time the dashboard's pages against a running `serve`, signed in as the operator.
+    BenchDashboard(bench_dashboard::DashboardBenchArgs),
     /// Close settlement batches and wallet clearings, writing their report files.
     Settle(money_cmd::SettleArgs),
     /// Re-check every money invariant from the store; exits non-zero on any violation.
@@ -114,6 +117,9 @@ fn main() -> ExitCode {
             Command::Wallet(args) => app::run(&cli.data_dir, args).await,
             Command::Demo(args) => demo::run(&cli.data_dir, args).await,
             Command::Bench(args) => bench::run(&cli.data_dir, args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::BenchDashboard(args) => bench_dashboard::run(&cli.data_dir, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Settle(args) => money_cmd::settle(&cli.data_dir, database_url, args).await,

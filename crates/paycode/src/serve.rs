@@ -7,7 +7,7 @@
 //! for that file. `--role acquirer` and `--role wallet --wallet NAME` run the parts apart (the
 //! wallets then listen on `--wallet-port-base` + their index).
 
-use crate::demo_file::{DemoFile, DemoUser, DemoWallet};
+use crate::demo_file::{DemoDashboard, DemoFile, DemoUser, DemoWallet};
 use anyhow::{Context, bail};
 use paycode_acquirer::registry::{self, NewClient, NewMerchant, NewWallet};
 use paycode_acquirer::{Acquirer, AcquirerConfig, Limits};
@@ -31,6 +31,8 @@ pub const DEMO_SECOND_MERCHANT_ID: &str = "M-KOPI-002";
 pub const DEMO_STORE_ID: &str = "S-RAFFLES-01";
 pub const DEMO_STORE_NAME: &str = "Kopi & Co Raffles Place";
 pub const DEMO_MCC: &str = "5814";
+/// The demo merchant client's dashboard user (its password is kept in the data directory).
+pub const DEMO_DASHBOARD_USER: &str = "kopi";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -160,7 +162,12 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("admin-token");
+    data_dir_secret(data_dir, "admin-token")
+}
+
+/// A random secret kept in `<data-dir>/<name>` (created on first use, readable by the owner).
+fn data_dir_secret(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     if let Ok(t) = std::fs::read_to_string(&path) {
         return Ok(t.trim().to_string());
     }
@@ -577,6 +584,17 @@ pub async fn run(
             demo_wallets_out.clone()
         };
         seed_acquirer(&acq, &merchant_key, &wallets_for_registry).await?;
+        let dashboard_password = data_dir_secret(data_dir, "dashboard-merchant-password")?;
+        acq.put_dashboard_user(paycode_acquirer::dashboard::users::NewUser {
+            name: DEMO_DASHBOARD_USER.into(),
+            password: dashboard_password.clone(),
+            role: "MERCHANT".into(),
+            client_id: Some(DEMO_CLIENT_ID.into()),
+            reference_merchant_id: None,
+            disabled: false,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the dashboard user: {}", e.message))?;
         if let Some(path) = &args.risk_rules {
             load_risk_rules(&acq, path).await?;
         }
@@ -613,6 +631,12 @@ pub async fn run(
                 })
                 .collect(),
             notify_url: None,
+            dashboard: Some(DemoDashboard {
+                url: format!("{}/dashboard", public_url.trim_end_matches('/')),
+                merchant_user: DEMO_DASHBOARD_USER.into(),
+                merchant_password: dashboard_password,
+                operator_token_file: "admin-token".into(),
+            }),
         };
         let options = ServeOptions {
             tls: tls_acceptor(args.tls_cert.as_deref().zip(args.tls_key.as_deref()))?,
@@ -635,6 +659,10 @@ pub async fn run(
         for line in &banner {
             println!("{line}");
         }
+        println!(
+            "  dashboard       {public_url}/dashboard  (operator: name \"operator\", password in {}; merchant: see demo.json)",
+            data_dir.join("admin-token").display()
+        );
         println!("  data            {}", data_dir.display());
         println!("  quick start     {}", DemoFile::path(data_dir).display());
         println!(

@@ -17,6 +17,7 @@ use paycode_db::sql::{self, Row};
 
 pub mod agents;
 pub mod audit;
+pub mod dashboard;
 pub mod guesses;
 mod journal;
 mod outbox;
@@ -61,7 +62,12 @@ fn schema_v2() -> String {
 
 /// Every table of the current version, in order (for in-memory test stores).
 pub fn full_schema() -> String {
-    format!("{}{}", schema_v1(), schema_v2())
+    format!(
+        "{}{}{}",
+        schema_v1(),
+        schema_v2(),
+        dashboard::DASHBOARD_SCHEMA
+    )
 }
 
 /// The acquirer's schema versions. Version 1 is the schema of the first releases, written with
@@ -74,6 +80,11 @@ pub fn migrations() -> Vec<paycode_db::Migration> {
             2,
             "buyer and transaction risk (customers, versions, decisions); agent tokens; operator log",
             schema_v2(),
+        ),
+        paycode_db::Migration::new(
+            3,
+            "dashboard users and sessions; indexes of the payment search",
+            dashboard::DASHBOARD_SCHEMA.to_string(),
         ),
     ]
 }

@@ -1,7 +1,7 @@
 //! The `outbox` of merchant notifications and the `payment_events` timeline.
 
 use super::{StoreResult, corrupt_column, ms_at, opt_ms_at};
-use paycode_db::sql::{self, Connection, Row, params};
+use paycode_db::sql::{self, Connection, OptionalExtension, Row, params};
 
 /// Where a merchant notification stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +205,14 @@ pub fn notifications_of_payment(c: &Connection, payment_id: &str) -> StoreResult
         outbox_from_row,
     )?;
     Ok(rows)
+}
+
+pub fn outbox_by_id(c: &Connection, outbox_id: i64) -> StoreResult<Option<OutboxRow>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE outbox_id = ?1"
+    ))?
+    .query_row([outbox_id], outbox_from_row)
+    .optional()?)
 }
 
 /// Puts a notification (delivered or parked) back in the queue for an immediate attempt.

@@ -31,7 +31,7 @@ fn opt_int(n: Option<i64>) -> ToSqlOutput<'static> {
 }
 
 pub fn insert_payments(c: &Connection, rows: &[PaymentRow]) -> StoreResult<()> {
-    let mut v: Vec<ToSqlOutput<'_>> = Vec::with_capacity(rows.len() * 36);
+    let mut v: Vec<ToSqlOutput<'_>> = Vec::with_capacity(rows.len() * 37);
     for p in rows {
         v.extend([
             text(&p.payment_id),
@@ -70,16 +70,17 @@ pub fn insert_payments(c: &Connection, rows: &[PaymentRow]) -> StoreResult<()> {
             opt_int(p.cancel_requested_ms),
             int(p.fee_minor),
             opt_text(p.buyer.as_deref()),
+            ToSqlOutput::from(super::payments::code_last4(&p.code_masked)),
         ]);
     }
     insert_many(
         c,
         &format!(
-            "INSERT INTO payments ({})",
+            "INSERT INTO payments ({}, code_last4)",
             super::payments::PAYMENT_COLUMNS
         ),
         "",
-        36,
+        37,
         &v,
     )
 }

@@ -698,6 +698,21 @@ impl Harness {
     }
 }
 
+/// What the test merchant's payable account holds in SGD from the postings of an admin payment
+/// view (credits less debits).
+pub fn merchant_net(view: &Value) -> i64 {
+    view["postings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["account"] == "merchant_payable:TEST_MERCHANT_CLIENT/M1:SGD")
+        .map(|p| {
+            let a = p["amountMinor"].as_i64().unwrap();
+            if p["side"] == "C" { a } else { -a }
+        })
+        .sum()
+}
+
 pub fn code_of(v: &Value) -> &str {
     v["result"]["resultCode"].as_str().unwrap_or("")
 }
