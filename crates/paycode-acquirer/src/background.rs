@@ -90,11 +90,20 @@ impl Acquirer {
     }
 
     async fn deliver(&self, row: OutboxRow) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
         let answer = self
             .inner
             .notifier
             .post_raw_as(&row.client_id, &row.url, row.body.clone().into_bytes())
             .await;
+        let took = format!(
+            "{} in {} ms",
+            match &answer {
+                Ok(a) => format!("HTTP {}", a.status),
+                Err(_) => "no answer".to_string(),
+            },
+            started.elapsed().as_millis()
+        );
         let error = match answer {
             Ok(a) if a.status == 200 => {
                 match serde_json::from_slice::<serde_json::Value>(&a.body) {
@@ -127,13 +136,13 @@ impl Acquirer {
         }
         let detail = match &error {
             None => format!(
-                "{} delivered to {} (attempt {})",
+                "{} delivered to {} (attempt {}, {took})",
                 row.kind,
                 row.url,
                 attempt_idx + 1
             ),
             Some(e) => format!(
-                "{} to {} failed (attempt {}): {e}; now {}",
+                "{} to {} failed (attempt {}, {took}): {e}; now {}",
                 row.kind,
                 row.url,
                 attempt_idx + 1,

@@ -535,3 +535,65 @@ async fn search_pages_sorts_exports_and_names_bad_fields() {
     let none = web.get("/dashboard/payments.csv?wallet=sgpay").await.body;
     assert_eq!(none.lines().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settlement_batches_show_their_items_to_their_merchant_only() {
+    let h = Harness::new().await;
+    pay_fake(&h, "settle-1", 1_250, 1).await;
+    pay_fake(&h, "settle-2", 750, 2).await;
+    let closed = h
+        .admin_post("/admin/v1/settlement/close?now=true", String::new())
+        .await;
+    let batch = h.admin_get("/admin/v1/settlement/batches").await;
+    let id = batch[0]["batchId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{closed} {batch}"))
+        .to_string();
+    // The id holds a '/': links carry it percent-encoded as one path segment.
+    let id = id.replace('/', "%2F");
+    let mut web = Web::new(&h.url);
+    web.sign_in("operator", "admin-secret").await;
+    let list = web.get("/dashboard/settlement").await.body;
+    assert!(
+        list.contains(&format!("/dashboard/settlement/batches/{id}")),
+        "{list}"
+    );
+    let page = web
+        .get(&format!("/dashboard/settlement/batches/{id}"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("settle-1") && page.body.contains("settle-2"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("20.00 SGD"),
+        "the net payout: {}",
+        page.body
+    );
+    let csv = web
+        .get(&format!("/dashboard/settlement/batches/{id}/detail.csv"))
+        .await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.contains("settle-1"), "{}", csv.body);
+
+    add_user(&h, json!({"name": "other", "password": "other password", "role": "MERCHANT", "clientId": OTHER_CLIENT})).await;
+    let mut other = Web::new(&h.url);
+    other.sign_in("other", "other password").await;
+    assert!(!other.get("/dashboard/settlement").await.body.contains(&id));
+    assert_eq!(
+        other
+            .get(&format!("/dashboard/settlement/batches/{id}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        other
+            .get(&format!("/dashboard/settlement/batches/{id}/summary.csv"))
+            .await
+            .status,
+        404
+    );
+}

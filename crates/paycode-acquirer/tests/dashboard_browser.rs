@@ -335,6 +335,19 @@ async fn operator_and_merchant_use_the_dashboard_in_a_browser() {
     d.open("/dashboard/notifications").await;
     let row = d.text(&format!("#n-{parked_id}")).await;
     assert!(row.contains("DELIVERED") && row.contains('4'), "{row}");
+    // Every attempt is on the payment's timeline with its HTTP status.
+    d.open(&format!(
+        "/dashboard/payments/{}",
+        parked[0]["paymentId"].as_str().unwrap()
+    ))
+    .await;
+    let timeline = d.text("#timeline").await;
+    assert_eq!(timeline.matches("HTTP 500 in").count(), 3, "{timeline}");
+    assert_eq!(timeline.matches("HTTP 200 in").count(), 1, "{timeline}");
+    assert!(
+        timeline.contains("dashboard.resend by operator"),
+        "{timeline}"
+    );
 
     // The other pages draw.
     for page in ["settlement", "wallets", "rates", "risk", "audit"] {

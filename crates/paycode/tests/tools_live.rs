@@ -1139,3 +1139,129 @@ fn admin_manages_clients_keys_and_agent_tokens_from_the_command_line() {
         stderr_of(&out)
     );
 }
+
+/// Signs in to the dashboard of `base` over HTTP; the status of the sign-in answer and, when
+/// it let the user in, the first page behind it.
+fn dashboard_sign_in(base: &str, name: &str, password: &str) -> (u16, Option<String>) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = http
+            .get(format!("{base}/dashboard/sign-in"))
+            .send()
+            .await
+            .unwrap();
+        let pre = form.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let html = form.text().await.unwrap();
+        let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+        let csrf = &html[at..at + html[at..].find('"').unwrap()];
+        let body = format!("csrf={csrf}&name={name}&password={password}");
+        let r = http
+            .post(format!("{base}/dashboard/sign-in"))
+            .header("cookie", pre)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let Some(session) = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|v| v.starts_with("paycode_session="))
+        else {
+            return (status, None);
+        };
+        let page = http
+            .get(format!("{base}/dashboard/payments"))
+            .header("cookie", session.split(';').next().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (status, Some(page))
+    })
+}
+
+/// The demo's merchant user signs in with the password `demo.json` gives; `paycode admin users`
+/// adds another, refuses a short password naming it, and lists them without their hashes.
+#[test]
+fn the_demo_seeds_a_dashboard_user_and_admin_users_adds_more() {
+    let serve = Serve::start();
+    let base = serve.demo["acquirerUrl"].as_str().unwrap().to_string();
+    let d = &serve.demo["dashboard"];
+    assert_eq!(d["url"].as_str().unwrap(), format!("{base}/dashboard"));
+    let (status, page) = dashboard_sign_in(
+        &base,
+        d["merchantUser"].as_str().unwrap(),
+        d["merchantPassword"].as_str().unwrap(),
+    );
+    assert_eq!(status, 303);
+    let page = page.unwrap();
+    assert!(
+        page.contains("every merchant of SANDBOX_PAYCODE_DEMO"),
+        "{page}"
+    );
+    assert_eq!(dashboard_sign_in(&base, "kopi", "wrong-password-1").0, 401);
+    let token = serve.admin_token();
+    assert_eq!(dashboard_sign_in(&base, "operator", &token).0, 303);
+
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let add_ginza = |password_file: &Path| {
+        serve
+            .cmd()
+            .args([
+                "admin",
+                "users",
+                "add",
+                "ginza",
+                "--client",
+                "SANDBOX_PAYCODE_DEMO",
+            ])
+            .args(["--merchant", "M-KOPI-002", "--password-file"])
+            .arg(password_file)
+            .output()
+            .unwrap()
+    };
+    let out = add_ginza(&short);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("password: needs at least 10 characters"),
+        "{}",
+        stderr_of(&out)
+    );
+    let good = dir.path().join("good");
+    std::fs::write(&good, "ginza-password\n").unwrap();
+    let out = add_ginza(&good);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (status, page) = dashboard_sign_in(&base, "ginza", "ginza-password");
+    assert_eq!(status, 303);
+    assert!(
+        page.unwrap()
+            .contains("merchant M-KOPI-002 of SANDBOX_PAYCODE_DEMO")
+    );
+    let list = serve
+        .cmd()
+        .args(["admin", "users", "list"])
+        .output()
+        .unwrap();
+    let text = stdout_of(&list);
+    assert!(
+        text.contains("\"ginza\"") && text.contains("\"kopi\"") && !text.contains("argon2"),
+        "{text}"
+    );
+}

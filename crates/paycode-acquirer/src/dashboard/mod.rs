@@ -55,6 +55,7 @@ pub fn routes() -> Router<Acquirer> {
         .route("/dashboard/notifications", get(pages::notifications))
         .route("/dashboard/notifications/{id}/resend", post(pages::resend))
         .route("/dashboard/settlement", get(pages::settlement))
+        .route("/dashboard/settlement/batches/{id}", get(pages::batch))
         .route(
             "/dashboard/settlement/batches/{id}/{file}",
             get(pages::batch_file),
@@ -226,11 +227,26 @@ pub fn check_csrf(viewer: &Viewer, given: Option<&str>) -> Result<(), Refusal> {
     }
 }
 
+/// Percent-encodes `text` as one URL path segment: ids such as a batch's
+/// `20261201-SGD-CLIENT/M1` hold a `/`, which must not split the path.
+pub fn path_segment(text: String) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The template set, built once.
 fn templates() -> &'static minijinja::Environment<'static> {
     static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
+        env.add_filter("pathseg", path_segment);
         for (name, text) in TEMPLATES {
             env.add_template(name, text)
                 .unwrap_or_else(|e| panic!("dashboard template {name}: {e}"));
@@ -239,7 +255,8 @@ fn templates() -> &'static minijinja::Environment<'static> {
     })
 }
 
-const TEMPLATES: [(&str, &str); 13] = [
+const TEMPLATES: [(&str, &str); 14] = [
+    ("batch.html", include_str!("templates/batch.html")),
     ("base.html", include_str!("templates/base.html")),
     ("error.html", include_str!("templates/error.html")),
     ("sign_in.html", include_str!("templates/sign_in.html")),

@@ -1164,6 +1164,59 @@ fn csv_download(name: &str, text: String) -> Response {
     r
 }
 
+/// The batch `id` if the viewer may see its merchant; "no such batch" otherwise, either way.
+async fn visible_batch(
+    acq: &Acquirer,
+    v: &Viewer,
+    id: &str,
+) -> Result<crate::settlement::BatchInfo, Refusal> {
+    acq.settlement_batch(id)
+        .await?
+        .filter(|b| {
+            b.merchant
+                .split_once('/')
+                .is_some_and(|(c, m)| v.may_see(c, m))
+        })
+        .ok_or_else(|| Refusal::not_found("No such settlement batch."))
+}
+
+pub async fn batch(
+    State(acq): State<Acquirer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Refusal> {
+    let v = viewer(&acq, &headers).await?;
+    let batch = visible_batch(&acq, &v, &id).await?;
+    let bid = batch.batch_id.clone();
+    let items = acq
+        .db()
+        .read(move |c| crate::store::settlement::items_of_batch(c, &bid).map_err(ApiError::from))
+        .await?;
+    let z = v.zone;
+    Ok(render(
+        "batch.html",
+        page(
+            &v,
+            &format!("Settlement batch {}", batch.batch_id),
+            "settlement",
+            json!({
+                "b": {"id": batch.batch_id, "merchant": batch.merchant, "date": batch.settlement_date,
+                      "items": batch.item_count, "gross": money(batch.gross_minor, &batch.currency),
+                      "fee": money(batch.fee_minor, &batch.currency),
+                      "net": money(batch.net_minor, &batch.currency), "closed": time(batch.closed_ms, z)},
+                "rows": items.iter().map(|i| json!({
+                    "kind": i.kind, "transaction": i.transaction_id, "paymentId": i.payment_id,
+                    "requestId": i.transaction_request_id, "store": i.reference_store_id,
+                    "wallet": i.wallet, "amount": money(i.amount_minor, &i.currency),
+                    "walletAmount": money(i.wallet_amount_minor, &i.wallet_currency),
+                    "settle": money(i.settle_minor, &i.settle_currency),
+                    "fee": money(i.fee_minor, &i.settle_currency), "time": time(i.event_ms, z),
+                })).collect::<Vec<_>>(),
+            }),
+        ),
+    ))
+}
+
 pub async fn batch_file(
     State(acq): State<Acquirer>,
     headers: HeaderMap,
@@ -1175,15 +1228,7 @@ pub async fn batch_file(
         "detail.csv" => true,
         _ => return Err(Refusal::not_found("No such report.")),
     };
-    let batch = acq
-        .settlement_batch(&id)
-        .await?
-        .filter(|b| {
-            b.merchant
-                .split_once('/')
-                .is_some_and(|(c, m)| v.may_see(c, m))
-        })
-        .ok_or_else(|| Refusal::not_found("No such settlement batch."))?;
+    let batch = visible_batch(&acq, &v, &id).await?;
     let (summary, detail_text) = acq
         .batch_reports(&batch.batch_id)
         .await?

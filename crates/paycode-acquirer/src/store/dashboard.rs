@@ -372,8 +372,8 @@ pub struct VolumeRow {
 }
 
 /// Payments created in [`from_ms`, `until_ms`) grouped by time bucket, wallet, currency and
-/// status: one index range of `payments_created` (or of `payments_client_created` for one
-/// client).
+/// status: one index range of `payments_created`, or of `payments_client_created` for one
+/// client (a statement of its own, so that the planner sees the equality).
 pub fn volume(
     c: &Connection,
     from_ms: i64,
@@ -382,30 +382,36 @@ pub fn volume(
     client_id: Option<&str>,
     reference_merchant_id: Option<&str>,
 ) -> StoreResult<Vec<VolumeRow>> {
-    Ok(c.query_all_cached(
-        "SELECT created_ms / ?3 AS bucket, wallet, currency, status, COUNT(*), SUM(amount_minor) \
-         FROM payments WHERE created_ms >= ?1 AND created_ms < ?2 \
-         AND (CAST(?4 AS TEXT) IS NULL OR client_id = ?4) \
-         AND (CAST(?5 AS TEXT) IS NULL OR reference_merchant_id = ?5) \
-         GROUP BY created_ms / ?3, wallet, currency, status ORDER BY 1",
-        params![
-            from_ms,
-            until_ms,
-            bucket_ms,
-            client_id,
-            reference_merchant_id
-        ],
-        |r| {
-            Ok(VolumeRow {
-                bucket: r.get(0)?,
-                wallet: r.get(1)?,
-                currency: r.get(2)?,
-                status: r.get(3)?,
-                count: r.get(4)?,
-                amount_minor: r.get(5)?,
-            })
-        },
-    )?)
+    let select = "SELECT created_ms / ?3 AS bucket, wallet, currency, status, COUNT(*), \
+                  SUM(amount_minor) FROM payments WHERE created_ms >= ?1 AND created_ms < ?2";
+    let group = "GROUP BY created_ms / ?3, wallet, currency, status ORDER BY 1";
+    let row = |r: &paycode_db::sql::Row<'_>| {
+        Ok(VolumeRow {
+            bucket: r.get(0)?,
+            wallet: r.get(1)?,
+            currency: r.get(2)?,
+            status: r.get(3)?,
+            count: r.get(4)?,
+            amount_minor: r.get(5)?,
+        })
+    };
+    Ok(match (client_id, reference_merchant_id) {
+        (None, _) => c.query_all_cached(
+            &format!("{select} {group}"),
+            params![from_ms, until_ms, bucket_ms],
+            row,
+        )?,
+        (Some(client), None) => c.query_all_cached(
+            &format!("{select} AND client_id = ?4 {group}"),
+            params![from_ms, until_ms, bucket_ms, client],
+            row,
+        )?,
+        (Some(client), Some(merchant)) => c.query_all_cached(
+            &format!("{select} AND client_id = ?4 AND reference_merchant_id = ?5 {group}"),
+            params![from_ms, until_ms, bucket_ms, client, merchant],
+            row,
+        )?,
+    })
 }
 
 /// The latest refunds, newest first, each with its payment's merchant.
