@@ -98,8 +98,16 @@ pub async fn run(data_dir: &Path, args: DashboardBenchArgs) -> anyhow::Result<()
         .map(|c| c.trim_start_matches('*').to_string())
         .context("no code")?;
     let (_, first) = b.get("/dashboard/payments").await?;
-    let next = between(&first, "<a href=\"", "\" id=\"next-page\"")
-        .map(|h| h.replace("&amp;", "&").replace("&#x2f;", "/"))
+    let next = first
+        .find("\" id=\"next-page\"")
+        .and_then(|end| {
+            let start = first[..end].rfind("href=\"")? + 6;
+            Some(
+                first[start..end]
+                    .replace("&amp;", "&")
+                    .replace("&#x2f;", "/"),
+            )
+        })
         .unwrap_or_else(|| "/dashboard/payments".into());
     let wallet = demo
         .wallets
@@ -160,7 +168,7 @@ pub async fn run(data_dir: &Path, args: DashboardBenchArgs) -> anyhow::Result<()
             let (status, body) = b.get(&path).await?;
             times.push(t0.elapsed());
             if status != 200 {
-                bail!("{path}: HTTP {status}");
+                bail!("{name} ({path}): HTTP {status}");
             }
             size = body.len();
         }

@@ -6,15 +6,38 @@ use chrono::TimeZone;
 use paycode_core::{Currency, Money};
 use serde_json::{Value, json};
 
-/// `1234, "SGD"` → `12.34 SGD`; an unknown currency shows the minor units as they are.
+/// `123456789, "SGD"` → `1,234,567.89 SGD`; an unknown currency shows the minor units as
+/// they are.
 pub fn money(amount_minor: i64, currency: &str) -> String {
     match Currency::parse(currency) {
         Ok(c) => format!(
             "{} {}",
-            Money::new(amount_minor, c).to_decimal_string(),
+            group_thousands(&Money::new(amount_minor, c).to_decimal_string()),
             c.code()
         ),
         Err(_) => format!("{amount_minor} (minor units) {currency}"),
+    }
+}
+
+/// `-1234567.89` → `-1,234,567.89`.
+fn group_thousands(decimal: &str) -> String {
+    let (sign, rest) = match decimal.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", decimal),
+    };
+    let (int, frac) = rest
+        .split_once('.')
+        .map_or((rest, None), |(i, f)| (i, Some(f)));
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    match frac {
+        Some(f) => format!("{sign}{grouped}.{f}"),
+        None => format!("{sign}{grouped}"),
     }
 }
 
@@ -64,4 +87,24 @@ pub fn quote(stored: Option<&str>) -> Option<Value> {
         "id": q.quote_id, "pair": q.quote_currency_pair, "price": q.quote_price,
         "start": q.quote_start_time, "expiry": q.quote_expiry_time,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn amounts_are_shown_in_their_currency_with_thousands_grouped() {
+        for (minor, cur, shown) in [
+            (0, "SGD", "0.00 SGD"),
+            (5, "SGD", "0.05 SGD"),
+            (-5, "SGD", "-0.05 SGD"),
+            (123_456_789, "SGD", "1,234,567.89 SGD"),
+            (-100_000, "SGD", "-1,000.00 SGD"),
+            (611_571_528, "JPY", "611,571,528 JPY"),
+            (999, "JPY", "999 JPY"),
+            (1_000, "KRW", "1,000 KRW"),
+            (1_234_567, "BHD", "1,234.567 BHD"),
+        ] {
+            assert_eq!(super::money(minor, cur), shown);
+        }
+    }
 }

@@ -24,6 +24,17 @@
 
   function width(el) { return Math.max(300, el.clientWidth - 8); }
 
+  // Axis values as people read them: 950, 12k, 3.4M.
+  function compact(u, values) {
+    return values.map(function (v) {
+      var a = Math.abs(v);
+      if (a >= 1e9) return +(v / 1e9).toFixed(1) + "G";
+      if (a >= 1e6) return +(v / 1e6).toFixed(1) + "M";
+      if (a >= 1e4) return +(v / 1e3).toFixed(1) + "k";
+      return String(v);
+    });
+  }
+
   function draw(data) {
     charts.forEach(function (c) { c.destroy(); });
     charts = [];
@@ -51,7 +62,7 @@
         tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), data.zone); },
         series: [{}].concat(d[2]),
         scales: d[3] || {},
-        axes: [{}, { size: 60 }],
+        axes: [{}, { size: 56, values: compact }],
       }, [s.t].concat(d[1]), el));
     });
   }
