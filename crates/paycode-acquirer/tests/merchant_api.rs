@@ -1792,39 +1792,24 @@ async fn a_blocked_customer_is_rejected_before_any_wallet_call() {
         let url = format!("{}{}", h.url, paycode_proto::mpp::CUSTOMER_RISK_PATH);
         async move { wallet.post::<Value, Value>(&url, &body).await.unwrap() }
     };
-    let blocked_sources = || async {
-        let l = h.admin_get("/admin/v1/risk/blocked-customers").await;
-        l["blockedCustomers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| {
-                format!(
-                    "{}={}",
-                    b["customerId"].as_str().unwrap(),
-                    b["source"].as_str().unwrap()
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     let r = report("BLOCKED", "SGPAY-OTHER").await;
     assert_eq!(r["result"]["resultStatus"], "S", "{r}");
     assert!(
-        blocked_sources()
+        blocked_customers(&h)
             .await
             .contains(&"SGPAY-OTHER=wallet:sgpay".to_string())
     );
     let r = report("CLEARED", customer).await;
     assert_eq!(r["result"]["resultStatus"], "S", "{r}");
     assert!(
-        blocked_sources()
+        blocked_customers(&h)
             .await
             .contains(&format!("{customer}=operator")),
         "a wallet cannot clear an operator's block"
     );
     report("CLEARED", "SGPAY-OTHER").await;
     assert!(
-        !blocked_sources()
+        !blocked_customers(&h)
             .await
             .iter()
             .any(|b| b.starts_with("SGPAY-OTHER"))
@@ -1842,7 +1827,7 @@ async fn a_blocked_customer_is_rejected_before_any_wallet_call() {
         .unwrap();
     assert_eq!(r["result"]["resultCode"], "SIGNATURE_INVALID", "{r}");
     assert!(
-        !blocked_sources()
+        !blocked_customers(&h)
             .await
             .iter()
             .any(|b| b.starts_with("FORGED"))
@@ -2274,4 +2259,71 @@ async fn wallet_answers_build_the_history_and_links_the_buyer_rules_read() {
     let second = h.call("pay", h.pay_body("hist-b1", 100, &phone_b[1])).await;
     assert_eq!(code_of(&second), "PAYMENT_COUNT_EXCEED_LIMIT", "{second}");
     assert_eq!(h.balance("alice").await, before - 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_the_wallet_freezes_is_blocked_at_the_acquirer_until_unfrozen() {
+    let h = Harness::new().await;
+    put_rules(&h, r#"[{"id": "blocked", "kind": "BLOCKED_CUSTOMER"}]"#).await;
+    let (codes, _) = h.device_codes("alice", 3).await;
+    let first = h.call("pay", h.pay_body("f-1", 300, &codes[0])).await;
+    assert_eq!(code_of(&first), "SUCCESS", "{first}");
+    let view = h
+        .admin_get(&format!(
+            "/admin/v1/payments/{}",
+            first["paymentId"].as_str().unwrap()
+        ))
+        .await;
+    let customer = view["customerId"].as_str().unwrap().to_string();
+
+    // The freeze is reported through the wallet's outbox, signed, and acknowledged once.
+    h.wallet.set_frozen("alice", true).await.unwrap();
+    h.drain().await;
+    assert_eq!(
+        blocked_customers(&h).await,
+        [format!("{customer}=wallet:sgpay")]
+    );
+    let before = h.balance("alice").await;
+    let second = h.call("pay", h.pay_body("f-2", 300, &codes[1])).await;
+    assert_eq!(code_of(&second), "RISK_REJECT", "{second}");
+    let view = h
+        .admin_get(&format!(
+            "/admin/v1/payments/{}",
+            second["paymentId"].as_str().unwrap()
+        ))
+        .await;
+    let kinds: Vec<&str> = view["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["RISK"], "refused before any wallet call: {view}");
+    assert!(view["postings"].as_array().unwrap().is_empty(), "{view}");
+    assert_eq!(h.balance("alice").await, before);
+
+    // Unfrozen: the block is cleared and the next code pays.
+    h.wallet.set_frozen("alice", false).await.unwrap();
+    h.drain().await;
+    assert!(blocked_customers(&h).await.is_empty());
+    let third = h.call("pay", h.pay_body("f-3", 300, &codes[2])).await;
+    assert_eq!(code_of(&third), "SUCCESS", "{third}");
+    assert_eq!(h.balance("alice").await, before - 300);
+}
+
+/// The acquirer's blocked customers as `customerId=source`.
+async fn blocked_customers(h: &Harness) -> Vec<String> {
+    let l = h.admin_get("/admin/v1/risk/blocked-customers").await;
+    l["blockedCustomers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            format!(
+                "{}={}",
+                b["customerId"].as_str().unwrap(),
+                b["source"].as_str().unwrap()
+            )
+        })
+        .collect()
 }

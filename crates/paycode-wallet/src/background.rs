@@ -1,7 +1,9 @@
 //! The wallet's background work, as one bounded pass that a loop or a test can drive: close
 //! challenges past their deadline (queuing `notifyPayment F`), forget used codes and guessing
-//! counters that can no longer matter, then attempt every due `notifyPayment`. A notification is delivered when the acquirer answers HTTP 200 with a signed
-//! `result` of status `S`; anything else is retried on the configured schedule.
+//! counters that can no longer matter, then attempt every due notification (`notifyPayment`,
+//! and `reportCustomer` when a user is frozen or unfrozen). A notification is delivered when
+//! the acquirer answers HTTP 200 with a signed `result` of status `S`; anything else is
+//! retried on the configured schedule.
 
 use crate::Inner;
 use crate::store::outbox::DueNotification;
@@ -34,10 +36,10 @@ pub(crate) async fn run_once(inner: &Arc<Inner>) -> anyhow::Result<usize> {
             let error = deliver(&inner, &n).await.err();
             if let Some(e) = &error {
                 tracing::warn!(wallet = %inner.config.name, payment_request_id = %n.payment_request_id,
-                    attempt = n.n_attempts + 1, error = %e, "notifyPayment not acknowledged");
+                    attempt = n.n_attempts + 1, error = %e, "notification not acknowledged");
             } else {
                 tracing::info!(wallet = %inner.config.name, payment_request_id = %n.payment_request_id,
-                    attempt = n.n_attempts + 1, "notifyPayment delivered");
+                    attempt = n.n_attempts + 1, "notification delivered");
             }
             notify::record_attempt(&inner, n.notify_id, n.n_attempts, error)
                 .await

@@ -146,6 +146,9 @@ pub struct WalletConfig {
     /// Bearer token of the operator API (`/admin/v1/…`); `None` disables it. It can create
     /// users, move balances and provision devices, so it is never open.
     pub admin_token: Option<String>,
+    /// The acquirer's base URL, where freezing or unfreezing a user is reported
+    /// (`reportCustomer`, delivered through the notification outbox); `None`: not reported.
+    pub acquirer_url: Option<String>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -186,6 +189,7 @@ impl WalletConfig {
             max_body_bytes: 64 * 1024,
             request_time_window_s: paycode_http::request_time::REQUEST_TIME_WINDOW_DEFAULT_S,
             admin_token: None,
+            acquirer_url: None,
             clock: Arc::new(SystemClock),
         }
     }

@@ -112,6 +112,14 @@ pub(crate) async fn set_flag(
     flag: UserFlag,
 ) -> Result<(), WalletError> {
     let name = user.to_string();
+    let report_url = inner.config.acquirer_url.as_ref().map(|u| {
+        format!(
+            "{}{}",
+            u.trim_end_matches('/'),
+            paycode_proto::mpp::CUSTOMER_RISK_PATH
+        )
+    });
+    let now_ms = inner.now_ms();
     inner
         .db
         .write(move |conn| {
@@ -120,9 +128,36 @@ pub(crate) async fn set_flag(
                 UserFlag::Unlock => store::users::unlock_password(conn, &name),
             };
             match done {
-                Err(StoreError::NotFound(_)) => Err(WalletError::UnknownUser(name.clone())),
-                other => Ok(other?),
+                Err(StoreError::NotFound(_)) => {
+                    return Err(WalletError::UnknownUser(name.clone()));
+                }
+                other => other?,
             }
+            // The acquirer hears of a freeze in the same transaction as the freeze itself, so
+            // it is reported exactly when it happened, and retried until acknowledged.
+            if let (UserFlag::Frozen(frozen), Some(url)) = (&flag, &report_url)
+                && let Some(u) = store::users::load(conn, &name)?
+            {
+                let report = paycode_proto::mpp::CustomerRiskReport {
+                    customer_id: u.customer_id.clone(),
+                    risk_status: if *frozen { "BLOCKED" } else { "CLEARED" }.to_string(),
+                    reason: Some(if *frozen {
+                        "the wallet froze the user".to_string()
+                    } else {
+                        "the wallet unfroze the user".to_string()
+                    }),
+                };
+                let body = serde_json::to_string(&report)
+                    .map_err(|e| WalletError::Config(e.to_string()))?;
+                store::outbox::enqueue(
+                    conn,
+                    &format!("customer:{}", u.customer_id),
+                    url,
+                    &body,
+                    now_ms,
+                )?;
+            }
+            Ok(())
         })
         .await
 }

@@ -32,6 +32,7 @@
 //! private_key_file = "keys/wallet-sgpay.key"
 //! acquirer_public_key_file = "keys/acquirer.pub"  # PEM or bare base64 SPKI
 //! admin_token_file = "wallet-admin-token"        # optional; enables /admin/v1
+//! acquirer_url = "http://127.0.0.1:8080"        # optional; where frozen users are reported
 //! request_time_window_s = 300                    # optional; Request-Time freshness, ± s
 //! guess_per_merchant = { failures_max = 600, window_s = 600 }  # optional; per acquirer merchant
 //! guess_per_terminal = { failures_max = 60, window_s = 600 }   # optional
@@ -192,6 +193,9 @@ pub struct WalletSection {
     pub guess_per_slot: Option<SourceLimitSection>,
     /// The operator API's bearer token; without it the wallet's `/admin/v1` is disabled.
     pub admin_token_file: Option<PathBuf>,
+    /// The acquirer's base URL, to which freezing and unfreezing users is reported
+    /// (`reportCustomer`); without it nothing is reported.
+    pub acquirer_url: Option<String>,
 }
 
 fn default_acquirer_id() -> String {
@@ -318,6 +322,7 @@ pub async fn run(
             &w.acquirer_client_id,
             acquirer_key,
         );
+        wc.acquirer_url = w.acquirer_url.clone();
         wc.postgres = pg_target(
             w.database_url.as_deref().or(database_url),
             w.database_schema.as_deref(),

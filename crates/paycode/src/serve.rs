@@ -198,6 +198,7 @@ async fn start_wallets(
     specs: Vec<DemoWalletSpec>,
     port_of: impl Fn(usize, &str) -> Option<String>,
     acquirer_public_key: &paycode_sign::PublicKey,
+    acquirer_url: Option<&str>,
 ) -> anyhow::Result<Vec<RunningWallet>> {
     let mut out = Vec::new();
     for (idx, spec) in specs.into_iter().enumerate() {
@@ -221,6 +222,7 @@ async fn start_wallets(
         config.postgres = database_url.map(|url| wallet_pg_target(url, spec.name));
         // The demo's operator token guards the wallets' operator API too.
         config.admin_token = Some(admin_token(data_dir)?);
+        config.acquirer_url = acquirer_url.map(str::to_string);
         wallet_config_from_env(&mut config)?;
         let wallet = tokio::task::spawn_blocking(move || Wallet::open(config))
             .await
@@ -504,12 +506,36 @@ pub async fn run(
     } else {
         shutdown.clone()
     };
+    // The acquirer's address is known before the wallets start: they report frozen users to
+    // it (`reportCustomer`). A wallet run alone reports to `--public-url` when given.
+    let acquirer_listener = if args.role != Role::Wallet {
+        Some(bind(&args.listen).await?)
+    } else {
+        None
+    };
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let acquirer_url = match &acquirer_listener {
+        Some(l) => {
+            let local: SocketAddr = l.local_addr()?;
+            Some(
+                args.public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("{scheme}://{local}")),
+            )
+        }
+        None => args.public_url.clone(),
+    };
     let running = start_wallets(
         data_dir,
         database_url,
         specs.clone(),
         wallet_addr,
         &acquirer_public_key,
+        acquirer_url.as_deref(),
     )
     .await?;
     if args.role == Role::Wallet && running.is_empty() {
@@ -543,18 +569,7 @@ pub async fn run(
         );
     }
 
-    if args.role != Role::Wallet {
-        let listener = bind(&args.listen).await?;
-        let local: SocketAddr = listener.local_addr()?;
-        let scheme = if args.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let public_url = args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{local}"));
+    if let (Some(listener), Some(public_url)) = (acquirer_listener, acquirer_url) {
         let config = AcquirerConfig {
             db_path: data_dir.join("acquirer.db"),
             postgres: database_url.map(acquirer_pg_target),

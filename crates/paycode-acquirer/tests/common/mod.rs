@@ -368,6 +368,7 @@ impl Harness {
             key("acquirer").public_key(),
         );
         wcfg.postgres = paycode_db::test_pg_target("wallet");
+        wcfg.acquirer_url = Some(url.clone());
         wcfg.password_memory_kib = 256;
         wcfg.notify_retry_ms = vec![0, 0, 0];
         wcfg.clock = Arc::new(SharedClock(acq.clock().clone()));
