@@ -234,6 +234,12 @@ const ACQUIRER_V2_UNDONE: &str = "DROP TABLE agent_tokens; DROP TABLE operator_l
     ALTER TABLE merchants DROP COLUMN country; ALTER TABLE wallets DROP COLUMN countries; \
     ALTER TABLE wallets DROP COLUMN transaction_currencies;";
 
+/// What version 3 added to the acquirer's store (the dashboard), taken away again.
+const ACQUIRER_V3_UNDONE: &str = "DROP TABLE dashboard_users; DROP TABLE dashboard_sessions; \
+    DROP INDEX payments_last4; DROP INDEX payments_client_created; \
+    DROP INDEX payments_wallet_created; DROP INDEX payments_status_created; \
+    DROP INDEX refunds_created; ALTER TABLE payments DROP COLUMN code_last4;";
+
 /// The previous release kept no migration record: its files are this release's version-1
 /// tables without `schema_migrations`. Such a store opens, is recorded at version 1 with its
 /// rows untouched, audits clean, and its payments answer as before.
@@ -276,6 +282,7 @@ async fn a_store_of_the_previous_release_opens_upgrades_and_audits_clean() {
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'risk_decisions'",
         ) == 1
         {
+            c.execute_batch(ACQUIRER_V3_UNDONE).unwrap();
             c.execute_batch(ACQUIRER_V2_UNDONE).unwrap();
         }
         payments_before.push(count_of(&c, "SELECT COUNT(*) FROM payments"));
@@ -307,6 +314,24 @@ async fn a_store_of_the_previous_release_opens_upgrades_and_audits_clean() {
             "{}: the acquirer's store is upgraded to version 2",
             f.display()
         );
+        if acquirer {
+            assert_eq!(
+                count_of(
+                    &c,
+                    "SELECT COUNT(*) FROM schema_migrations WHERE version = 3"
+                ),
+                1
+            );
+            // The dashboard's search by the code's last digits finds the old payment too.
+            assert_eq!(
+                count_of(
+                    &c,
+                    "SELECT COUNT(*) FROM payments WHERE code_last4 = substr(code_masked, -4) \
+                     AND length(code_last4) = 4"
+                ),
+                *before
+            );
+        }
     }
     let r: Value = client
         .post(
