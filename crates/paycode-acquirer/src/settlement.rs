@@ -21,7 +21,7 @@
 //!
 //! **Cost.** The background pass sweeps at most every [`SWEEP_INTERVAL_MS`] and otherwise asks
 //! one question of the store — is a batch, a clearing or a file due? — through partial indexes,
-//! so an idle acquirer pays one cheap read and never a write.
+//! so an idle acquirer pays one cheap read, and a write of the sweep cursor once an hour.
 
 use crate::registry::Snapshot;
 use crate::service::{Acquirer, ApiError};
@@ -46,6 +46,9 @@ pub const SWEEP_INTERVAL_MS: i64 = 60_000;
 pub const SWEEP_LOOKBACK_MS: i64 = 60_000;
 /// Events taken into `settlement_items` per write job.
 pub const SWEEP_CHUNK_MAX: usize = 1_000;
+/// A sweep that finds nothing new still moves its cursor when its window is longer than this,
+/// so that an idle acquirer writes the cursor at most once per this time.
+pub const SWEEP_WINDOW_MAX_MS: i64 = 3_600_000;
 /// Batches (and clearings) closed per pass at most; the next pass takes the rest.
 pub const CLOSE_MAX_PER_PASS: usize = 1_000;
 
@@ -912,9 +915,12 @@ impl Acquirer {
                 }
             }
         }
-        // The cursor moves only when something was taken in, so an idle sweep costs no write;
-        // its window then stays at most the lookback plus the time since the last event.
-        if n_new_total > 0 {
+        // The cursor moves when something was taken in, so an idle sweep costs no write; its
+        // window then stays at most the lookback plus the time since the last event. It also
+        // moves when the window has grown past an hour: the sweep still scans the events of
+        // its window that are items already, and a store seeded or restored with its items
+        // (its cursor far behind) was otherwise scanned whole at every sweep.
+        if n_new_total > 0 || swept_ms < now_ms - SWEEP_WINDOW_MAX_MS {
             self.db()
                 .write(move |c| {
                     store::settlement::set_cursor(c, to_ms, now_ms + SWEEP_INTERVAL_MS)

@@ -2327,3 +2327,48 @@ async fn blocked_customers(h: &Harness) -> Vec<String> {
         })
         .collect()
 }
+
+/// A store whose settlement items are there already but whose sweep cursor is far behind (a
+/// seeded or restored store) is read once, not at every sweep: the cursor moves past events
+/// it finds taken in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweep_over_events_already_taken_in_still_moves_its_cursor() {
+    let h = Harness::new().await;
+    let paid = h
+        .call("pay", h.pay_body("sweep-1", 500, &FakeWallet::code(1)))
+        .await;
+    assert_eq!(code_of(&paid), "SUCCESS", "{paid}");
+    let swept = || async {
+        h.acq
+            .db()
+            .read(|c| {
+                c.query_row("SELECT swept_ms FROM settlement_cursor", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map_err(|e| paycode_acquirer::ApiError::from(paycode_db::DbError::Sql(e)))
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(h.acq.settle_now().await.unwrap().n_swept, 1);
+    assert!(swept().await > 0);
+    h.acq
+        .db()
+        .write(|c| {
+            c.execute("UPDATE settlement_cursor SET swept_ms = 0", [])
+                .map_err(|e| paycode_acquirer::ApiError::from(paycode_db::DbError::Sql(e)))
+        })
+        .await
+        .unwrap();
+    h.acq.clock().advance_ms(1_000);
+    assert_eq!(h.acq.settle_now().await.unwrap().n_swept, 0, "nothing new");
+    assert!(
+        swept().await >= h.acq.clock().now_ms() - 60_000,
+        "the cursor moved past what the sweep read"
+    );
+    // Idle: a window under an hour leaves the cursor (and the store) alone.
+    let at = swept().await;
+    h.acq.clock().advance_ms(30 * 60_000);
+    h.acq.settle_now().await.unwrap();
+    assert_eq!(swept().await, at);
+}
