@@ -26,7 +26,8 @@ fn limit(q: &ListQuery) -> usize {
     q.limit.unwrap_or(LIST_LIMIT_DEFAULT).min(LIST_LIMIT_MAX)
 }
 
-fn csv(name: &str, text: String) -> Response {
+/// A CSV download named `name`.
+pub(crate) fn csv(name: &str, text: String) -> Response {
     let mut resp = text.into_response();
     let headers = resp.headers_mut();
     headers.insert(

@@ -772,12 +772,18 @@ pub(crate) fn admin_allowed(acq: &Acquirer, headers: &HeaderMap) -> Result<(), B
     }
 }
 
-pub(crate) fn admin_error(e: ApiError) -> Response {
-    let status = match e.code {
+/// The HTTP status of an error of the operator's surfaces (admin API, dashboard).
+pub(crate) fn operator_status(code: ResultCode) -> StatusCode {
+    match code {
         ResultCode::ORDER_NOT_EXIST => StatusCode::NOT_FOUND,
+        ResultCode::ACCESS_DENIED => StatusCode::FORBIDDEN,
         ResultCode::PARAM_ILLEGAL => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    }
+}
+
+pub(crate) fn admin_error(e: ApiError) -> Response {
+    let status = operator_status(e.code);
     (
         status,
         Json(serde_json::json!({"error": e.code.as_str(), "message": e.message})),

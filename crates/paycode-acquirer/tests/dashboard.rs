@@ -447,6 +447,11 @@ async fn refunds_and_cancels_from_the_dashboard_move_money_once() {
     assert_eq!(h.balance("alice").await, before + 450);
     let view = h.admin_get(&format!("/admin/v1/payments/{id2}")).await;
     assert_eq!(view["payment"]["paymentStatus"], "CANCELLED", "{view}");
+    assert_eq!(
+        merchant_net(&view),
+        0,
+        "the cancel reversed the merchant's credit: {view}"
+    );
     let log = h.admin_get("/admin/v1/operator-log").await.to_string();
     assert!(
         log.contains("dashboard.cancel") && log.contains("dashboard.refund"),

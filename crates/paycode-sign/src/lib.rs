@@ -9,6 +9,8 @@
 //! The one key decision: keys are RSA-2048 through `aws-lc-rs`, which signs ~5× faster than the
 //! pure-Rust `rsa` crate and verifies directly with the SPKI keys merchants already hold.
 
+pub mod password;
+
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};

@@ -182,7 +182,7 @@ impl WalletConfig {
             ],
             notify_timeout_ms: 5_000,
             password_max_attempts: 5,
-            password_memory_kib: argon2::Params::DEFAULT_M_COST,
+            password_memory_kib: paycode_sign::password::MEMORY_KIB_DEFAULT,
             guess_limits: GuessLimits::default(),
             background_interval_ms: 250,
             background_batch_max: 64,

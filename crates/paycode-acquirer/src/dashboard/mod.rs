@@ -127,12 +127,9 @@ pub(crate) fn session_hash(secret: &str) -> String {
 
 /// A fresh random token (URL-safe base64 of 32 bytes).
 pub(crate) fn random_token() -> String {
-    use aws_lc_rs::rand::SecureRandom;
     use base64::Engine;
     let mut b = [0u8; 32];
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut b)
-        .expect("the system random generator does not fail");
+    aws_lc_rs::rand::fill(&mut b).expect("the system random source is available");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
@@ -162,13 +159,10 @@ impl Refusal {
 
 impl From<ApiError> for Refusal {
     fn from(e: ApiError) -> Refusal {
-        let status = match e.code {
-            paycode_core::ResultCode::ORDER_NOT_EXIST => StatusCode::NOT_FOUND,
-            paycode_core::ResultCode::ACCESS_DENIED => StatusCode::FORBIDDEN,
-            paycode_core::ResultCode::PARAM_ILLEGAL => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Refusal::Page(status, format!("{}: {}", e.code.as_str(), e.message))
+        Refusal::Page(
+            crate::api::operator_status(e.code),
+            format!("{}: {}", e.code.as_str(), e.message),
+        )
     }
 }
 

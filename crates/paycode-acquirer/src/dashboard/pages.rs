@@ -255,34 +255,25 @@ pub async fn sign_out(
     State(acq): State<Acquirer>,
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    let result = async {
-        let v = signed_form(&acq, &headers, f.csrf.as_deref()).await?;
-        let (hash, now) = (v.session.session_hash.clone(), acq.clock().now_ms());
-        acq.db()
-            .write(move |c| dstore::end_session(c, &hash, now).map_err(ApiError::from))
-            .await?;
-        record(
-            &acq,
-            v.name(),
-            "dashboard.sign-out",
-            v.name(),
-            String::new(),
-            None,
-        )
+) -> Result<Response, Refusal> {
+    let v = signed_form(&acq, &headers, f.csrf.as_deref()).await?;
+    let (hash, now) = (v.session.session_hash.clone(), acq.clock().now_ms());
+    acq.db()
+        .write(move |c| dstore::end_session(c, &hash, now).map_err(ApiError::from))
         .await?;
-        Ok::<_, Refusal>(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            let mut r = redirect("/dashboard/sign-in?why=bye");
-            r.headers_mut()
-                .append(header::SET_COOKIE, set_cookie(&acq, SESSION_COOKIE, "", 0));
-            r
-        }
-        Err(e) => e.into_response(),
-    }
+    record(
+        &acq,
+        v.name(),
+        "dashboard.sign-out",
+        v.name(),
+        String::new(),
+        None,
+    )
+    .await?;
+    let mut r = redirect("/dashboard/sign-in?why=bye");
+    r.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(&acq, SESSION_COOKIE, "", 0));
+    Ok(r)
 }
 
 #[derive(Deserialize)]
@@ -296,36 +287,23 @@ pub async fn set_zone(
     State(acq): State<Acquirer>,
     headers: HeaderMap,
     Form(f): Form<ZoneForm>,
-) -> Response {
-    let result = async {
-        signed_form(&acq, &headers, f.csrf.as_deref()).await?;
-        let zone: chrono_tz::Tz = f
-            .zone
-            .parse()
-            .map_err(|_| Refusal::bad(format!("zone: {:?} is not an IANA time zone", f.zone)))?;
-        Ok::<_, Refusal>(zone)
-    }
-    .await;
-    match result {
-        Ok(zone) => {
-            let back = f
-                .back
-                .filter(|b| b.starts_with("/dashboard/") && !b.contains("//"))
-                .unwrap_or_else(|| "/dashboard/overview".into());
-            let mut r = redirect(&back);
-            r.headers_mut().append(
-                header::SET_COOKIE,
-                set_cookie(
-                    &acq,
-                    ZONE_COOKIE,
-                    &zone.name().replace('/', "%2F"),
-                    400 * 86_400,
-                ),
-            );
-            r
-        }
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, Refusal> {
+    signed_form(&acq, &headers, f.csrf.as_deref()).await?;
+    let zone: chrono_tz::Tz = f
+        .zone
+        .parse()
+        .map_err(|_| Refusal::bad(format!("zone: {:?} is not an IANA time zone", f.zone)))?;
+    let back = f
+        .back
+        .filter(|b| b.starts_with("/dashboard/") && !b.contains("//"))
+        .unwrap_or_else(|| "/dashboard/overview".into());
+    let mut r = redirect(&back);
+    let value = zone.name().replace('/', "%2F");
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&acq, ZONE_COOKIE, &value, 400 * 86_400),
+    );
+    Ok(r)
 }
 
 pub async fn asset(Path(name): Path<String>) -> Response {
@@ -847,22 +825,12 @@ pub async fn payment(
         })
         .await?;
     let z = v.zone;
-    let mut timeline: Vec<(i64, Value)> = events
+    // Every state change, wallet call, risk decision, notification attempt (with its HTTP
+    // status), refund, cancel and dashboard action is an event of the payment, in order.
+    let timeline: Vec<Value> = events
         .iter()
-        .map(|e| {
-            (
-                e.at_ms,
-                json!({"time": time(e.at_ms, z), "kind": e.kind, "detail": e.detail}),
-            )
-        })
+        .map(|e| json!({"time": time(e.at_ms, z), "kind": e.kind, "detail": e.detail}))
         .collect();
-    for n in &notes {
-        if let Some(d) = n.delivered_ms {
-            timeline.push((d, json!({"time": time(d, z), "kind": "DELIVERED",
-                    "detail": format!("notification {} delivered to {} after {} attempt(s)", n.outbox_id, n.url, n.n_attempts)})));
-        }
-    }
-    timeline.sort_by_key(|(t, _)| *t);
     let refundable = matches!(p.state, paycode_core::payment::PaymentState::Success);
     let cancellable = matches!(
         p.state,
@@ -879,7 +847,7 @@ pub async fn payment(
                 "p": view::payment(&p, z),
                 "paymentQuote": view::quote(p.payment_quote.as_deref()),
                 "settlementQuote": view::quote(p.settlement_quote.as_deref()),
-                "timeline": timeline.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+                "timeline": timeline,
                 "postings": postings.iter().map(|x| json!({"entry": x.entry_id, "kind": x.kind,
                     "account": x.account, "side": x.side, "amount": money(x.amount_minor, &x.currency)})).collect::<Vec<_>>(),
                 "refunds": refunds.iter().map(|r| view::refund(r, z)).collect::<Vec<_>>(),
@@ -1152,18 +1120,6 @@ pub async fn settlement(
     ))
 }
 
-fn csv_download(name: &str, text: String) -> Response {
-    let mut r = text.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-    }
-    r
-}
-
 /// The batch `id` if the viewer may see its merchant; "no such batch" otherwise, either way.
 async fn visible_batch(
     acq: &Acquirer,
@@ -1235,9 +1191,9 @@ pub async fn batch_file(
         .ok_or_else(|| Refusal::not_found("No such settlement batch."))?;
     let stem = crate::settlement::file_stem(&batch.batch_id);
     Ok::<_, Refusal>(if detail {
-        csv_download(&format!("{stem}-detail.csv"), detail_text)
+        crate::admin_money::csv(&format!("{stem}-detail.csv"), detail_text)
     } else {
-        csv_download(&format!("{stem}-summary.csv"), summary)
+        crate::admin_money::csv(&format!("{stem}-summary.csv"), summary)
     })
 }
 
@@ -1252,7 +1208,7 @@ pub async fn clearing_file(
         .clearing_report(&id)
         .await?
         .ok_or_else(|| Refusal::not_found("No such clearing."))?;
-    Ok::<_, Refusal>(csv_download(
+    Ok::<_, Refusal>(crate::admin_money::csv(
         &format!("{}.csv", crate::settlement::file_stem(&id)),
         text,
     ))

@@ -5,8 +5,6 @@
 use crate::api::{admin_allowed, admin_error};
 use crate::service::{Acquirer, ApiError};
 use crate::store::dashboard::{self as store, Role, UserRow};
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,23 +16,12 @@ use serde::Deserialize;
 pub const PASSWORD_MIN_CHARS: usize = 10;
 
 fn hash_password(password: &str) -> Result<String, ApiError> {
-    use aws_lc_rs::rand::SecureRandom;
-    let mut salt = [0u8; 16];
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut salt)
-        .map_err(|_| ApiError::new(paycode_core::ResultCode::UNKNOWN_EXCEPTION, "no randomness"))?;
-    Argon2::default()
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::new(paycode_core::ResultCode::UNKNOWN_EXCEPTION, e.to_string()))
+    paycode_sign::password::hash(password, paycode_sign::password::MEMORY_KIB_DEFAULT)
+        .map_err(|e| ApiError::new(paycode_core::ResultCode::UNKNOWN_EXCEPTION, e))
 }
 
 fn password_matches(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    paycode_sign::password::verify(password, stored).unwrap_or(false)
 }
 
 /// A hash of nothing anybody knows, checked when the user does not exist so that a wrong
