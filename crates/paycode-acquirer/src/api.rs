@@ -40,6 +40,25 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Decodes and validates the body of a merchant API request to `op` (`pay`, `refund`,
+/// `inquiryPayment`, `cancel`, `inquiryRefund`, `inquiryCodeIssuer`, `inquireExchangeRate`)
+/// exactly as the handler does once the signature and time have been checked, without touching
+/// the store: the entry point of the decoder fuzz target.
+pub fn decode_request(op: &str, client_id: &str, body: &[u8]) -> Result<(), ApiError> {
+    match op {
+        "pay" => pay_input(client_id.to_string(), parse_json(body)?).map(drop),
+        "refund" => refund_input(client_id.to_string(), parse_json(body)?).map(drop),
+        "inquiryPayment" | "cancel" => parse_json::<merchant::PaymentRef>(body).map(drop),
+        "inquiryRefund" => parse_json::<merchant::InquiryRefundRequest>(body).map(drop),
+        "inquiryCodeIssuer" => parse_json::<merchant::CodeIssuerRequest>(body).map(drop),
+        "inquireExchangeRate" => parse_json::<ExchangeRateRequest>(body).map(drop),
+        other => Err(ApiError::new(
+            ResultCode::INVALID_API,
+            format!("no API {other}"),
+        )),
+    }
+}
+
 fn error_body(e: &ApiError) -> Vec<u8> {
     #[derive(Serialize)]
     struct Only {
@@ -739,7 +758,7 @@ pub async fn metrics_text() -> Response {
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4",
             )],
-            h.render(),
+            h.render() + &process_metrics(),
         )
             .into_response(),
         None => (
@@ -748,6 +767,32 @@ pub async fn metrics_text() -> Response {
         )
             .into_response(),
     }
+}
+
+/// The standard process metrics where the system tells them (Linux `/proc`): resident memory
+/// and open file descriptors, for watching a long run.
+fn process_metrics() -> String {
+    let mut out = String::new();
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kib) = rss_kib {
+        out.push_str(&format!(
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n",
+            kib * 1024
+        ));
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        out.push_str(&format!(
+            "# TYPE process_open_fds gauge\nprocess_open_fds {}\n",
+            dir.count()
+        ));
+    }
+    out
 }
 
 pub(crate) fn admin_allowed(acq: &Acquirer, headers: &HeaderMap) -> Result<(), Box<Response>> {

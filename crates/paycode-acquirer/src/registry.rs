@@ -98,11 +98,11 @@ impl Snapshot {
     pub fn route(&self, code: &PaymentCode) -> Option<&Wallet> {
         self.routes
             .iter()
-            .find(|r| match &r.pattern {
+            .filter(|r| match &r.pattern {
                 RoutePattern::Cii(cii) => code.cii() == Some(cii.as_str()),
                 RoutePattern::Regex(re) => re.is_match(code.expose_digits()),
             })
-            .and_then(|r| self.wallets.get(&r.wallet))
+            .find_map(|r| self.wallets.get(&r.wallet))
     }
 
     pub fn merchant(&self, client_id: &str, reference_merchant_id: &str) -> Option<&Merchant> {
@@ -245,3 +245,47 @@ pub use crate::store::registry::{
     set_wallet_contract, upsert_client, upsert_client_key, upsert_merchant, upsert_route,
     upsert_store, upsert_wallet,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wallet(name: &str) -> Wallet {
+        Wallet {
+            name: name.into(),
+            psp_name: name.to_uppercase(),
+            base_url: format!("http://{name}.invalid"),
+            public_key: paycode_sign::PrivateKey::generate().unwrap().public_key(),
+            currencies: vec!["SGD".into()],
+            enabled: true,
+            countries: vec![],
+            transaction_currencies: vec![],
+        }
+    }
+
+    /// Found by the payment-code fuzz target: a matching route whose wallet is not in the
+    /// snapshot used to end the search, so a later matching route was never tried.
+    #[test]
+    fn a_route_to_a_missing_wallet_gives_way_to_the_next_matching_route() {
+        let mut snap = Snapshot::default();
+        snap.wallets.insert("sgpay".into(), wallet("sgpay"));
+        snap.routes = [("289999", "gone"), ("2899", "sgpay")]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (pattern, wallet))| Route {
+                route_id: i as i64,
+                pattern: if pattern.len() == 6 {
+                    RoutePattern::Cii(pattern.into())
+                } else {
+                    RoutePattern::Regex(regex::Regex::new(&format!("^{pattern}")).unwrap())
+                },
+                wallet: wallet.into(),
+                priority: 10,
+            })
+            .collect();
+        let code = PaymentCode::parse("289999021111222233334444").unwrap();
+        assert_eq!(snap.route(&code).map(|w| w.name.as_str()), Some("sgpay"));
+        let other = PaymentCode::parse("281005021111222233334444").unwrap();
+        assert!(snap.route(&other).is_none());
+    }
+}

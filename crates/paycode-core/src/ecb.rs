@@ -24,6 +24,8 @@ pub enum EcbError {
     MissingRate(String),
     #[error("the file holds no rates")]
     NoRates,
+    #[error("{0} has two rates in the file; which one holds is not clear")]
+    Duplicate(String),
 }
 
 /// One day of ECB reference rates: `EUR/currency` mids.
@@ -91,6 +93,9 @@ pub fn parse(xml: &str) -> Result<EcbRates, EcbError> {
                 source,
             })?;
             match Currency::parse(code) {
+                Ok(c) if rates.iter().any(|(seen, _)| *seen == c) => {
+                    return Err(EcbError::Duplicate(code.to_string()));
+                }
                 Ok(c) if code != "EUR" => rates.push((c, rate)),
                 _ => skipped.push(code.to_string()),
             }
@@ -138,6 +143,14 @@ fn is_iso_date(text: &str) -> bool {
 mod tests {
     use super::*;
     use crate::Money;
+
+    /// Found by the ECB fuzz target: a currency listed twice was imported twice, the second
+    /// rate silently replacing the first in the table.
+    #[test]
+    fn a_currency_with_two_rates_is_refused() {
+        let xml = r#"<Cube time="2026-11-30"><Cube currency="ISK" rate="150.1"/><Cube currency='ISK' rate='151.9'/></Cube>"#;
+        assert_eq!(parse(xml), Err(EcbError::Duplicate("ISK".into())));
+    }
     use crate::fx::QuoteSide;
 
     const SAMPLE: &str = include_str!("../testdata/eurofxref-daily.xml");

@@ -55,7 +55,11 @@ pub use code::{
     CodeDisplay, CodeMaterial, CodeMaterialError, GuessLimits, ShownCode, SlotSuspicion,
     TooManyCodes, generate_code_at,
 };
+pub use mpp::decode_request as decode_mpp_request;
 pub use store::{SCHEMA, StoreError};
+
+/// Seconds per code step unless configured: a device shows new codes each step.
+pub const CODE_STEP_S_DEFAULT: u64 = 30;
 
 /// The wallet's idea of "now", injectable so that tests move time instead of sleeping.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -174,7 +178,7 @@ impl WalletConfig {
             signer,
             acquirer_client_id: acquirer_client_id.to_string(),
             acquirer_public_key,
-            code_step_s: 30,
+            code_step_s: CODE_STEP_S_DEFAULT,
             code_validity_s: 60,
             challenge_timeout_s: 120,
             notify_retry_ms: vec![

@@ -131,6 +131,25 @@ pub(crate) async fn invalid_api(
     answer(&inner, &req, &body).await
 }
 
+/// Decodes and validates the body of an MPP request to `op` (`pay`, `inquiryPayment`, `cancel`,
+/// `refund`) exactly as the handlers do once the signature and time have been checked, without
+/// touching the store: the entry point of the decoder fuzz target and of protocol checks.
+pub fn decode_request(op: &str, acquirer: &str, body: &[u8]) -> Result<(), ResultInfo> {
+    fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ResultInfo> {
+        serde_json::from_slice(body)
+            .map_err(|e| fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}")))
+    }
+    match op {
+        "pay" => pay_input(&parse::<PayRequest>(body)?, acquirer).map(drop),
+        "inquiryPayment" | "cancel" => request_id(
+            "paymentRequestId",
+            &parse::<PaymentRef>(body)?.payment_request_id,
+        ),
+        "refund" => refund_input(&parse::<RefundRequest>(body)?).map(drop),
+        other => Err(fail(ResultCode::INVALID_API, format!("no API {other}"))),
+    }
+}
+
 fn request_id(field: &str, value: &str) -> Result<(), ResultInfo> {
     if value.is_empty() || value.len() > 64 {
         return Err(fail(

@@ -12,6 +12,7 @@
 //! `seeded.json` in the data directory, seeded payments spread over the whole history (one
 //! server-side signature per inquiry, two with this client's own).
 
+use crate::bench_watch as watch;
 use crate::demo_file::DemoFile;
 use anyhow::{Context, bail};
 use paycode_http::{SignedClient, Signer};
@@ -46,6 +47,19 @@ pub struct BenchArgs {
     /// processes in turn); default: the one in demo.json.
     #[arg(long = "acquirer-url", value_name = "URL")]
     acquirer_urls: Vec<String>,
+    /// Send at most this many payments per second in all (a soak); devices are then reused
+    /// once their next code is due, so a run may last as long as wanted.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Every this many seconds, print the interval's payments, latency and errors beside the
+    /// acquirer's memory, open file descriptors and outbox depth (from its `/metrics`), and a
+    /// first-versus-last comparison at the end.
+    #[arg(long, value_name = "S")]
+    sample_every_s: Option<u64>,
+    /// Write every payment sent, with the answer the bench got, to this file, for
+    /// `paycode bench-verify` to check against the store later.
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
@@ -62,11 +76,14 @@ impl BenchArgs {
     }
 }
 
-struct Sample {
-    latency: Duration,
-    code: String,
-    /// The payment request id a successful pay used (inquired in the second phase).
-    request_id: Option<String>,
+pub(crate) struct Sample {
+    pub(crate) latency: Duration,
+    /// The result code answered, or `transport: …`.
+    pub(crate) code: String,
+    /// The answer's `resultStatus` (`S`, `F`, `U`), `-` when there was none.
+    pub(crate) status: char,
+    /// The payment request id a pay used (successful ones are inquired in the second phase).
+    pub(crate) request_id: Option<String>,
 }
 
 /// Sorted latencies of the successful calls, and the failures by result code.
@@ -142,7 +159,7 @@ impl Seeded {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -200,11 +217,26 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
 
     // A bench user with room for every payment, and its devices.
     let user = format!("bench-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate must be a positive number of payments per second");
+    }
+    if args.sample_every_s == Some(0) {
+        bail!("--sample-every-s must be positive");
+    }
+    // With --rate a device is reused once its next code is due: two code steps' worth suffice.
     let n_devices = args
         .devices
-        .unwrap_or(1_500 * args.duration_s as usize)
+        .unwrap_or_else(|| match args.rate {
+            Some(r) => (r * 2.0 * paycode_wallet::CODE_STEP_S_DEFAULT as f64) as usize,
+            None => 1_500 * args.duration_s as usize,
+        })
         .clamp(args.clients, 100_000);
-    let huge = amount.amount_minor().saturating_mul(n_devices as i64 + 1);
+    // Room for every payment: one per device, or with --rate as many as the run can send.
+    let payments_max = match args.rate {
+        Some(r) => (r * args.duration_s as f64).ceil() as i64 + n_devices as i64,
+        None => n_devices as i64,
+    };
+    let huge = amount.amount_minor().saturating_mul(payments_max + 1);
     let created: Value = http
         .post(format!("{}/admin/v1/users", wallet.url))
         .bearer_auth(&token)
@@ -271,23 +303,58 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
     );
     let deadline = Instant::now() + Duration::from_secs(args.duration_s);
     let started = Instant::now();
+    let interval = Arc::new(watch::Interval::default());
+    let sampler = args.sample_every_s.map(|every| {
+        tokio::spawn(watch::sample(
+            http.clone(),
+            targets[0].clone(),
+            Duration::from_secs(every),
+            deadline,
+            interval.clone(),
+        ))
+    });
+    let (rate, clients) = (args.rate, args.clients);
     let mut tasks = Vec::new();
     for k in 0..args.clients {
-        let (client, url, next, devices, demo, run_id) = (
+        let (client, url, next, devices, demo, run_id, interval) = (
             client.clone(),
             format!("{}/ams/api/v1/payments/pay", targets[k % targets.len()]),
             next.clone(),
             devices.clone(),
             demo.clone(),
             run_id.clone(),
+            interval.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
+            // Without --rate every device pays once; with it, this client's own devices
+            // (k, k + clients, ...) take turns, each remembering what it showed.
+            let mine: Vec<usize> = (k..devices.len()).step_by(clients).collect();
+            let mut shown_before = vec![CodeDisplay::default(); mine.len()];
+            let mut turn = 0usize;
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(device) = devices.get(i) else { break };
+                let (device, display) = match rate {
+                    None => match devices.get(i) {
+                        Some(d) => (d, CodeDisplay::default()),
+                        None => break,
+                    },
+                    Some(rate) => {
+                        let due = started + Duration::from_secs_f64(i as f64 / rate);
+                        if due >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        turn += 1;
+                        let slot = turn % mine.len();
+                        (&devices[mine[slot]], shown_before[slot])
+                    }
+                };
                 let now_s = chrono::Utc::now().timestamp() as u64;
-                let Ok((shown, _)) = CodeDisplay::default().next(device, now_s) else { break };
+                let Ok((shown, display)) = display.next(device, now_s) else { break };
+                if rate.is_some() {
+                    shown_before[turn % mine.len()] = display;
+                }
                 let code = shown.digits;
                 let request_id = format!("BENCH-{run_id}-{i}");
                 let body = json!({
@@ -302,11 +369,15 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
                         "storeName": demo.store_name, "storeMCC": demo.merchant_mcc}}}
                 });
                 let t0 = Instant::now();
-                let code = match client.post::<Value, Value>(&url, &body).await {
-                    Ok(v) => v["result"]["resultCode"].as_str().unwrap_or("NO_RESULT").to_string(),
-                    Err(e) => format!("transport: {}", e.to_string().chars().take(60).collect::<String>()),
+                let (code, status) = match client.post::<Value, Value>(&url, &body).await {
+                    Ok(v) => (
+                        v["result"]["resultCode"].as_str().unwrap_or("NO_RESULT").to_string(),
+                        v["result"]["resultStatus"].as_str().and_then(|s| s.chars().next()).unwrap_or('-'),
+                    ),
+                    Err(e) => (format!("transport: {}", e.to_string().chars().take(60).collect::<String>()), '-'),
                 };
-                samples.push(Sample { latency: t0.elapsed(), code, request_id: Some(request_id) });
+                interval.add(t0.elapsed(), code == "SUCCESS");
+                samples.push(Sample { latency: t0.elapsed(), code, status, request_id: Some(request_id) });
             }
             samples
         }));
@@ -316,6 +387,13 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
         samples.extend(t.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let watched = match sampler {
+        Some(s) => Some(s.await?),
+        None => None,
+    };
+    if let Some(path) = &args.record {
+        watch::write_record(path, &user, amount, &samples)?;
+    }
     let inquiries = if args.inquiry {
         let paid: Vec<String> = samples
             .iter()
@@ -342,6 +420,9 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
         report("inquiries", inquiry_samples, *inquiry_elapsed, sig_per_s, 1);
     }
     println!("signing          {sig_per_s:.0} RSA-2048 signatures/s on all cores");
+    if let Some(w) = &watched {
+        w.print_summary();
+    }
     if samples.len() >= devices.len() {
         eprintln!(
             "note: every provisioned device was used; pass a larger --devices for a longer run"
@@ -417,6 +498,7 @@ async fn inquire(
                 samples.push(Sample {
                     latency: t0.elapsed(),
                     code,
+                    status: '-',
                     request_id: None,
                 });
             }

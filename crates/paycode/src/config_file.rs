@@ -49,6 +49,7 @@
 //!
 //! `PAYCODE_HTTP_*` variables (or `paycode serve --http-…` flags) override the `[http]` section.
 
+pub use crate::config_schema::*;
 use crate::serve::{
     HttpArgs, Tasks, spawn_acquirer_server, spawn_wallet_server, tls_acceptor, wait_all,
 };
@@ -59,32 +60,9 @@ use paycode_http::Signer;
 use paycode_http::server::{ServeOptions, ServerLimits};
 use paycode_sign::{PrivateKey, PublicKey};
 use paycode_wallet::{Wallet, WalletConfig};
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub acquirer: Option<AcquirerSection>,
-    #[serde(default)]
-    pub wallets: Vec<WalletSection>,
-    #[serde(default)]
-    pub http: HttpSection,
-}
-
-/// Optional overrides of [`ServerLimits`] for every listener; names and units as there.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    pub header_read_timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub body_read_timeout_ms: Option<u64>,
-    pub connections_max: Option<usize>,
-    pub header_max_bytes: Option<usize>,
-    pub header_hard_max_bytes: Option<usize>,
-}
 
 impl HttpSection {
     fn apply(&self, l: &mut ServerLimits) {
@@ -102,62 +80,6 @@ impl HttpSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcquirerSection {
-    pub listen: String,
-    pub public_url: Option<String>,
-    /// The SQLite file of the store (and, with `database_url`, where report files go).
-    pub db: PathBuf,
-    /// Keep the store in this PostgreSQL database (overrides `--database-url`).
-    pub database_url: Option<String>,
-    /// The schema of the store in that database [default: `acquirer`].
-    pub database_schema: Option<String>,
-    pub private_key_file: PathBuf,
-    #[serde(default = "default_acquirer_id")]
-    pub client_id_at_wallets: String,
-    pub admin_token_file: Option<PathBuf>,
-    #[serde(default = "default_tz")]
-    pub time_zone: String,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub rate_file: Option<PathBuf>,
-    pub risk_rules: Option<PathBuf>,
-    #[serde(default)]
-    pub limits: LimitsSection,
-    #[serde(default = "default_grace")]
-    pub shutdown_grace_s: u64,
-}
-
-/// Optional overrides of [`Limits`]; names and units as there.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    pub request_body_max_bytes: Option<usize>,
-    pub request_time_window_s: Option<u64>,
-    pub payment_expiry_default_s: Option<i64>,
-    pub payment_expiry_max_s: Option<i64>,
-    pub quote_validity_s: Option<i64>,
-    pub wallet_pay_timeout_ms: Option<u64>,
-    pub wallet_call_timeout_ms: Option<u64>,
-    pub cancel_window_next_day_minutes: Option<u32>,
-    pub refund_window_days: Option<i64>,
-    pub reconcile_interval_ms: Option<i64>,
-    pub notify_schedule_s: Option<Vec<i64>>,
-    pub notify_timeout_ms: Option<u64>,
-    pub guess_per_client: Option<SourceLimitSection>,
-    pub guess_per_merchant: Option<SourceLimitSection>,
-    pub guess_per_terminal: Option<SourceLimitSection>,
-}
-
-/// A guessing limit: at most `failures_max` invalid codes per `window_s`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceLimitSection {
-    pub failures_max: u32,
-    pub window_s: u32,
-}
-
 impl From<SourceLimitSection> for SourceLimit {
     fn from(s: SourceLimitSection) -> SourceLimit {
         SourceLimit {
@@ -165,49 +87,6 @@ impl From<SourceLimitSection> for SourceLimit {
             window_s: s.window_s,
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WalletSection {
-    pub name: String,
-    pub cii: String,
-    pub currency: String,
-    pub listen: String,
-    pub db: PathBuf,
-    /// Keep the store in this PostgreSQL database (overrides `--database-url`).
-    pub database_url: Option<String>,
-    /// The schema of the store in that database [default: `wallet_NAME`].
-    pub database_schema: Option<String>,
-    pub private_key_file: PathBuf,
-    pub acquirer_public_key_file: PathBuf,
-    pub client_id: Option<String>,
-    #[serde(default = "default_acquirer_id")]
-    pub acquirer_client_id: String,
-    pub code_step_s: Option<u64>,
-    pub code_validity_s: Option<u64>,
-    pub challenge_timeout_s: Option<u64>,
-    pub request_time_window_s: Option<u64>,
-    pub guess_per_merchant: Option<SourceLimitSection>,
-    pub guess_per_terminal: Option<SourceLimitSection>,
-    pub guess_per_slot: Option<SourceLimitSection>,
-    /// The operator API's bearer token; without it the wallet's `/admin/v1` is disabled.
-    pub admin_token_file: Option<PathBuf>,
-    /// The acquirer's base URL, to which freezing and unfreezing users is reported
-    /// (`reportCustomer`); without it nothing is reported.
-    pub acquirer_url: Option<String>,
-}
-
-fn default_acquirer_id() -> String {
-    crate::serve::ACQUIRER_CLIENT_ID.to_string()
-}
-
-fn default_tz() -> String {
-    "UTC".into()
-}
-
-fn default_grace() -> u64 {
-    10
 }
 
 impl LimitsSection {
@@ -263,15 +142,7 @@ fn pg_target(
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
-    let cfg: FileConfig = toml::from_str(&text)
-        .with_context(|| format!("the configuration {} is not valid", path.display()))?;
-    if cfg.acquirer.is_none() && cfg.wallets.is_empty() {
-        bail!(
-            "the configuration {} runs nothing: add an [acquirer] section or [[wallets]]",
-            path.display()
-        );
-    }
-    Ok(cfg)
+    parse(&text).map_err(|e| anyhow::anyhow!("the configuration {}: {e}", path.display()))
 }
 
 /// Runs what the file configures until shutdown.

@@ -13,7 +13,10 @@ mod app;
 mod app_device;
 mod bench;
 mod bench_dashboard;
+mod bench_verify;
+mod bench_watch;
 mod config_file;
+mod config_schema;
 mod demo;
 mod demo_file;
 mod money_cmd;
@@ -71,6 +74,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Drive signed pay calls against a running `serve` and print throughput and latency.
     Bench(bench::BenchArgs),
+    /// Check a `bench --record` file against the acquirer: no acknowledged payment lost.
+    BenchVerify(bench_verify::VerifyArgs),
     /// Time the dashboard's pages against a running `serve`, signed in as the operator.
     BenchDashboard(bench_dashboard::DashboardBenchArgs),
     /// Close settlement batches and wallet clearings, writing their report files.
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(&cli.data_dir, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::BenchVerify(args) => bench_verify::run(&cli.data_dir, args).await,
             Command::BenchDashboard(args) => bench_dashboard::run(&cli.data_dir, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),

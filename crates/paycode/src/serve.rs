@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub const ACQUIRER_CLIENT_ID: &str = "paycode-acquirer";
+pub use crate::config_schema::ACQUIRER_CLIENT_ID;
 pub const DEMO_CLIENT_ID: &str = "SANDBOX_PAYCODE_DEMO";
 pub const DEMO_MERCHANT_ID: &str = "M-KOPI-001";
 pub const DEMO_MERCHANT_NAME: &str = "Kopi & Co";
