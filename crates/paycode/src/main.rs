@@ -20,6 +20,7 @@ mod config_schema;
 mod demo;
 mod demo_file;
 mod money_cmd;
+mod mpp_check;
 mod pos;
 mod pos_receipt;
 mod pos_schedule;
@@ -84,6 +85,8 @@ enum Command {
     Audit(money_cmd::AuditArgs),
     /// Write past payments with their whole history into the store (stop `serve` first).
     Seed(seed::SeedArgs),
+    /// Run the MPP protocol's scenarios against a wallet endpoint (the wallet conformance kit).
+    MppCheck(mpp_check::CheckArgs),
     /// Operator commands over a running acquirer's admin API (risk rules, dry runs, blocks).
     Admin(admin_cmd::AdminArgs),
 }
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             Command::Settle(args) => money_cmd::settle(&cli.data_dir, database_url, args).await,
             Command::Audit(args) => money_cmd::audit(&cli.data_dir, database_url, args).await,
             Command::Seed(args) => seed::run(&cli.data_dir, database_url, args).await,
+            Command::MppCheck(args) => mpp_check::run(args).await,
             Command::Admin(args) => admin_cmd::run(&cli.data_dir, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
