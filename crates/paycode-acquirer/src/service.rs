@@ -1174,19 +1174,14 @@ impl Acquirer {
                 (None, None) => Ok(None),
             })
             .await?;
-        let p = found.ok_or_else(|| {
+        // Another client's payment is answered exactly as one that does not exist, so that
+        // payment ids cannot be probed (SPEC §11).
+        found.filter(|p| p.client_id == client_id).ok_or_else(|| {
             ApiError::new(
                 ResultCode::ORDER_NOT_EXIST,
                 "no such payment for this client",
             )
-        })?;
-        if p.client_id != client_id {
-            return Err(ApiError::new(
-                ResultCode::ACCESS_DENIED,
-                "this payment belongs to another client",
-            ));
-        }
-        Ok(p)
+        })
     }
 
     pub async fn refunds_of(&self, payment_id: &str) -> Result<Vec<RefundRow>, ApiError> {
@@ -1608,19 +1603,13 @@ impl Acquirer {
                 (None, None) => Ok(None),
             })
             .await?;
-        let r = found.ok_or_else(|| {
+        // Another client's refund is answered exactly as one that does not exist (SPEC §11).
+        found.filter(|r| r.client_id == client_id).ok_or_else(|| {
             ApiError::new(
                 ResultCode::ORDER_NOT_EXIST,
                 "no such refund for this client",
             )
-        })?;
-        if r.client_id != client_id {
-            return Err(ApiError::new(
-                ResultCode::ACCESS_DENIED,
-                "this refund belongs to another client",
-            ));
-        }
-        Ok(r)
+        })
     }
 
     // ---------------------------------------------------------------- wallet notifications

@@ -300,20 +300,49 @@ async fn acquirer_result_codes() {
     let mine = h
         .call("inquiryPayment", json!({"paymentRequestId": "num"}))
         .await;
-    let r = h
-        .call_as(
-            &h.other,
-            "inquiryPayment",
-            json!({"paymentId": mine["paymentId"]}),
-        )
+    // Another client's payment or refund is answered exactly as an id that does not exist, for
+    // every operation, and nothing is written (SPEC §11).
+    let my_refund = h.call("refund", json!({"refundRequestId": "mine-1", "paymentId": mine["paymentId"], "refundAmount": {"currency": "SGD", "value": "1"}})).await;
+    assert_eq!(code_of(&my_refund), "SUCCESS", "{my_refund}");
+    let calls_before = h.fake.calls().len();
+    let probes = |id: &Value, refund_id: &Value| {
+        [
+            ("inquiryPayment", json!({"paymentId": id})),
+            ("cancel", json!({"paymentId": id})),
+            (
+                "refund",
+                json!({"refundRequestId": "probe", "paymentId": id, "refundAmount": {"currency": "SGD", "value": "1"}}),
+            ),
+            ("inquiryRefund", json!({"refundId": refund_id})),
+        ]
+    };
+    let absent = json!("20991231000000000000nope");
+    for ((op, foreign), (_, missing)) in probes(&mine["paymentId"], &my_refund["refundId"])
+        .into_iter()
+        .zip(probes(&absent, &absent))
+    {
+        let theirs = h.call_as(&h.other, op, foreign).await;
+        let none = h.call_as(&h.other, op, missing).await;
+        assert_eq!(code_of(&theirs), "ORDER_NOT_EXIST", "{op}: {theirs}");
+        assert_eq!(
+            theirs, none,
+            "{op}: a foreign id answers like a missing one"
+        );
+    }
+    assert_eq!(
+        h.fake.calls().len(),
+        calls_before,
+        "no wallet call for another client's ids"
+    );
+    let after = h
+        .call("inquiryPayment", json!({"paymentRequestId": "num"}))
         .await;
-    assert_eq!(code_of(&r), "ACCESS_DENIED");
-    let r = h.call_as(&h.other, "refund", json!({"refundRequestId": "o", "paymentId": mine["paymentId"], "refundAmount": {"currency": "SGD", "value": "1"}})).await;
-    assert_eq!(code_of(&r), "ACCESS_DENIED");
-    let r = h
-        .call_as(&h.other, "cancel", json!({"paymentId": mine["paymentId"]}))
-        .await;
-    assert_eq!(code_of(&r), "ACCESS_DENIED");
+    assert_eq!(after["paymentStatus"], "SUCCESS", "{after}");
+    assert_eq!(
+        after["transactions"].as_array().map(Vec::len),
+        Some(1),
+        "{after}"
+    );
     let r = h
         .call_as(
             &h.other,
