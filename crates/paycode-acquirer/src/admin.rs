@@ -230,6 +230,77 @@ struct StoreBody {
     mcc: String,
 }
 
+/// `POST /admin/v1/merchants/{client}/{merchant}/stores`: adds a store to a registered
+/// merchant, or changes its name and MCC, without restating the merchant.
+pub async fn put_store(
+    State(acq): State<Acquirer>,
+    Path((client_id, merchant_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    if let Err(r) = admin_allowed(&acq, &headers) {
+        return *r;
+    }
+    let s: StoreBody = match body(&raw) {
+        Ok(s) => s,
+        Err(e) => return admin_error(e),
+    };
+    let checked = (|| {
+        if acq.snapshot().merchant(&client_id, &merchant_id).is_none() {
+            return Err(ApiError::new(
+                ResultCode::ORDER_NOT_EXIST,
+                format!("no merchant {merchant_id} of client {client_id}"),
+            ));
+        }
+        s.check()
+    })();
+    if let Err(e) = checked {
+        return admin_error(e);
+    }
+    let log = (
+        "store.put",
+        format!("{client_id}/{merchant_id}/{}", s.reference_store_id),
+        format!("name {:?}, MCC {}", s.name, s.mcc),
+    );
+    let answer = write_and_reload(&acq, move |c| {
+        registry::upsert_store(
+            c,
+            &client_id,
+            &merchant_id,
+            &Store {
+                reference_store_id: s.reference_store_id.clone(),
+                name: s.name.clone(),
+                mcc: s.mcc.clone(),
+            },
+        )?;
+        Ok(())
+    })
+    .await;
+    logged(&acq, &headers, log, answer).await
+}
+
+impl StoreBody {
+    fn check(&self) -> Result<(), ApiError> {
+        let id = &self.reference_store_id;
+        if id.is_empty() || id.chars().count() > 64 {
+            return Err(ApiError::param(
+                "referenceStoreId",
+                "must be 1 to 64 characters",
+            ));
+        }
+        if self.name.trim().is_empty() {
+            return Err(ApiError::param("name", "must not be empty"));
+        }
+        if self.mcc.len() != 4 || !self.mcc.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::param(
+                "mcc",
+                format!("{:?} is not a 4-digit MCC", self.mcc),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct MerchantBody {
@@ -500,12 +571,17 @@ pub async fn get_registry(State(acq): State<Acquirer>, headers: HeaderMap) -> Re
         .merchants
         .values()
         .map(|m| {
+            let mut stores: Vec<_> = m.stores.values().collect();
+            stores.sort_by(|a, b| a.reference_store_id.cmp(&b.reference_store_id));
+            let stores: Vec<_> = stores
+                .iter()
+                .map(|s| serde_json::json!({"referenceStoreId": s.reference_store_id, "name": s.name, "mcc": s.mcc}))
+                .collect();
             serde_json::json!({
                 "clientId": m.client_id, "referenceMerchantId": m.reference_merchant_id, "name": m.name,
                 "currencies": m.currencies, "settlementCurrency": m.settlement_currency, "feeBps": m.fee_bps,
                 "timeZone": m.time_zone, "cutoffMinutes": m.cutoff_minutes, "active": m.active,
-                "country": m.country,
-                "stores": m.stores.keys().collect::<Vec<_>>(),
+                "country": m.country, "stores": stores,
             })
         })
         .collect();

@@ -93,6 +93,10 @@ pub fn router(acq: Acquirer) -> Router {
         .route("/admin/v1/clients", post(admin::put_client))
         .route("/admin/v1/clients/{id}/keys", post(admin::put_client_key))
         .route("/admin/v1/merchants", post(admin::put_merchant))
+        .route(
+            "/admin/v1/merchants/{client}/{merchant}/stores",
+            post(admin::put_store),
+        )
         .route("/admin/v1/wallets", post(admin::put_wallet))
         .route("/admin/v1/ledger/balances", get(api::admin_balances))
         .route("/admin/v1/settlement/batches", get(admin_money::batches))

@@ -62,6 +62,9 @@ enum RegistryCommand {
         #[command(subcommand)]
         what: FileCommand,
     },
+    /// Stores of a merchant.
+    #[command(subcommand)]
+    Stores(StoresCommand),
     /// Add or change a wallet (with its routes) from a JSON file of the admin API's body.
     Wallets {
         #[command(subcommand)]
@@ -116,6 +119,26 @@ enum ClientsCommand {
     },
     Activate {
         client_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoresCommand {
+    /// Add a store to a merchant, or change its name and MCC.
+    Add {
+        client_id: String,
+        reference_merchant_id: String,
+        reference_store_id: String,
+        #[arg(long)]
+        name: String,
+        /// The store's 4-digit merchant category code.
+        #[arg(long)]
+        mcc: String,
+    },
+    /// List a merchant's stores.
+    List {
+        client_id: String,
+        reference_merchant_id: String,
     },
 }
 
@@ -317,6 +340,46 @@ async fn run_registry(api: &AdminApi, cmd: &RegistryCommand, json: bool) -> anyh
                 .call_running(Method::GET, "/admin/v1/registry", None)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        RegistryCommand::Stores(StoresCommand::Add {
+            client_id,
+            reference_merchant_id,
+            reference_store_id,
+            name,
+            mcc,
+        }) => {
+            let path = format!("/admin/v1/merchants/{client_id}/{reference_merchant_id}/stores");
+            let body = serde_json::json!({"referenceStoreId": reference_store_id, "name": name, "mcc": mcc});
+            api.call_running(Method::POST, &path, Some(body.to_string()))
+                .await?
+        }
+        RegistryCommand::Stores(StoresCommand::List {
+            client_id,
+            reference_merchant_id,
+        }) => {
+            let (_, v) = api
+                .call_running(Method::GET, "/admin/v1/registry", None)
+                .await?;
+            let merchant = v["merchants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| {
+                    m["clientId"] == client_id.as_str()
+                        && m["referenceMerchantId"] == reference_merchant_id.as_str()
+                })
+                .with_context(|| {
+                    format!("no merchant {reference_merchant_id} of client {client_id}")
+                })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&merchant["stores"])?);
+            } else {
+                for s in merchant["stores"].as_array().into_iter().flatten() {
+                    let f = |k: &str| s[k].as_str().unwrap_or("").to_string();
+                    println!("{:<20} {}  {}", f("referenceStoreId"), f("mcc"), f("name"));
+                }
+            }
             return Ok(());
         }
         RegistryCommand::Clients(c) => {

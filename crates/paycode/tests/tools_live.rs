@@ -1083,6 +1083,40 @@ fn admin_manages_clients_keys_and_agent_tokens_from_the_command_line() {
     let id = issued.split_whitespace().nth(1).unwrap().to_string();
     assert_eq!(ok(&["agent-tokens", "revoke", &id]).trim(), "OK");
 
+    // A store is added to a merchant without restating the merchant, and listed.
+    ok(&[
+        "stores",
+        "add",
+        client,
+        merchant,
+        "S-ORCHARD",
+        "--name",
+        "Kopi Orchard",
+        "--mcc",
+        "5812",
+    ]);
+    let stores = ok(&["stores", "list", client, merchant]);
+    assert!(
+        stores.contains("S-ORCHARD") && stores.contains("5812  Kopi Orchard"),
+        "{stores}"
+    );
+    assert!(
+        stores.contains(demo["referenceStoreId"].as_str().unwrap()),
+        "the others stay: {stores}"
+    );
+    let out = admin(&[
+        "stores", "add", client, merchant, "S-X", "--name", "X", "--mcc", "58",
+    ]);
+    assert!(stderr_of(&out).contains("mcc"), "{}", stderr_of(&out));
+    let out = admin(&[
+        "stores", "add", client, "NOBODY", "S-X", "--name", "X", "--mcc", "5812",
+    ]);
+    assert!(
+        stderr_of(&out).contains("no merchant NOBODY"),
+        "{}",
+        stderr_of(&out)
+    );
+
     // Every change is in the operator log, with who made it.
     let log = ok(&["--as", "alice-ops", "log", "--limit", "20"]);
     let log_json: serde_json::Value = serde_json::from_str(&ok(&["log", "--json"])).unwrap();
@@ -1097,6 +1131,7 @@ fn admin_manages_clients_keys_and_agent_tokens_from_the_command_line() {
         "key.put",
         "agent-token.issue",
         "agent-token.revoke",
+        "store.put",
     ] {
         assert!(actions.contains(&a), "{a} missing from {log}");
     }
