@@ -8,7 +8,7 @@
 //! `--confirm-command` confirms the user's pending checkout (the password step). Every outcome
 //! is then reached through the protocol itself: a small amount pays at once; the same amount
 //! with `paymentFactor.userVerificationRequired` waits for the password (`U`), then is
-//! confirmed or cancelled; an amount above any balance fails; a code of the wallet's issuer
+//! confirmed, cancelled, or both at once; an amount above any balance fails; a code of the wallet's issuer
 //! that was never shown fails. For the reference wallet:
 //!
 //! ```sh
@@ -460,6 +460,35 @@ async fn cancel_pending(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     Ok(())
 }
 
+async fn cancel_racing_confirmation(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
+    let id = kit.pending("race", ev).await?;
+    let confirm = kit.args.confirm_command.clone();
+    let confirming = tokio::task::spawn_blocking(move || shell(&confirm));
+    let body = json!({"paymentRequestId": id});
+    let c = kit.call(&kit.client, mpp::CANCEL_PATH, &body, ev).await?;
+    let confirmed = confirming.await.map_err(|e| e.to_string())?;
+    ev.push(format!(
+        "confirmation racing the cancel: {}",
+        if confirmed.is_ok() {
+            "accepted by the command"
+        } else {
+            "refused"
+        }
+    ));
+    let q = kit.inquiry(&id, ev).await?;
+    let status = q["paymentResult"]["resultStatus"].as_str().unwrap_or("");
+    if status != "S" && status != "F" {
+        return Err(format!(
+            "after the race the payment is {status:?}, not final"
+        ));
+    }
+    // A cancel the wallet accepted is final: a payment the password completed is reversed.
+    if c["result"]["resultStatus"] == "S" && status != "F" {
+        return Err("cancelPayment answered S, yet the payment inquires as paid".into());
+    }
+    Ok(())
+}
+
 async fn cancel_unknown_then_pay(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     // The acquirer gave up on a pay whose answer it lost: cancel first, then the late pay.
     let id = kit.next_id("lostpay");
@@ -653,6 +682,10 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     scenario!(
         "cancel of a waiting payment wins over a late password",
         cancel_pending
+    );
+    scenario!(
+        "cancel racing the password ends in one outcome",
+        cancel_racing_confirmation
     );
     scenario!(
         "cancel of an unseen payment closes it",

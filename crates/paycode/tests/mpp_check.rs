@@ -84,8 +84,8 @@ async fn the_kit_passes_against_the_reference_wallet_which_charges_what_was_paid
         &format!("echo 123456 | {paycode} wallet confirm --user alice --password-stdin --wait-s 3"),
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("9 scenarios, 0 failed"), "{out}");
-    assert_eq!(out.matches("PASS  ").count(), 9, "{out}");
+    assert!(out.contains("10 scenarios, 0 failed"), "{out}");
+    assert_eq!(out.matches("PASS  ").count(), 10, "{out}");
     // Paid: 1.00 at once, 1.00 retried (charged once), 1.00 after the password, and 1.00
     // refunded in full; the refused, cancelled and closed payments charged nothing.
     assert_eq!(before - balance().await, 300, "{out}");

@@ -177,7 +177,7 @@ async fn a_wallet_the_acquirer_never_saw_is_registered_checked_enabled_and_paid(
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("9 scenarios, 0 failed"), "{report}");
+    assert!(report.contains("10 scenarios, 0 failed"), "{report}");
     let balance = || async {
         let v = common::get_json(&format!("{url}/admin/v1/users/zed"), "zz-operator").await;
         v["balance"]["value"]
