@@ -36,8 +36,9 @@ fuzz_target!(|data: &[u8]| {
             e.message
         );
         assert!(!e.message.trim().is_empty(), "{op}: empty message");
+        // Echoed input is cut short (`paycode_http::brief`), so a message stays small.
         assert!(
-            e.message.len() < 2_000,
+            e.message.len() < 1_000,
             "{op}: message of {} bytes",
             e.message.len()
         );

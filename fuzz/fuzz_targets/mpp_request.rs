@@ -26,5 +26,10 @@ fuzz_target!(|data: &[u8]| {
             "{op}: {r:?}"
         );
         assert!(!r.result_message.trim().is_empty(), "{op}: empty message");
+        assert!(
+            r.result_message.len() < 1_000,
+            "{op}: message of {} bytes",
+            r.result_message.len()
+        );
     }
 });

@@ -31,11 +31,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let field = if path == "." { "body" } else { path.as_str() };
         let inner = e.inner().to_string();
-        let why = inner
-            .split(" at line ")
-            .next()
-            .unwrap_or(&inner)
-            .to_string();
+        let why = paycode_http::brief(inner.split(" at line ").next().unwrap_or(&inner));
         ApiError::param(field, why)
     })
 }
@@ -512,7 +508,7 @@ fn parse_positive_amount(field: &str, a: &paycode_proto::Amount) -> Result<Money
             &format!("{field}.value"),
             format!(
                 "{:?} is not a whole number of {currency} minor units",
-                a.value
+                paycode_http::brief(&a.value)
             ),
         )
     })?;
@@ -583,7 +579,10 @@ fn pay_input(client_id: String, w: merchant::PayRequest) -> Result<PayInput, Api
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
                 .map_err(|e| {
-                    ApiError::param("paymentExpiryTime", format!("{t:?} is not ISO-8601: {e}"))
+                    ApiError::param(
+                        "paymentExpiryTime",
+                        format!("{:?} is not ISO-8601: {e}", paycode_http::brief(t)),
+                    )
                 })?
                 .timestamp_millis(),
         ),
@@ -1001,5 +1000,27 @@ pub async fn admin_balances(State(acq): State<Acquirer>, headers: HeaderMap) -> 
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => admin_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the merchant-request fuzz target: a body that is one long JSON string was
+    /// quoted back whole in the error (2,012 bytes for a 1,956-byte body; up to the body limit).
+    #[test]
+    fn a_hostile_body_is_not_echoed_back_whole() {
+        let body = format!("\"{}\"", "7".repeat(5_000));
+        for op in ["pay", "refund", "inquiryPayment"] {
+            let e = decode_request(op, "client-1", body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, ResultCode::PARAM_ILLEGAL, "{op}");
+            assert!(
+                e.message.starts_with("body: invalid type: string"),
+                "{op}: {}",
+                e.message
+            );
+            assert!(e.message.len() < 400, "{op}: {} bytes", e.message.len());
+        }
     }
 }

@@ -36,6 +36,18 @@ pub use paycode_sign;
 pub use request_time::{RequestTimeError, check_request_time};
 
 /// The current time as the APIs write it: ISO-8601 with offset, millisecond precision.
+/// Longest stretch of a client's own input echoed back in an error message.
+pub const ECHO_MAX_CHARS: usize = 200;
+
+/// `text` cut to [`ECHO_MAX_CHARS`] characters (with `…` when cut): error messages name what is
+/// wrong without sending a hostile body back whole (a JSON parser quotes the offending value).
+pub fn brief(text: &str) -> String {
+    match text.char_indices().nth(ECHO_MAX_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 pub fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -476,4 +488,18 @@ pub fn verify_answer(
     let client_id = get("client-id").ok_or(SignError::HeaderMalformed("client-id is missing"))?;
     let header = SignatureHeader::parse(sig)?;
     paycode_sign::verify(key, &header, path, client_id, time, body)
+}
+
+#[cfg(test)]
+mod brief_tests {
+    use super::*;
+
+    #[test]
+    fn long_echoes_are_cut_at_a_character_boundary() {
+        assert_eq!(brief("short"), "short");
+        let long = "é".repeat(ECHO_MAX_CHARS + 50);
+        let cut = brief(&long);
+        assert_eq!(cut.chars().count(), ECHO_MAX_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 }

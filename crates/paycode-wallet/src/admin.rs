@@ -75,7 +75,7 @@ struct Provision {
 async fn provision(State(inner): St, Path(name): Path<String>, body: Bytes) -> Response {
     let p: Provision = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(e) => return param_illegal(format!("body: {e}")),
+        Err(e) => return param_illegal(format!("body: {}", paycode_http::brief(&e.to_string()))),
     };
     if p.count == 0 || p.count > PROVISION_MAX {
         return param_illegal(format!("count must be between 1 and {PROVISION_MAX}"));
@@ -141,7 +141,7 @@ async fn healthz(State(inner): St) -> Response {
 async fn create_user(State(inner): St, body: Bytes) -> Response {
     let u: NewUser = match serde_json::from_slice(&body) {
         Ok(u) => u,
-        Err(e) => return param_illegal(format!("body: {e}")),
+        Err(e) => return param_illegal(format!("body: {}", paycode_http::brief(&e.to_string()))),
     };
     let name = u.name.clone();
     match users::create_user(&inner, u).await {
@@ -169,7 +169,7 @@ struct TopUp {
 async fn top_up(State(inner): St, Path(name): Path<String>, body: Bytes) -> Response {
     let t: TopUp = match serde_json::from_slice(&body) {
         Ok(t) => t,
-        Err(e) => return param_illegal(format!("body: {e}")),
+        Err(e) => return param_illegal(format!("body: {}", paycode_http::brief(&e.to_string()))),
     };
     match users::top_up(&inner, &name, t.amount_minor).await {
         Ok(b) => ok(Some(Amount::new(inner.config.currency.code(), b))),

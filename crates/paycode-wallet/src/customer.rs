@@ -124,7 +124,12 @@ fn locked_result() -> ResultInfo {
 async fn register(State(inner): St, body: Bytes) -> Response {
     let req: RegisterDeviceRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return reply_fail(fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}"))),
+        Err(e) => {
+            return reply_fail(fail(
+                ResultCode::PARAM_ILLEGAL,
+                format!("body: {}", paycode_http::brief(&e.to_string())),
+            ));
+        }
     };
     let auth = match users::user_auth(&inner, &req.user_name).await {
         Ok(Some(a)) => a,
@@ -215,7 +220,12 @@ async fn confirm(
     };
     let req: ConfirmRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return reply_fail(fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}"))),
+        Err(e) => {
+            return reply_fail(fail(
+                ResultCode::PARAM_ILLEGAL,
+                format!("body: {}", paycode_http::brief(&e.to_string())),
+            ));
+        }
     };
     let auth = match users::user_auth(&inner, &user).await {
         Ok(Some(a)) => a,

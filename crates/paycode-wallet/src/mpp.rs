@@ -101,8 +101,12 @@ fn verify_and_parse<T: DeserializeOwned>(
         tracing::warn!(wallet = %inner.config.name, path = %req.path, error = %e, "acquirer request refused");
         fail(ResultCode::PARAM_ILLEGAL, e.to_string())
     })?;
-    serde_json::from_slice(&req.body)
-        .map_err(|e| fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}")))
+    serde_json::from_slice(&req.body).map_err(|e| {
+        fail(
+            ResultCode::PARAM_ILLEGAL,
+            format!("body: {}", paycode_http::brief(&e.to_string())),
+        )
+    })
 }
 
 fn internal(e: &WalletError) -> ResultInfo {
@@ -136,8 +140,12 @@ pub(crate) async fn invalid_api(
 /// touching the store: the entry point of the decoder fuzz target and of protocol checks.
 pub fn decode_request(op: &str, acquirer: &str, body: &[u8]) -> Result<(), ResultInfo> {
     fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ResultInfo> {
-        serde_json::from_slice(body)
-            .map_err(|e| fail(ResultCode::PARAM_ILLEGAL, format!("body: {e}")))
+        serde_json::from_slice(body).map_err(|e| {
+            fail(
+                ResultCode::PARAM_ILLEGAL,
+                format!("body: {}", paycode_http::brief(&e.to_string())),
+            )
+        })
     }
     match op {
         "pay" => pay_input(&parse::<PayRequest>(body)?, acquirer).map(drop),
@@ -390,4 +398,24 @@ async fn refund(State(inner): St, req: Result<SignedRequest, RequestRejection>) 
         },
     };
     answer(&inner, &req, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wallet's decoders cut an echoed hostile body short like the acquirer's.
+    #[test]
+    fn a_hostile_body_is_not_echoed_back_whole() {
+        let body = format!("\"{}\"", "7".repeat(5_000));
+        for op in ["pay", "refund", "cancel"] {
+            let r = decode_request(op, "paycode-acquirer", body.as_bytes()).unwrap_err();
+            assert_eq!(r.result_code, "PARAM_ILLEGAL", "{op}");
+            assert!(
+                r.result_message.len() < 400,
+                "{op}: {} bytes",
+                r.result_message.len()
+            );
+        }
+    }
 }

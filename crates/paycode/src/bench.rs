@@ -423,7 +423,8 @@ pub async fn run(data_dir: &Path, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(w) = &watched {
         w.print_summary();
     }
-    if samples.len() >= devices.len() {
+    // With --rate devices take turns, so running through them all is expected.
+    if args.rate.is_none() && samples.len() >= devices.len() {
         eprintln!(
             "note: every provisioned device was used; pass a larger --devices for a longer run"
         );
