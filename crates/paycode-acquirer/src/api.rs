@@ -29,10 +29,15 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body" } else { path.as_str() };
+        // The path names the caller's own keys, so it is cut short like any echo.
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            paycode_http::brief(&path)
+        };
         let inner = e.inner().to_string();
         let why = paycode_http::brief(inner.split(" at line ").next().unwrap_or(&inner));
-        ApiError::param(field, why)
+        ApiError::param(&field, why)
     })
 }
 
@@ -1022,5 +1027,24 @@ mod tests {
             );
             assert!(e.message.len() < 400, "{op}: {} bytes", e.message.len());
         }
+        // Found next: a deep path of the caller's own keys is cut short too.
+        let mut nested = String::from("1");
+        for i in 0..200 {
+            nested = format!("{{\"refundRequestIdRequestId{i}\":{nested}}}");
+        }
+        let body = format!("{{\"refundRequestId\":{nested}}}");
+        let e = decode_request("refund", "client-1", body.as_bytes()).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("refundRequestId.refundRequestIdRequestId199."),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains('…') && e.message.len() < 600,
+            "{} bytes: {}",
+            e.message.len(),
+            e.message
+        );
     }
 }
