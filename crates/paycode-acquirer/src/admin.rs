@@ -263,16 +263,7 @@ pub async fn put_store(
         format!("name {:?}, MCC {}", s.name, s.mcc),
     );
     let answer = write_and_reload(&acq, move |c| {
-        registry::upsert_store(
-            c,
-            &client_id,
-            &merchant_id,
-            &Store {
-                reference_store_id: s.reference_store_id.clone(),
-                name: s.name.clone(),
-                mcc: s.mcc.clone(),
-            },
-        )?;
+        registry::upsert_store(c, &client_id, &merchant_id, &s.to_store())?;
         Ok(())
     })
     .await;
@@ -280,6 +271,14 @@ pub async fn put_store(
 }
 
 impl StoreBody {
+    fn to_store(&self) -> Store {
+        Store {
+            reference_store_id: self.reference_store_id.clone(),
+            name: self.name.clone(),
+            mcc: self.mcc.clone(),
+        }
+    }
+
     fn check(&self) -> Result<(), ApiError> {
         let id = &self.reference_store_id;
         if id.is_empty() || id.chars().count() > 64 {
@@ -419,16 +418,7 @@ pub async fn put_merchant(State(acq): State<Acquirer>, headers: HeaderMap, raw: 
             b.country.as_deref(),
         )?;
         for s in &b.stores {
-            registry::upsert_store(
-                c,
-                &b.client_id,
-                &b.reference_merchant_id,
-                &Store {
-                    reference_store_id: s.reference_store_id.clone(),
-                    name: s.name.clone(),
-                    mcc: s.mcc.clone(),
-                },
-            )?;
+            registry::upsert_store(c, &b.client_id, &b.reference_merchant_id, &s.to_store())?;
         }
         Ok(())
     })

@@ -42,7 +42,12 @@ pub const ECHO_MAX_CHARS: usize = 200;
 /// `text` cut to [`ECHO_MAX_CHARS`] characters (with `…` when cut): error messages name what is
 /// wrong without sending a hostile body back whole (a JSON parser quotes the offending value).
 pub fn brief(text: &str) -> String {
-    match text.char_indices().nth(ECHO_MAX_CHARS) {
+    cut(text, ECHO_MAX_CHARS)
+}
+
+/// `text` cut to `max_chars` characters, with `…` when cut.
+pub(crate) fn cut(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
         Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
     }

@@ -81,13 +81,7 @@ impl fmt::Display for RequestTimeError {
 impl std::error::Error for RequestTimeError {}
 
 fn shown(text: &str) -> String {
-    if text.chars().count() <= SHOWN_CHARS_MAX {
-        text.to_string()
-    } else {
-        let mut s: String = text.chars().take(SHOWN_CHARS_MAX).collect();
-        s.push('…');
-        s
-    }
+    crate::cut(text, SHOWN_CHARS_MAX)
 }
 
 /// Reads a `Request-Time` in either accepted form as epoch milliseconds.

@@ -143,8 +143,8 @@ impl Kit {
         }
     }
 
-    fn code(&self, ev: &mut Vec<String>) -> Step<String> {
-        let out = shell(&self.args.code_command)?;
+    async fn code(&self, ev: &mut Vec<String>) -> Step<String> {
+        let out = shell(&self.args.code_command).await?;
         let code = out.trim().to_string();
         if code.len() != 24 || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("--code-command printed {code:?}, not 24 digits"));
@@ -225,7 +225,7 @@ impl Kit {
     /// A payment that waits for the password: paid with userVerificationRequired.
     async fn pending(&self, what: &str, ev: &mut Vec<String>) -> Step<String> {
         let id = self.next_id(what);
-        let code = self.code(ev)?;
+        let code = self.code(ev).await?;
         let r = self
             .call(
                 &self.client,
@@ -246,7 +246,7 @@ impl Kit {
     /// A paid payment: its id and paymentId.
     async fn paid(&self, what: &str, ev: &mut Vec<String>) -> Step<(String, Value)> {
         let id = self.next_id(what);
-        let code = self.code(ev)?;
+        let code = self.code(ev).await?;
         let body = self.pay_body(&id, &code, self.args.amount_minor, false);
         let r = self.call(&self.client, mpp::PAY_PATH, &body, ev).await?;
         expect(&r["result"], "S", "SUCCESS", "pay of a small amount")?;
@@ -254,7 +254,18 @@ impl Kit {
     }
 }
 
-fn shell(command: &str) -> Step<String> {
+/// Runs a wallet-supplied command off the async threads; its stdout.
+async fn shell(command: &str) -> Step<String> {
+    shell_owned(command.to_string()).await
+}
+
+async fn shell_owned(command: String) -> Step<String> {
+    tokio::task::spawn_blocking(move || shell_blocking(&command))
+        .await
+        .map_err(|e| format!("the command did not finish: {e}"))?
+}
+
+fn shell_blocking(command: &str) -> Step<String> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -347,7 +358,7 @@ async fn pay_success(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
 
 async fn idempotent_retry(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     let id = kit.next_id("retry");
-    let code = kit.code(ev)?;
+    let code = kit.code(ev).await?;
     let body = kit.pay_body(&id, &code, kit.args.amount_minor, false);
     let first = kit.call(&kit.client, mpp::PAY_PATH, &body, ev).await?;
     expect(&first["result"], "S", "SUCCESS", "first pay")?;
@@ -372,7 +383,7 @@ async fn idempotent_retry(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
 
 async fn refused_code(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     // A code of the wallet's own issuer that it never showed.
-    let real = kit.code(ev)?;
+    let real = kit.code(ev).await?;
     let forged = format!("{}02{:016}", &real[..6], 1_234_567_890_123_457u64);
     let id = kit.next_id("badcode");
     let body = kit.pay_body(&id, &forged, kit.args.amount_minor, false);
@@ -387,7 +398,7 @@ async fn refused_code(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
 
 async fn refused_amount(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     let id = kit.next_id("toomuch");
-    let code = kit.code(ev)?;
+    let code = kit.code(ev).await?;
     let body = kit.pay_body(&id, &code, 999_999_999_999, false);
     let r = kit.call(&kit.client, mpp::PAY_PATH, &body, ev).await?;
     expect_refused(&r["result"], "pay of an amount above any balance")?;
@@ -410,7 +421,7 @@ async fn password_then_notify(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     if kit.notices_of(&id) > 0 {
         return Err("notifyPayment was sent before the payment was final".into());
     }
-    shell(&kit.args.confirm_command)?;
+    shell(&kit.args.confirm_command).await?;
     ev.push("confirmed by the test user".into());
     let (status, code) = kit.notice(&id, ev).await?;
     if (status.as_str(), code.as_str()) != ("S", "SUCCESS") {
@@ -441,7 +452,7 @@ async fn cancel_pending(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     let again = kit.call(&kit.client, mpp::CANCEL_PATH, &body, ev).await?;
     expect(&again["result"], "S", "SUCCESS", "the same cancel again")?;
     // The user's confirmation comes too late: it must not pay.
-    let late = shell(&kit.args.confirm_command);
+    let late = shell(&kit.args.confirm_command).await;
     ev.push(format!(
         "confirmation after the cancel: {}",
         if late.is_ok() {
@@ -462,8 +473,7 @@ async fn cancel_pending(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
 
 async fn cancel_racing_confirmation(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
     let id = kit.pending("race", ev).await?;
-    let confirm = kit.args.confirm_command.clone();
-    let confirming = tokio::task::spawn_blocking(move || shell(&confirm));
+    let confirming = tokio::spawn(shell_owned(kit.args.confirm_command.clone()));
     let body = json!({"paymentRequestId": id});
     let c = kit.call(&kit.client, mpp::CANCEL_PATH, &body, ev).await?;
     let confirmed = confirming.await.map_err(|e| e.to_string())?;
@@ -506,7 +516,7 @@ async fn cancel_unknown_then_pay(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
         "SUCCESS",
         "cancelPayment of a payment never seen",
     )?;
-    let code = kit.code(ev)?;
+    let code = kit.code(ev).await?;
     let body = kit.pay_body(&id, &code, kit.args.amount_minor, false);
     let r = kit.call(&kit.client, mpp::PAY_PATH, &body, ev).await?;
     expect(
@@ -573,7 +583,7 @@ async fn signatures_and_time(kit: &Kit, ev: &mut Vec<String>) -> Step<()> {
         (&kit.stale, "an hour-old time"),
     ] {
         let id = kit.next_id("refused");
-        let code = kit.code(ev)?;
+        let code = kit.code(ev).await?;
         let body = kit.pay_body(&id, &code, kit.args.amount_minor, false);
         let r = kit.call(client, mpp::PAY_PATH, &body, ev).await?;
         if r["result"]["resultStatus"] != "F" {
